@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test`. Everything else is set-up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+DEMO_DB := data/demo.duckdb
+
+.PHONY: setup demo run test bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@# Plotly's static export (kaleido) and the browser tests need a Chrome.
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "warning: could not install chromium; figure export and browser tests will be skipped"; }
+	touch $@
+
+$(DEMO_DB): | setup
+	$(PY) -m agg2exp_core demo --data-dir data
+
+demo: $(DEMO_DB)
+
+run: demo
+	$(PY) -m streamlit run app.py --server.port $(PORT) -- --db $(DEMO_DB)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/attribution_speed.py
+	$(PY) benchmarks/kernelshap_speed.py
+	$(PY) benchmarks/dashboard_render.py
+
+clean-demo:
+	rm -rf data/demo data/artifacts $(DEMO_DB) $(DEMO_DB).writing
