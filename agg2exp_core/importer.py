@@ -1,0 +1,158 @@
+"""Import published Agg2Exp aggregates (one CSV row per patient) as a run of the store.
+
+The paper's repository publishes, per patient, the mass fractions
+``{a}_explanation_in_{b}_mass`` and Dice ``{a}_dice`` of its SwinUNETR on the
+TotalSegmentator v2 test set. They become a dataset and a SmoothGrad run of their own,
+so the dashboard shows real results next to the demo.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agg2exp_core import store
+from agg2exp_core.cohort import read_metadata
+from agg2exp_core.errors import InputError
+from agg2exp_core.labels import NAME_ALIASES, roi_specs
+
+MASS_COLUMN = re.compile(r"^(?P<a>.+)_explanation_in_(?P<b>.+)_mass$")
+ROW_SUM_TOLERANCE = 1e-3
+PUBLISHED_PARAMS = {"n_samples": 20, "sigma": 0.1, "aggregation": "sum",
+                    "network": "SwinUNETR", "spacing_mm": 1.5,
+                    "source": "MI2DataLab/agg2exp data/tsv2_test_aggregated_sg_explanations_with_dice.csv@0e9cb89"}
+PUBLISHED_MODEL = "published:MI2DataLab/agg2exp-swinunetr-tsv2"
+
+
+def label_names_from_columns(csv_path: Path, columns: list[str]) -> list[str]:
+    """Class names in the file's channel order, read off the first explained class's masses."""
+    pairs = [(m["a"], m["b"]) for c in columns if (m := MASS_COLUMN.match(c))]
+    if not pairs:
+        raise InputError(csv_path, "no '<a>_explanation_in_<b>_mass' columns; not an Agg2Exp aggregate CSV")
+    first = pairs[0][0]
+    names = [b for a, b in pairs if a == first]
+    expected = {(a, b) for a in names for b in names}
+    missing = sorted(expected - set(pairs))
+    if missing:
+        a, b = missing[0]
+        raise InputError(csv_path, f"missing column '{a}_explanation_in_{b}_mass' ({len(missing)} mass columns missing)")
+    return names
+
+
+def read_published_csv(csv_path: str | Path) -> tuple[list[str], pd.DataFrame]:
+    """Validated (label names as in the file, frame) of a published aggregate CSV."""
+    csv_path = Path(csv_path)
+    try:
+        frame = pd.read_csv(csv_path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputError(csv_path, f"cannot read CSV ({type(err).__name__}: {err})") from None
+    if "patient" not in frame.columns:
+        raise InputError(csv_path, "missing column 'patient'")
+    names = label_names_from_columns(csv_path, list(frame.columns))
+    ids = frame["patient"].astype(str)
+    if ids.duplicated().any():
+        raise InputError(csv_path, f"duplicate patient id '{ids[ids.duplicated()].iloc[0]}'")
+    masses = mass_cube(csv_path, frame, names)
+    sums = masses.sum(axis=2)
+    bad = np.argwhere(~np.isclose(sums, 1.0, atol=ROW_SUM_TOLERANCE) & ~np.isnan(sums))
+    if len(bad):
+        i, a = bad[0]
+        raise InputError(csv_path, f"patient '{ids.iloc[i]}': masses of class '{names[a]}' sum to "
+                                   f"{sums[i, a]:.4f}, not 1")
+    if (masses < -ROW_SUM_TOLERANCE).any():
+        raise InputError(csv_path, "negative mass fraction")
+    return names, frame
+
+
+def mass_cube(csv_path: Path, frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Masses as ``[patients, target a, source b]``."""
+    columns = [f"{a}_explanation_in_{b}_mass" for a in names for b in names]
+    try:
+        values = frame[columns].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError) as err:
+        raise InputError(csv_path, f"non-numeric mass value ({err})") from None
+    return values.reshape(len(frame), len(names), len(names))
+
+
+def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str | Path | None = None,
+                       dataset: str = "tsv2", data_dir: str | Path | None = None) -> str:
+    """Import a published aggregate CSV into the store; return the run id.
+
+    The CSV (and a LICENSE beside it) is copied into ``data_dir`` when given. Rows are
+    validated before anything is written; all rows land in one transaction.
+    """
+    csv_path = Path(csv_path)
+    names, frame = read_published_csv(csv_path)
+    canonical = [NAME_ALIASES.get(n, n) for n in names]
+    cases = pd.DataFrame({"case_id": frame["patient"].astype(str), "dataset": dataset, "split": "test",
+                          "image_path": None, "label_path": None, "pathologies": ""})
+    if metadata is not None:
+        cases = join_metadata(cases, read_metadata(metadata))
+    if data_dir is not None:
+        copy_with_licence(csv_path, Path(data_dir) / csv_path.parent.name)
+    run_id = store.run_id_for("smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, cohort=dataset)
+    masses = mass_cube(csv_path, frame, names)
+    with store.open_writer(db_path) as con:
+        roi_ids = store.upsert_rois(con, roi_specs(canonical))
+        ids = [roi_ids[n] for n in canonical]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            store.upsert_cases(con, cases)
+            store.ensure_run(con, run_id, "smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, canonical,
+                             source="import", description=f"Published Agg2Exp SmoothGrad aggregates ({csv_path.name})")
+            con.execute("DELETE FROM local_importance WHERE run_id = ?", [run_id])
+            rows = []
+            for i, case_id in enumerate(cases.case_id):
+                empty = np.full(masses[i].shape, np.nan)
+                rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty)
+            con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice_rows(frame, names, ids))
+            con.executemany("INSERT OR REPLACE INTO case_status VALUES (?, ?, 0, now())",
+                            [[run_id, c] for c in cases.case_id])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return run_id
+
+
+def dice_rows(frame: pd.DataFrame, names: list[str], ids: list[int]) -> list[list]:
+    rows = []
+    for name, roi_id in zip(names, ids):
+        column = f"{name}_dice"
+        if column not in frame.columns:
+            continue
+        for case_id, value in zip(frame["patient"].astype(str), pd.to_numeric(frame[column], errors="coerce")):
+            if pd.notna(value):
+                rows.append([PUBLISHED_MODEL, case_id, roi_id, float(value)])
+    return rows
+
+
+def join_metadata(cases: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataFrame:
+    """Attach sex/age (and any dataset/split given) by case id; unknown ids are ignored."""
+    meta = metadata.set_index("case_id")
+    for column in ("sex", "age"):
+        if column in meta.columns:
+            cases[column] = cases.case_id.map(meta[column])
+    return cases
+
+
+def copy_with_licence(csv_path: Path, target_dir: Path) -> None:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for source in (csv_path, csv_path.parent / "LICENSE", csv_path.parent / "README.md"):
+        if source.exists() and source.resolve() != (target_dir / source.name).resolve():
+            shutil.copyfile(source, target_dir / source.name)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("import-agg2exp", help="import published Agg2Exp aggregates (CSV) into a store")
+    parser.add_argument("--csv", required=True, type=Path, help="published *_aggregated_*_explanations_with_dice.csv")
+    parser.add_argument("--db", required=True, type=Path, help="DuckDB store to write")
+    parser.add_argument("--metadata", type=Path, help="optional CSV with case_id, sex, age")
+    parser.add_argument("--dataset", default="tsv2", help="dataset name for these cases")
+    parser.add_argument("--data-dir", type=Path, help="copy the CSV and its LICENSE here")
+    parser.set_defaults(func=lambda a: print(import_agg2exp_csv(a.csv, a.db, a.metadata, a.dataset, a.data_dir)) or 0)
