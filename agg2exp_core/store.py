@@ -184,10 +184,12 @@ def _num(x) -> float | None:
 
 def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: list[list],
                dice_rows: list[list] = (), artifact_path: str | None = None,
-               seconds: float = 0.0) -> None:
+               seconds: float = 0.0, case_row: dict | None = None) -> None:
     """All results of one case in one transaction: either all land or none."""
     con.execute("BEGIN TRANSACTION")
     try:
+        if case_row is not None:
+            upsert_cases(con, pd.DataFrame([case_row]))
         con.execute("DELETE FROM local_importance WHERE run_id = ? AND case_id = ?", [run_id, case_id])
         if rows:
             con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)

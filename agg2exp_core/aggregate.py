@@ -1,0 +1,95 @@
+"""RoI-importance matrices (Eq. 7 of the Agg2Exp paper): where the attribution mass lies.
+
+For target class a and RoI b, ``e_{b->a} = ||e_a * R_b||_1 / ||e_a||_1``; the ``pos`` and
+``neg`` variants use only the positive or only the negative part of ``e_a``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KINDS = ("abs", "pos", "neg")
+
+
+def _evidence(attributions: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "abs":
+        return attributions.abs()
+    if kind == "pos":
+        return attributions.clamp(min=0)
+    if kind == "neg":
+        return (-attributions).clamp(min=0)
+    raise ValueError(f"unknown kind '{kind}' (choose from {', '.join(KINDS)})")
+
+
+def roi_importance(attributions, rois, kind: str = "abs", n_rois: int | None = None) -> np.ndarray:
+    """Mass fractions ``[l, r]`` of each class's attribution inside each RoI.
+
+    attributions: ``[l, *S]`` (tensor or array). rois: an integer label map ``[*S]`` (RoI id
+    per voxel; ``r = n_rois`` or max id + 1) or a boolean stack ``[r, *S]`` (RoIs may
+    overlap). Rows sum to 1 when the RoIs partition the volume; a class whose attribution
+    is all zero gets a NaN row rather than a division error.
+    """
+    attr = torch.as_tensor(np.asarray(attributions) if not torch.is_tensor(attributions) else attributions)
+    attr = attr.detach().to(torch.float64).cpu()
+    roi = torch.as_tensor(np.asarray(rois) if not torch.is_tensor(rois) else rois).cpu()
+    if roi.dtype == torch.bool:
+        if roi.shape[1:] != attr.shape[1:]:
+            raise ValueError(f"RoI stack shape {tuple(roi.shape)} does not match attributions {tuple(attr.shape)}")
+        mass = _stack_mass(_evidence(attr, kind), roi)
+    else:
+        if roi.shape != attr.shape[1:]:
+            raise ValueError(f"RoI label map shape {tuple(roi.shape)} does not match attributions {tuple(attr.shape)}")
+        mass = _labelmap_mass(_evidence(attr, kind), roi.long(), n_rois)
+    total = _evidence(attr, kind).flatten(1).sum(1, keepdim=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = (mass / total).numpy()
+    fractions[(total <= 0).squeeze(1).numpy()] = np.nan
+    return fractions
+
+
+def _labelmap_mass(evidence: torch.Tensor, labels: torch.Tensor, n_rois: int | None) -> torch.Tensor:
+    """Per-class sums of evidence by label, all classes in one index_add."""
+    r = int(n_rois if n_rois is not None else labels.max() + 1)
+    if labels.min() < 0 or labels.max() >= r:
+        raise ValueError(f"RoI ids must lie in 0..{r - 1}")
+    out = torch.zeros(evidence.shape[0], r, dtype=evidence.dtype)
+    return out.index_add_(1, labels.flatten(), evidence.flatten(1))
+
+
+def _stack_mass(evidence: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
+    return evidence.flatten(1) @ stack.flatten(1).to(evidence.dtype).T
+
+
+def local_matrices(attributions, pred_labels, n_classes: int,
+                   extra_rois: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """abs/pos/neg matrices ``[l, n_classes + len(extra)]``: predicted class RoIs, then extra masks."""
+    pred = torch.as_tensor(np.asarray(pred_labels)).long()
+    out = {}
+    for kind in KINDS:
+        parts = [roi_importance(attributions, pred, kind, n_rois=n_classes)]
+        if extra_rois:
+            stack = torch.stack([torch.as_tensor(np.asarray(m, dtype=bool)) for m in extra_rois.values()])
+            parts.append(roi_importance(attributions, stack, kind))
+        out[kind] = np.concatenate(parts, axis=1)
+    return out
+
+
+def context_mass(matrix: np.ndarray) -> np.ndarray:
+    """``1 - e_{a->a}`` per class ``[l]``: evidence outside the class's own predicted region.
+
+    ``matrix`` is ``[l, r]`` (or ``[n, l, r]``) with the l class RoIs as its first columns.
+    """
+    matrix = np.asarray(matrix)
+    l = matrix.shape[-2]
+    return 1.0 - np.diagonal(matrix[..., :l], axis1=-2, axis2=-1)
+
+
+def global_matrix(local: np.ndarray) -> np.ndarray:
+    """Mean of local matrices ``[n, l, r] -> [l, r]`` over a cohort (NaN rows ignored)."""
+    local = np.asarray(local, dtype=float)
+    if local.ndim != 3 or local.shape[0] == 0:
+        raise ValueError(f"expected a non-empty stack [n, l, r], got shape {local.shape}")
+    with np.errstate(invalid="ignore"):
+        counts = np.sum(~np.isnan(local), axis=0)
+        sums = np.nansum(local, axis=0)
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
