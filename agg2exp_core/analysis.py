@@ -121,8 +121,12 @@ def group_tests(anomaly: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 
 def analyze(db: str | Path, run_id: str | None = None, config: AnalysisConfig = AnalysisConfig()) -> dict:
     """Fit the forests, score every case of a run, and write anomaly / statistics tables."""
+    if not Path(db).is_file():
+        raise InputError(db, "store not found")
     with store.open_writer(db) as con:
         run_id = run_id or _latest_precompute_run(con, db)
+        if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
+            raise InputError(db, f"no run '{run_id}' in the store")
         case_ids, targets, features = class_features(con, run_id)
         if not case_ids:
             raise InputError(db, f"run '{run_id}' has no local importance rows")

@@ -16,9 +16,16 @@ from agg2exp_core.errors import InputError
 STAGES = (phantoms, train, precompute, analysis, evaluation, importer, demo)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one stderr line naming the parameter (exit 2), like bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m agg2exp_core",
-                                     description="Agg2Exp Studio compute core: explain a 3-D segmentation model over a cohort.")
+    parser = OneLineParser(prog="python -m agg2exp_core",
+                           description="Agg2Exp Studio compute core: explain a 3-D segmentation model over a cohort.")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for stage in STAGES:

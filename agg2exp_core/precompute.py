@@ -116,6 +116,9 @@ def precompute(manifest: str | Path, checkpoint: str | Path, db: str | Path, met
     params = dict(params or {})
     frame = read_manifest(manifest)
     if case_ids is not None:
+        unknown = sorted(set(case_ids) - set(frame.case_id))
+        if unknown:
+            raise InputError("--cases", f"case id(s) not in the manifest: {', '.join(map(repr, unknown[:5]))}")
         frame = frame[frame.case_id.isin(list(case_ids))]
     model = load_checkpoint(checkpoint, device)
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
@@ -212,7 +215,10 @@ def _run(args) -> int:
         raise InputError("--params", f"not valid JSON ({err})") from None
     if not isinstance(params, dict):
         raise InputError("--params", "must be a JSON object")
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    try:
+        classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    except ValueError:
+        raise InputError("--classes", f"expected comma-separated class ids, got '{args.classes}'") from None
     cases = [c.strip() for c in args.cases.split(",")] if args.cases else None
     summary = precompute(args.manifest, args.checkpoint, args.db, args.method, params, classes, args.device,
                          args.data_dir, args.save_nifti, case_ids=cases)

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
 
 SCHEMA_VERSION = "1"
@@ -81,26 +82,46 @@ def writing_path(db_path: str | Path) -> Path:
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     path = Path(path)
-    if read_only:
-        return duckdb.connect(str(path), read_only=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    try:
+        if read_only:
+            return duckdb.connect(str(path), read_only=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path))
+    except duckdb.Error as err:  # not a DuckDB file, or locked by another writer
+        raise InputError(path, f"cannot open the store ({str(err).splitlines()[0]})") from None
     init_schema(con)
     return con
 
 
 @contextmanager
 def open_writer(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the writer's file (seeded from the published store if any); publish on exit."""
+    """Open the writer's file (seeded from the published store if any); publish on exit.
+
+    Bad input (``InputError``) publishes nothing, so a rejected command leaves the
+    published store byte for byte as it was.
+    """
     db_path = Path(db_path)
     work = writing_path(db_path)
-    if not work.exists() and db_path.exists():
-        shutil.copyfile(db_path, work)
-    con = connect(work)
+    seeded = not work.exists() and db_path.exists()
+    if seeded:  # copy then rename: a crash never leaves a half-copied writer file
+        tmp = work.with_name(f".{work.name}.{os.getpid()}.tmp")
+        shutil.copyfile(db_path, tmp)
+        os.replace(tmp, work)
+    try:
+        con = connect(work)
+    except InputError:
+        if seeded:
+            work.unlink()
+        raise
+    bad_input = False
     try:
         yield con
+    except InputError:
+        bad_input = True
+        raise
     finally:
-        publish(con, db_path)
+        if not bad_input:
+            publish(con, db_path)
         con.close()
 
 
@@ -207,6 +228,8 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, stage: str, message: str) -> None:
+    """Record a case's failure (only its latest attempt is kept)."""
+    con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
     con.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
                 [run_id, case_id, stage, " ".join(str(message).split()),
                  datetime.now(timezone.utc).replace(tzinfo=None)])
@@ -238,6 +261,8 @@ def local_matrices(con: duckdb.DuckDBPyConnection, run_id: str, kind: str = "abs
         [run_id]).df()
     if case_ids is not None:
         frame = frame[frame.case_id.isin(list(case_ids))]
+    if frame.empty:
+        return [], [], [], np.full((0, 0, 0), np.nan)
     cases = sorted(frame.case_id.unique())
     targets = sorted(frame.target_id.unique().tolist())
     sources = sorted(frame.source_id.unique().tolist())
