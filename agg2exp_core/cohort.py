@@ -238,7 +238,7 @@ def _check_same_grid(path, data, data_affine, image, image_affine) -> None:
 def _resample(volume: np.ndarray, affine: np.ndarray, preprocessing: Preprocessing, mode: str) -> MetaTensor:
     """[1, X, Y, Z] MetaTensor in RAS at the target spacing (affine tracked by MONAI)."""
     tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume))[None].float(), affine=torch.as_tensor(affine))
-    tensor = Orientation(axcodes="RAS")(tensor)
+    tensor = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(tensor)
     if preprocessing.spacing is not None:
         current = np.linalg.norm(np.asarray(tensor.affine)[:3, :3], axis=0)
         if not np.allclose(current, preprocessing.spacing, rtol=1e-3):
