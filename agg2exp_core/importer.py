@@ -53,10 +53,20 @@ def read_published_csv(csv_path: str | Path) -> tuple[list[str], pd.DataFrame]:
     if "patient" not in frame.columns:
         raise InputError(csv_path, "missing column 'patient'")
     names = label_names_from_columns(csv_path, list(frame.columns))
+    if frame.empty:
+        raise InputError(csv_path, "no patient rows")
+    empty = frame["patient"].isna() | (frame["patient"].astype(str).str.strip() == "")
+    if empty.any():
+        raise InputError(csv_path, f"empty patient id in row {int(empty.to_numpy().argmax()) + 2}")
     ids = frame["patient"].astype(str)
     if ids.duplicated().any():
         raise InputError(csv_path, f"duplicate patient id '{ids[ids.duplicated()].iloc[0]}'")
     masses = mass_cube(csv_path, frame, names)
+    missing = np.isnan(masses)
+    partly = np.argwhere(missing.any(axis=2) & ~missing.all(axis=2))  # all-NaN: class absent
+    if len(partly):
+        i, a = partly[0]
+        raise InputError(csv_path, f"patient '{ids.iloc[i]}': masses of class '{names[a]}' are partly missing")
     sums = masses.sum(axis=2)
     bad = np.argwhere(~np.isclose(sums, 1.0, atol=ROW_SUM_TOLERANCE) & ~np.isnan(sums))
     if len(bad):
@@ -110,7 +120,9 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
                 empty = np.full(masses[i].shape, np.nan)
                 rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty)
             con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice_rows(frame, names, ids))
+            dice = dice_rows(frame, names, ids)
+            if dice:
+                con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice)
             con.executemany("INSERT OR REPLACE INTO case_status VALUES (?, ?, 0, now())",
                             [[run_id, c] for c in cases.case_id])
             con.execute("COMMIT")
