@@ -1,0 +1,150 @@
+"""Cached computations that combine store reads (``data``) with pure helpers and the core.
+
+Each function returns a small, picklable result keyed on the store version, the run and
+the cohort filter, so a page rerun (e.g. after a widget change elsewhere) costs a cache
+lookup. The maths lives in ``agg2exp_core`` and ``dashboard.analytics``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from agg2exp_core.compare import PermutationResult, permutation_test
+from agg2exp_core.ordering import ClusterOrder
+from dashboard import analytics, data, slices, surfaces
+from dashboard.analytics import CohortSplit, Roi
+from dashboard.filters import CohortFilter
+
+
+@dataclass(frozen=True)
+class MatrixView:
+    """An ordered target x source matrix with its RoIs, per-cell case counts and dendrograms."""
+
+    targets: list[Roi]
+    sources: list[Roi]
+    matrix: np.ndarray
+    counts: np.ndarray
+    row_tree: ClusterOrder | None = None
+    column_tree: ClusterOrder | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.matrix.size == 0 or not np.isfinite(self.matrix).any()
+
+    def long_table(self, value_label: str) -> pd.DataFrame:
+        """The matrix as rows (target, source, value, n) for CSV export."""
+        rows = [{"target": t.name, "source": s.name, value_label: self.matrix[i, j], "n_cases": int(self.counts[i, j])}
+                for i, t in enumerate(self.targets) for j, s in enumerate(self.sources)]
+        return pd.DataFrame(rows)
+
+
+def _rois(ref: data.StoreRef) -> dict[int, Roi]:
+    return analytics.roi_table(data.rois(ref))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def global_matrix_view(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind: str,
+                       order: str) -> MatrixView:
+    """The cohort's mean matrix ordered by anatomical group, clustering or id."""
+    long = data.global_matrix(ref, run_id, cohort, kind)
+    targets, sources, matrix = analytics.matrix_from_long(long, "mean")
+    _, _, counts = analytics.matrix_from_long(long, "n")
+    table = _rois(ref)
+    target_rois = [table[t] for t in targets]
+    source_rois = [table[s] for s in sources]
+    if matrix.size == 0:
+        return MatrixView(target_rois, source_rois, matrix, counts)
+    how = order if np.isfinite(matrix).any() else "id"
+    ordered = analytics.order_matrix(matrix, [r.grp for r in target_rois], [r.grp for r in source_rois], how)
+    rows, cols = ordered.rows, ordered.columns
+    return MatrixView([target_rois[i] for i in rows], [source_rois[j] for j in cols],
+                      matrix[np.ix_(rows, cols)], np.nan_to_num(counts[np.ix_(rows, cols)]).astype(int),
+                      ordered.row_tree, ordered.column_tree)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    split: CohortSplit
+    targets: list[Roi]
+    sources: list[Roi]
+    result: PermutationResult
+
+    def table(self) -> pd.DataFrame:
+        r = self.result
+        rows = []
+        for i, t in enumerate(self.targets):
+            for j, s in enumerate(self.sources):
+                rows.append({"target": t.name, "source": s.name, f"mean {self.split.label_a}": r.mean_a[i, j],
+                             f"mean {self.split.label_b}": r.mean_b[i, j], "difference": r.difference[i, j],
+                             "p_value": r.p_values[i, j], "q_value_bh": r.q_values[i, j] if r.fdr else np.nan,
+                             "significant": bool(r.significant[i, j])})
+        return pd.DataFrame(rows).sort_values(["significant", "p_value"], ascending=[False, True])
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the permutation test…")
+def cohort_comparison(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind: str, split: CohortSplit,
+                      n_permutations: int, seed: int, alpha: float, fdr: bool) -> Comparison:
+    """Permutation test of two sub-cohorts' mean matrices (cells in anatomical-group order)."""
+    cases, targets, sources, cube = analytics.cube_from_long(data.local_values(ref, run_id, cohort, kind))
+    table = _rois(ref)
+    order = analytics.order_matrix(np.zeros((len(targets), len(sources))), [table[t].grp for t in targets],
+                                   [table[s].grp for s in sources], "group")
+    cube = cube[:, order.rows][:, :, order.columns]
+    index = {c: i for i, c in enumerate(cases)}
+    a = cube[[index[c] for c in split.cases_a if c in index]]
+    b = cube[[index[c] for c in split.cases_b if c in index]]
+    result = permutation_test(a, b, n_permutations=n_permutations, seed=seed, alpha=alpha, fdr=fdr)
+    return Comparison(split, [table[targets[i]] for i in order.rows], [table[sources[j]] for j in order.columns],
+                      result)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def graph_edges(ref: data.StoreRef, run_id: str, cohort: CohortFilter, k: int, kind: str = "abs",
+                include_background: bool = False):
+    """(nodes, self mass per target, top-k edges, circular positions) of the knowledge graph."""
+    long = data.global_matrix(ref, run_id, cohort, kind)
+    table = _rois(ref)
+    if not include_background:
+        keep = {i for i, r in table.items() if r.name != "background"}
+        long = long[long.target_id.isin(keep) & long.source_id.isin(keep)]
+    targets, sources, matrix = analytics.matrix_from_long(long, "mean")
+    edges = analytics.top_k_edges(matrix, targets, sources, k, include_self=False)
+    node_ids = sorted(set(targets) | set(sources))
+    nodes = [table[i] for i in node_ids]
+    positions = analytics.circular_layout(node_ids, [n.grp for n in nodes])
+    column = {s: j for j, s in enumerate(sources)}
+    self_mass = {t: float(matrix[i, column[t]]) for i, t in enumerate(targets)
+                 if t in column and np.isfinite(matrix[i, column[t]])}
+    return nodes, self_mass, edges, positions
+
+
+@st.cache_data(max_entries=16, show_spinner="Extracting surfaces with pyvista…")
+def case_surfaces(path: str, mtime_ns: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Surfaces of a case's predicted labels (raises SurfaceUnavailable with the reason)."""
+    artifact = slices.CaseArtifact(data.load_artifact(path, mtime_ns))
+    if artifact.pred is None:
+        raise surfaces.SurfaceUnavailable("the artefact holds no prediction ('pred')")
+    return surfaces.label_surfaces(artifact.pred, artifact.spacing)
+
+
+@st.cache_data(max_entries=8, show_spinner="Rendering off-screen with pyvista…")
+def case_snapshot(path: str, mtime_ns: int) -> bytes:
+    return surfaces.snapshot(path)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def case_matrix_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, like: MatrixView) -> MatrixView:
+    """One case's local matrix in the row/column order of ``like`` (e.g. the cohort mean)."""
+    long = data.case_matrix(ref, run_id, case_id, kind)
+    targets, sources, matrix = analytics.matrix_from_long(long, "value")
+    t_index = {t: i for i, t in enumerate(targets)}
+    s_index = {s: j for j, s in enumerate(sources)}
+    out = np.full((len(like.targets), len(like.sources)), np.nan)
+    for i, t in enumerate(like.targets):
+        for j, s in enumerate(like.sources):
+            if t.roi_id in t_index and s.roi_id in s_index:
+                out[i, j] = matrix[t_index[t.roi_id], s_index[s.roi_id]]
+    return MatrixView(like.targets, like.sources, out, np.isfinite(out).astype(int))

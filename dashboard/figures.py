@@ -1,0 +1,404 @@
+"""Plotly figure builders (pure: data in, ``go.Figure`` out; no Streamlit).
+
+Every builder takes a ``provenance`` line that becomes the figure's subtitle, so an
+exported PNG/SVG/PDF still says which run, method, cohort filter and n it shows.
+RoIs are coloured by anatomical group (cardiovascular red, muscle yellow, bone blue,
+organ grey, pathology black) as in the paper.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from agg2exp_core.labels import GROUP_COLORS
+from agg2exp_core.ordering import GROUP_ORDER, ClusterOrder
+from dashboard.analytics import Roi
+
+FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=12)
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+LOG_FLOOR = 1e-4
+
+
+def _base_layout(fig: go.Figure, title: str, provenance: str, height: int | None = None) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=html.escape(title), x=0.0, xanchor="left",
+                   subtitle=dict(text=html.escape(provenance), font=dict(size=10, color="#666"))),
+        font=FONT, template="plotly_white", margin=dict(l=10, r=10, t=70, b=10))
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def _tick(roi: Roi) -> str:
+    return f"<span style='color:{roi.color}'>{html.escape(roi.name)}</span>"
+
+
+def _group_legend(fig: go.Figure, groups: Sequence[str], row=None, col=None) -> None:
+    """Invisible marker traces that put the anatomical-group colours into the legend."""
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    for grp in sorted(dict.fromkeys(groups), key=lambda g: rank.get(g, len(rank))):
+        trace = go.Scatter(x=[None], y=[None], mode="markers", name=grp, showlegend=True,
+                           marker=dict(size=10, color=GROUP_COLORS.get(grp, "#999"), symbol="square"))
+        fig.add_trace(trace, row=row, col=col) if row else fig.add_trace(trace)
+
+
+# --- matrices --------------------------------------------------------------------------------
+
+def matrix_heatmap(matrix: np.ndarray, targets: Sequence[Roi], sources: Sequence[Roi], title: str,
+                   provenance: str, value_label: str = "mass", log_scale: bool = False,
+                   counts: np.ndarray | None = None, row_tree: ClusterOrder | None = None,
+                   column_tree: ClusterOrder | None = None, height: int | None = None) -> go.Figure:
+    """Target (rows) x source (columns) matrix, already ordered; optional dendrograms of the order."""
+    values = np.asarray(matrix, dtype=float)
+    z = np.log10(np.clip(values, LOG_FLOOR, None)) if log_scale else values
+    n_rows, n_cols = values.shape
+    custom = np.empty((n_rows, n_cols, 3), dtype=object)
+    for i, t in enumerate(targets):
+        for j, s in enumerate(sources):
+            custom[i, j] = (t.name, s.name, "" if counts is None else int(counts[i, j]))
+    hover = (f"target <b>%{{customdata[0]}}</b><br>source <b>%{{customdata[1]}}</b><br>"
+             f"{value_label}: %{{text}}" + ("<br>n cases: %{customdata[2]}" if counts is not None else "")
+             + "<extra></extra>")
+    text = np.vectorize(lambda v: "n/a" if not np.isfinite(v) else f"{v:.4f}")(values) if values.size else values
+    colorbar = dict(title=dict(text=value_label + (" (log)" if log_scale else ""), side="right"), thickness=12)
+    if log_scale:
+        ticks = list(range(int(math.log10(LOG_FLOOR)), 1))
+        colorbar.update(tickvals=ticks, ticktext=[f"{10.0 ** k:g}" for k in ticks])
+    heat = go.Heatmap(z=z, x=list(range(n_cols)), y=list(range(n_rows)), customdata=custom, text=text,
+                      hovertemplate=hover, colorscale=SEQUENTIAL, colorbar=colorbar,
+                      zmin=math.log10(LOG_FLOOR) if log_scale else 0.0, xgap=1, ygap=1,
+                      zmax=0.0 if log_scale else None)
+    with_trees = row_tree is not None and column_tree is not None and row_tree.icoord
+    if with_trees:
+        fig = make_subplots(rows=2, cols=2, column_widths=[0.12, 0.88], row_heights=[0.14, 0.86],
+                            shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.005,
+                            vertical_spacing=0.005)
+        fig.add_trace(heat, row=2, col=2)
+        _add_dendrogram(fig, column_tree, row=1, col=2, horizontal=False)
+        _add_dendrogram(fig, row_tree, row=2, col=1, horizontal=True)
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
+        fig.update_xaxes(visible=False, row=2, col=1)
+        fig.update_yaxes(visible=False, row=2, col=1)
+        heat_axes = dict(row=2, col=2)
+    else:
+        fig = go.Figure(heat)
+        heat_axes = {}
+    fig.update_xaxes(tickvals=list(range(n_cols)), ticktext=[_tick(s) for s in sources], tickangle=-45,
+                     title_text="source RoI b", side="bottom", **heat_axes)
+    fig.update_yaxes(tickvals=list(range(n_rows)), ticktext=[_tick(t) for t in targets],
+                     title_text="target class a", autorange="reversed", **heat_axes)
+    if with_trees:
+        fig.update_yaxes(autorange="reversed", row=2, col=1)
+        fig.update_xaxes(range=[-0.5, n_cols - 0.5], row=2, col=2)
+        fig.update_yaxes(range=[n_rows - 0.5, -0.5], row=2, col=2)
+    fig.update_layout(showlegend=False, plot_bgcolor="white")
+    return _base_layout(fig, title, provenance, height or max(420, 60 + 28 * n_rows + 140))
+
+
+def _add_dendrogram(fig: go.Figure, tree: ClusterOrder, row: int, col: int, horizontal: bool) -> None:
+    """Dendrogram segments aligned with heat-map cells (leaf k at cell k)."""
+    xs, ys = [], []
+    for icoord, dcoord in zip(tree.icoord, tree.dcoord):
+        positions = [(p - 5.0) / 10.0 for p in icoord]
+        if horizontal:
+            xs += [-d for d in dcoord] + [None]
+            ys += positions + [None]
+        else:
+            xs += positions + [None]
+            ys += list(dcoord) + [None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#555", width=1), hoverinfo="skip",
+                             showlegend=False), row=row, col=col)
+
+
+def difference_heatmap(difference: np.ndarray, p_values: np.ndarray, q_values: np.ndarray,
+                       significant: np.ndarray, mean_a: np.ndarray, mean_b: np.ndarray,
+                       targets: Sequence[Roi], sources: Sequence[Roi], label_a: str, label_b: str,
+                       title: str, provenance: str, adjusted: bool) -> go.Figure:
+    """Mean(A) - mean(B) on a symmetric diverging scale; significant cells marked with a black dot."""
+    n_rows, n_cols = difference.shape
+    finite = np.abs(difference[np.isfinite(difference)])
+    bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    custom = np.empty((n_rows, n_cols, 6), dtype=object)
+    for i, t in enumerate(targets):
+        for j, s in enumerate(sources):
+            custom[i, j] = (t.name, s.name, _fmt(mean_a[i, j]), _fmt(mean_b[i, j]), _fmt(p_values[i, j], 3),
+                            _fmt(q_values[i, j], 3))
+    q_label = "q (BH)" if adjusted else "p"
+    hover = ("target <b>%{customdata[0]}</b><br>source <b>%{customdata[1]}</b><br>"
+             f"difference: %{{z:.4f}}<br>{html.escape(label_a)}: %{{customdata[2]}}<br>"
+             f"{html.escape(label_b)}: %{{customdata[3]}}<br>p: %{{customdata[4]}}"
+             + (f"<br>{q_label}: %{{customdata[5]}}" if adjusted else "") + "<extra></extra>")
+    fig = go.Figure(go.Heatmap(z=difference, x=list(range(n_cols)), y=list(range(n_rows)), customdata=custom,
+                               hovertemplate=hover, colorscale=DIVERGING, zmid=0, zmin=-bound, zmax=bound,
+                               xgap=1, ygap=1,
+                               colorbar=dict(title=dict(text=f"mean({label_a}) − mean({label_b})", side="right"),
+                                             thickness=12)))
+    rows, cols = np.nonzero(significant)
+    fig.add_trace(go.Scatter(x=cols.tolist(), y=rows.tolist(), mode="markers", hoverinfo="skip",
+                             name=f"{q_label} < alpha", marker=dict(symbol="circle", size=7, color="black",
+                                                                     line=dict(color="white", width=1))))
+    fig.update_xaxes(tickvals=list(range(n_cols)), ticktext=[_tick(s) for s in sources], tickangle=-45,
+                     title_text="source RoI b", range=[-0.5, n_cols - 0.5])
+    fig.update_yaxes(tickvals=list(range(n_rows)), ticktext=[_tick(t) for t in targets],
+                     title_text="target class a", range=[n_rows - 0.5, -0.5])
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
+                      plot_bgcolor="white")
+    return _base_layout(fig, title, provenance, max(420, 60 + 28 * n_rows + 140))
+
+
+def _fmt(value, digits: int = 4) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}g}" if digits < 4 else f"{value:.4f}"
+
+
+# --- knowledge graph ---------------------------------------------------------------------------
+
+def knowledge_graph(nodes: Sequence[Roi], self_mass: dict[int, float], edges: pd.DataFrame,
+                    positions: dict[int, tuple[float, float]], title: str, provenance: str) -> go.Figure:
+    """Directed graph b -> a of the top sources per target; width ~ mass, node size ~ self mass."""
+    fig = go.Figure()
+    top = float(edges["mass"].max()) if len(edges) else 1.0
+    mid_x, mid_y, mid_text = [], [], []
+    pairs = set(zip(edges.source_id, edges.target_id)) if len(edges) else set()
+    for edge in edges.itertuples():
+        (x0, y0), (x1, y1) = positions[edge.source_id], positions[edge.target_id]
+        if (edge.target_id, edge.source_id) in pairs:      # both directions: offset to parallel lines
+            dx, dy = y1 - y0, x0 - x1
+            norm = math.hypot(dx, dy) or 1.0
+            x0, y0, x1, y1 = (x0 + 0.025 * dx / norm, y0 + 0.025 * dy / norm,
+                              x1 + 0.025 * dx / norm, y1 + 0.025 * dy / norm)
+        source = next(n for n in nodes if n.roi_id == edge.source_id)
+        target = next(n for n in nodes if n.roi_id == edge.target_id)
+        width = 0.8 + 7.0 * edge.mass / top
+        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
+                           showarrow=True, arrowhead=2, arrowsize=max(0.6, 1.6 - width / 8), arrowwidth=width,
+                           arrowcolor=_alpha(source.color, 0.55), standoff=12, startstandoff=8)
+        mid_x.append((x0 + x1) / 2)
+        mid_y.append((y0 + y1) / 2)
+        mid_text.append(f"{html.escape(source.name)} → {html.escape(target.name)}<br>mass {edge.mass:.4f} "
+                        f"(rank {edge.rank} for {html.escape(target.name)})")
+    fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker=dict(size=10, opacity=0),
+                             hovertext=mid_text, hoverinfo="text", showlegend=False))
+    xs = [positions[n.roi_id][0] for n in nodes]
+    ys = [positions[n.roi_id][1] for n in nodes]
+    sizes = [14 + 30 * float(self_mass.get(n.roi_id, 0.0)) for n in nodes]
+    hover = [f"<b>{html.escape(n.name)}</b> ({n.grp})<br>" +
+             (f"self mass e(a→a): {self_mass[n.roi_id]:.3f}" if n.roi_id in self_mass else "source only")
+             for n in nodes]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=[n.name for n in nodes],
+                             textposition=[_text_position(x, y) for x, y in zip(xs, ys)], hovertext=hover,
+                             hoverinfo="text", showlegend=False,
+                             marker=dict(size=sizes, color=[n.color for n in nodes],
+                                         line=dict(color="white", width=1.5)),
+                             textfont=dict(size=11)))
+    _group_legend(fig, [n.grp for n in nodes])
+    fig.update_xaxes(visible=False, range=[-1.6, 1.6])
+    fig.update_yaxes(visible=False, range=[-1.3, 1.3], scaleanchor="x")
+    fig.update_layout(legend=dict(title="group", orientation="v"), plot_bgcolor="white")
+    return _base_layout(fig, title, provenance, 720)
+
+
+def _text_position(x: float, y: float) -> str:
+    vertical = "top" if y > 0.2 else ("bottom" if y < -0.2 else "middle")
+    horizontal = "right" if x > 0.2 else ("left" if x < -0.2 else "center")
+    return f"{vertical} {horizontal}" if vertical != "middle" or horizontal != "center" else "top center"
+
+
+def _alpha(color: str, alpha: float) -> str:
+    color = color.lstrip("#")
+    if len(color) != 6:
+        return f"rgba(120,120,120,{alpha})"
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# --- distributions --------------------------------------------------------------------------------
+
+def class_boxplot(values: pd.DataFrame, sources: Sequence[Roi], target: Roi, title: str, provenance: str,
+                  value_label: str, log_scale: bool = False) -> go.Figure:
+    """Box plot of e_{b->a} over cases for every source b (one box per b, coloured by group)."""
+    fig = go.Figure()
+    frame = values.copy()
+    frame["age_text"] = frame["age"].map(lambda a: "unknown" if pd.isna(a) else f"{a:g}")
+    frame["sex_text"] = frame["sex"].fillna("unknown")
+    frame["dice_text"] = frame["dice"].map(lambda d: "n/a" if pd.isna(d) else f"{d:.3f}")
+    for source in sources:
+        part = frame[frame.source_id == source.roi_id]
+        y = part["value"].to_numpy(dtype=float, na_value=np.nan)
+        if log_scale:
+            y = np.clip(y, LOG_FLOOR, None)
+        fig.add_trace(go.Box(
+            y=y, x=[source.name] * len(part), name=source.name, boxpoints="outliers", marker_color=source.color,
+            line=dict(color=source.color, width=1.2), fillcolor=_alpha(source.color, 0.25),
+            customdata=part[["case_id", "sex_text", "age_text", "dice_text", "dataset"]].to_numpy(),
+            hovertemplate=("case <b>%{customdata[0]}</b> (%{customdata[4]})<br>sex %{customdata[1]}, age "
+                           "%{customdata[2]}<br>Dice " + html.escape(target.name) + ": %{customdata[3]}<br>"
+                           + value_label + ": %{y:.4f}<extra>" + html.escape(source.name) + "</extra>"),
+            showlegend=False))
+    _group_legend(fig, [s.grp for s in sources])
+    fig.update_xaxes(title_text="source RoI b", tickangle=-45)
+    fig.update_yaxes(title_text=f"e(b → {target.name}) · {value_label}", type="log" if log_scale else "linear")
+    fig.update_layout(legend=dict(title="group", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return _base_layout(fig, title, provenance, 560)
+
+
+def context_mass_boxes(frame: pd.DataFrame, targets: Sequence[Roi], title: str, provenance: str) -> go.Figure:
+    """Context mass 1 − e(a→a) per class, one box per dataset (grouped)."""
+    fig = go.Figure()
+    names = {t.roi_id: t.name for t in targets}
+    palette = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#e45756"]
+    order = [t.roi_id for t in targets]
+    for k, (dataset, part) in enumerate(frame.groupby("dataset", sort=True)):
+        part = part[part.target_id.isin(order)].copy()
+        part["rank"] = part.target_id.map({t: i for i, t in enumerate(order)})
+        part = part.sort_values(["rank", "case_id"])
+        fig.add_trace(go.Box(x=part.target_id.map(names), y=part.context_mass, name=str(dataset),
+                             marker_color=palette[k % len(palette)], boxpoints="outliers",
+                             customdata=part[["case_id"]].to_numpy(),
+                             hovertemplate="case %{customdata[0]}<br>%{x}: %{y:.3f}<extra>" + html.escape(str(dataset))
+                             + "</extra>"))
+    fig.update_layout(boxmode="group", legend=dict(title="dataset", orientation="h", y=1.0, yanchor="bottom",
+                                                   x=1, xanchor="right"))
+    fig.update_xaxes(title_text="target class a", tickangle=-45, categoryorder="array",
+                     categoryarray=[t.name for t in targets])
+    fig.update_yaxes(title_text="context mass 1 − e(a → a)", range=[0, 1.02])
+    return _base_layout(fig, title, provenance, 520)
+
+
+def anomaly_scatter(ranking: pd.DataFrame, title: str, provenance: str, dice_label: str) -> go.Figure:
+    """Anomaly score vs Dice, outliers in red, one symbol per dataset."""
+    fig = go.Figure()
+    symbols = ["circle", "diamond", "square", "triangle-up", "cross"]
+    for k, (dataset, part) in enumerate(ranking.groupby("dataset", sort=True)):
+        for outlier, colour, label in ((False, "#4c78a8", "inlier"), (True, "#d62728", "outlier")):
+            sub = part[part.is_outlier.fillna(False).astype(bool) == outlier]
+            if sub.empty:
+                continue
+            custom = np.column_stack([sub.case_id, sub.sex.fillna("unknown"),
+                                      sub.age.map(lambda a: "unknown" if pd.isna(a) else f"{a:g}"), sub["rank"]])
+            fig.add_trace(go.Scatter(
+                x=sub.score, y=sub.dice, mode="markers", name=f"{dataset} · {label}",
+                marker=dict(color=colour, symbol=symbols[k % len(symbols)], size=8, opacity=0.8,
+                            line=dict(color="white", width=0.5)),
+                customdata=custom,
+                hovertemplate=("case <b>%{customdata[0]}</b> (rank %{customdata[3]})<br>sex %{customdata[1]}, "
+                               "age %{customdata[2]}<br>anomaly %{x:.3f}<br>Dice %{y:.3f}<extra></extra>")))
+    fig.update_xaxes(title_text="anomaly score (higher = more anomalous)")
+    fig.update_yaxes(title_text=dice_label)
+    fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return _base_layout(fig, title, provenance, 480)
+
+
+# --- overview ------------------------------------------------------------------------------------
+
+def counts_bars(counts: dict[str, pd.DataFrame], title: str, provenance: str) -> go.Figure:
+    """Case counts by dataset, split, sex and age band as four small bar charts."""
+    names = list(counts)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06)
+    for k, name in enumerate(names, start=1):
+        table = counts[name]
+        fig.add_trace(go.Bar(x=table[name].astype(str), y=table["cases"], marker_color="#4c78a8",
+                             text=table["cases"], textposition="outside", cliponaxis=False,
+                             hovertemplate=f"{name} %{{x}}: %{{y}} cases<extra></extra>", showlegend=False),
+                      row=1, col=k)
+    fig.update_yaxes(title_text="cases", row=1, col=1)
+    fig.update_yaxes(rangemode="tozero")
+    return _base_layout(fig, title, provenance, 340)
+
+
+def dice_boxes(dice: pd.DataFrame, classes: Sequence[Roi], title: str, provenance: str) -> go.Figure:
+    """Dice per class over the cohort's cases."""
+    fig = go.Figure()
+    for roi in classes:
+        part = dice[dice.class_id == roi.roi_id]
+        if part.empty:
+            continue
+        fig.add_trace(go.Box(y=part.dice, name=roi.name, marker_color=roi.color, boxpoints="outliers",
+                             customdata=part[["case_id"]].to_numpy(), showlegend=False,
+                             hovertemplate="case %{customdata[0]}<br>Dice %{y:.3f}<extra>" + html.escape(roi.name)
+                             + "</extra>"))
+    _group_legend(fig, [r.grp for r in classes])
+    fig.update_xaxes(tickangle=-45)
+    fig.update_yaxes(title_text="Dice", range=[0, 1.02])
+    fig.update_layout(legend=dict(title="group", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return _base_layout(fig, title, provenance, 440)
+
+
+# --- case viewer ----------------------------------------------------------------------------------
+
+def slice_image(rgb: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float], title: str,
+                provenance: str, axis_labels: tuple[str, str], height: int = 420) -> go.Figure:
+    """A composited RGB slice (rows top-down) with HU on hover, physical aspect ratio."""
+    dy, dx = pixel_spacing
+    n_rows, n_cols = rgb.shape[:2]
+    fig = go.Figure(go.Image(z=rgb, dx=dx, dy=dy, hoverinfo="skip"))
+    fig.add_trace(go.Heatmap(z=hu, dx=dx, dy=dy, x0=0, y0=0, opacity=0, showscale=False,
+                             hovertemplate="HU %{z}<extra></extra>", colorscale=[[0, "black"], [1, "black"]]))
+    fig.update_xaxes(visible=False, range=[-dx / 2, (n_cols - 0.5) * dx], constrain="domain")
+    fig.update_yaxes(visible=False, range=[(n_rows - 0.5) * dy, -dy / 2], scaleanchor="x", constrain="domain")
+    fig.update_layout(margin=dict(l=0, r=0, t=60, b=0))
+    fig.add_annotation(text=axis_labels[0], x=0, y=1, xref="paper", yref="paper", showarrow=False,
+                       font=dict(color="white", size=11), xanchor="left", yanchor="top")
+    fig.add_annotation(text=axis_labels[1], x=1, y=1, xref="paper", yref="paper", showarrow=False,
+                       font=dict(color="white", size=11), xanchor="right", yanchor="top")
+    fig = _base_layout(fig, title, provenance, height)
+    fig.update_layout(margin=dict(l=0, r=0, t=60, b=0))
+    return fig
+
+
+def surface_mesh(surfaces: Sequence[tuple[Roi, np.ndarray, np.ndarray]], title: str, provenance: str) -> go.Figure:
+    """3-D surfaces of predicted structures (vertices [n,3] in mm, triangles [m,3])."""
+    fig = go.Figure()
+    for roi, vertices, faces in surfaces:
+        fig.add_trace(go.Mesh3d(x=vertices[:, 0], y=vertices[:, 1], z=vertices[:, 2], i=faces[:, 0],
+                                j=faces[:, 1], k=faces[:, 2], color=roi.color, opacity=0.55 if roi.grp == "organ" else 0.9,
+                                name=roi.name, showlegend=True, hovertemplate=html.escape(roi.name) + "<extra></extra>",
+                                flatshading=False, lighting=dict(ambient=0.5, diffuse=0.7, specular=0.2)))
+    fig.update_layout(scene=dict(aspectmode="data", xaxis_title="x (R) mm", yaxis_title="y (A) mm",
+                                 zaxis_title="z (S) mm", camera=dict(eye=dict(x=0.0, y=2.0, z=0.6))),
+                      legend=dict(itemsizing="constant"))
+    return _base_layout(fig, title, provenance, 560)
+
+
+# --- methods --------------------------------------------------------------------------------------
+
+def perturbation_curves(summary: pd.DataFrame, labels: dict[str, str], title: str, provenance: str) -> go.Figure:
+    """MoRF and LeRF curves: median over the cohort's (case, class) pairs with an IQR band."""
+    orderings = [o for o in ("morf", "lerf") if o in set(summary.ordering)] + sorted(
+        set(summary.ordering) - {"morf", "lerf"})
+    fig = make_subplots(rows=1, cols=max(len(orderings), 1), subplot_titles=[o.upper() for o in orderings],
+                        shared_yaxes=True, horizontal_spacing=0.05)
+    palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#9d755d"]
+    for c, ordering in enumerate(orderings, start=1):
+        for k, (run_id, part) in enumerate(summary[summary.ordering == ordering].groupby("run_id", sort=True)):
+            part = part.sort_values("step")
+            colour = palette[k % len(palette)]
+            fig.add_trace(go.Scatter(x=np.concatenate([part.fraction, part.fraction[::-1]]),
+                                     y=np.concatenate([part.q75, part.q25[::-1]]), fill="toself",
+                                     fillcolor=_alpha(colour, 0.18), line=dict(width=0), hoverinfo="skip",
+                                     showlegend=False, legendgroup=run_id), row=1, col=c)
+            fig.add_trace(go.Scatter(x=part.fraction, y=part["median"], mode="lines+markers",
+                                     name=labels.get(run_id, run_id), line=dict(color=colour, width=2),
+                                     legendgroup=run_id, showlegend=c == 1,
+                                     customdata=np.column_stack([part.q25, part.q75, part.n]),
+                                     hovertemplate=("fraction removed %{x:.2f}<br>median %{y:.3f}<br>IQR "
+                                                    "%{customdata[0]:.3f} – %{customdata[1]:.3f}<br>n %{customdata[2]}"
+                                                    "<extra>" + html.escape(labels.get(run_id, run_id)) + "</extra>")),
+                          row=1, col=c)
+        fig.update_xaxes(title_text="fraction of input removed", row=1, col=c)
+    fig.update_yaxes(title_text="model output (normalised)", row=1, col=1)
+    fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return _base_layout(fig, title, provenance, 440)

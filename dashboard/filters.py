@@ -1,0 +1,266 @@
+"""The cohort filter: its options, validation of URL values, URL form, SQL and wording.
+
+Pure functions (no Streamlit): the sidebar in ``dashboard.ui`` turns widgets into a
+``CohortFilter``; ``data`` turns it into a parameterised WHERE clause. Values that come
+from a URL are checked against the options of the shown run before use; anything
+unknown is dropped with a warning (the warnings are shown on the page).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+UNKNOWN = "unknown"          # option standing for a NULL split/sex
+PATHOLOGY_ANY = "any"        # at least one pathology annotated
+PATHOLOGY_NONE = "none"      # no pathology annotated
+FILTER_KEYS = ("dataset", "split", "sex", "age_min", "age_max", "pathology")
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """What the cases of a run allow to filter on."""
+
+    datasets: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+    sexes: tuple[str, ...] = ()            # includes UNKNOWN when some cases lack sex
+    age_range: tuple[int, int] | None = None
+    pathologies: tuple[str, ...] = ()
+    n_unknown_sex: int = 0
+    n_unknown_age: int = 0
+    n_cases: int = 0
+
+    @property
+    def sex_recorded(self) -> bool:
+        return any(s != UNKNOWN for s in self.sexes)
+
+    @property
+    def age_recorded(self) -> bool:
+        return self.age_range is not None
+
+    @property
+    def pathology_choices(self) -> tuple[str, ...]:
+        """Values of the pathology filter: '' (all cases), any, none, then each RoI name."""
+        return ("", PATHOLOGY_ANY, PATHOLOGY_NONE) + self.pathologies
+
+
+@dataclass(frozen=True)
+class CohortFilter:
+    """A filter on case metadata. ``None`` means "no restriction"; ``()`` selects nothing."""
+
+    datasets: tuple[str, ...] | None = None
+    splits: tuple[str, ...] | None = None
+    sexes: tuple[str, ...] | None = None
+    age_min: float | None = None
+    age_max: float | None = None
+    pathology: str = ""
+
+    @property
+    def is_empty_selection(self) -> bool:
+        return any(v == () for v in (self.datasets, self.splits, self.sexes))
+
+
+def pathology_names(values: Sequence[str | None]) -> list[str]:
+    """Sorted distinct RoI names of ';'-separated pathology lists."""
+    names = {p.strip() for v in values if isinstance(v, str) for p in v.split(";")}
+    return sorted(n for n in names if n)
+
+
+def options_from_cases(cases: pd.DataFrame) -> FilterOptions:
+    """Options of a run's cases (columns dataset, split, sex, age, pathologies)."""
+    if cases.empty:
+        return FilterOptions()
+
+    def values(column: str) -> tuple[str, ...]:
+        series = cases[column]
+        known = sorted(str(v) for v in series.dropna().unique())
+        return tuple(known) + ((UNKNOWN,) if series.isna().any() and known else ())
+
+    ages = pd.to_numeric(cases["age"], errors="coerce")
+    age_range = None
+    if ages.notna().any():
+        lo, hi = int(math.floor(ages.min())), int(math.ceil(ages.max()))
+        age_range = (lo, max(hi, lo + 1))
+    return FilterOptions(datasets=values("dataset"), splits=values("split"), sexes=values("sex"),
+                         age_range=age_range, pathologies=tuple(pathology_names(cases["pathologies"])),
+                         n_unknown_sex=int(cases["sex"].isna().sum()), n_unknown_age=int(ages.isna().sum()),
+                         n_cases=len(cases))
+
+
+def normalise(cohort: CohortFilter, options: FilterOptions) -> CohortFilter:
+    """Drop restrictions that select everything (so the URL and captions stay short)."""
+    def full(selected, available):
+        return None if selected is not None and set(selected) >= set(available) and available else selected
+
+    age_min, age_max = cohort.age_min, cohort.age_max
+    if options.age_range is not None:
+        lo, hi = options.age_range
+        if age_min is not None and age_min <= lo:
+            age_min = None
+        if age_max is not None and age_max >= hi:
+            age_max = None
+    return replace(cohort, datasets=full(cohort.datasets, options.datasets),
+                   splits=full(cohort.splits, options.splits), sexes=full(cohort.sexes, options.sexes),
+                   age_min=age_min, age_max=age_max)
+
+
+def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOptions) -> tuple[CohortFilter, list[str]]:
+    """A validated filter from URL values (``key -> list of values``) and warnings for what was ignored."""
+    warnings: list[str] = []
+
+    def choice(key: str, available: tuple[str, ...], what: str) -> tuple[str, ...] | None:
+        raw = [v for v in params.get(key, []) if v is not None]
+        if not raw:
+            return None
+        if raw == [""]:
+            return ()
+        good = tuple(v for v in dict.fromkeys(raw) if v in available)
+        bad = [v for v in raw if v not in available]
+        if bad:
+            warnings.append(f"Ignored URL parameter {key}={', '.join(map(repr, bad))}: "
+                            f"no such {what} in this run (known: {', '.join(available) or 'none'}).")
+        return good if good else None
+
+    datasets = choice("dataset", options.datasets, "dataset")
+    splits = choice("split", options.splits, "split")
+    sexes = choice("sex", options.sexes, "sex value")
+    age_min, age_max = _age_bound(params, "age_min", warnings), _age_bound(params, "age_max", warnings)
+    if (age_min is not None or age_max is not None) and not options.age_recorded:
+        warnings.append("Ignored the age filter of the URL: this cohort has no age recorded.")
+        age_min = age_max = None
+    if age_min is not None and age_max is not None and age_min > age_max:
+        warnings.append(f"Ignored the age filter of the URL: age_min {age_min:g} is above age_max {age_max:g}.")
+        age_min = age_max = None
+    pathology = (params.get("pathology") or [""])[0] or ""
+    if pathology not in options.pathology_choices:
+        warnings.append(f"Ignored URL parameter pathology={pathology!r}: not annotated in this run "
+                        f"(known: {', '.join(options.pathologies) or 'none'}).")
+        pathology = ""
+    cohort = CohortFilter(datasets=datasets, splits=splits, sexes=sexes, age_min=age_min, age_max=age_max,
+                          pathology=pathology)
+    return normalise(cohort, options), warnings
+
+
+def _age_bound(params: Mapping[str, Sequence[str]], key: str, warnings: list[str]) -> float | None:
+    raw = (params.get(key) or [None])[0]
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= 150:
+        warnings.append(f"Ignored URL parameter {key}={raw!r}: not an age between 0 and 150.")
+        return None
+    return value
+
+
+def filter_to_params(cohort: CohortFilter) -> dict[str, list[str]]:
+    """URL form of a (normalised) filter: only the restrictions, as ``key -> values``."""
+    params: dict[str, list[str]] = {}
+    for key, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
+        if selected is not None:
+            params[key] = list(selected) if selected else [""]
+    if cohort.age_min is not None:
+        params["age_min"] = [f"{cohort.age_min:g}"]
+    if cohort.age_max is not None:
+        params["age_max"] = [f"{cohort.age_max:g}"]
+    if cohort.pathology:
+        params["pathology"] = [cohort.pathology]
+    return params
+
+
+def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
+    """Parameterised SQL condition on the cases table (aliased ``alias``) and its parameters.
+
+    Only fixed SQL text is produced; every value travels as a ``?`` parameter.
+    """
+    if not alias.isidentifier():
+        raise ValueError(f"bad table alias {alias!r}")
+    parts: list[str] = []
+    params: list = []
+    for column, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
+        if selected is None:
+            continue
+        known = [v for v in selected if v != UNKNOWN]
+        terms = []
+        if known:
+            terms.append(f"{alias}.{column} IN ({', '.join('?' * len(known))})")
+            params += known
+        if UNKNOWN in selected:
+            terms.append(f"{alias}.{column} IS NULL")
+        parts.append("(" + " OR ".join(terms) + ")" if terms else "FALSE")
+    if cohort.age_min is not None:
+        parts.append(f"{alias}.age >= ?")
+        params.append(float(cohort.age_min))
+    if cohort.age_max is not None:
+        parts.append(f"{alias}.age <= ?")
+        params.append(float(cohort.age_max))
+    pathologies = f"replace(coalesce({alias}.pathologies, ''), ' ', '')"
+    if cohort.pathology == PATHOLOGY_ANY:
+        parts.append(f"{pathologies} <> ''")
+    elif cohort.pathology == PATHOLOGY_NONE:
+        parts.append(f"{pathologies} = ''")
+    elif cohort.pathology:
+        parts.append(f"contains(';' || {pathologies} || ';', ';' || ? || ';')")
+        params.append(cohort.pathology)
+    return (" AND ".join(parts) if parts else "TRUE"), params
+
+
+def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:
+    """The same filter on a cases frame in memory (used where the cases are already loaded)."""
+    keep = pd.Series(True, index=cases.index)
+    for column, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
+        if selected is None:
+            continue
+        hit = cases[column].isin([v for v in selected if v != UNKNOWN])
+        if UNKNOWN in selected:
+            hit |= cases[column].isna()
+        keep &= hit
+    ages = pd.to_numeric(cases["age"], errors="coerce")
+    if cohort.age_min is not None:
+        keep &= ages >= cohort.age_min
+    if cohort.age_max is not None:
+        keep &= ages <= cohort.age_max
+    lists = cases["pathologies"].fillna("").str.replace(" ", "", regex=False)
+    if cohort.pathology == PATHOLOGY_ANY:
+        keep &= lists != ""
+    elif cohort.pathology == PATHOLOGY_NONE:
+        keep &= lists == ""
+    elif cohort.pathology:
+        keep &= (";" + lists + ";").str.contains(f";{cohort.pathology};", regex=False)
+    return cases[keep.fillna(False).astype(bool)]
+
+
+def describe_filter(cohort: CohortFilter) -> str:
+    """One line for captions: 'all cases' or e.g. 'dataset: external · sex: F · age 40–60'."""
+    parts = []
+    for name, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
+        if selected is not None:
+            parts.append(f"{name}: {', '.join(selected) if selected else '(none)'}")
+    if cohort.age_min is not None or cohort.age_max is not None:
+        lo = "" if cohort.age_min is None else f"{cohort.age_min:g}"
+        hi = "" if cohort.age_max is None else f"{cohort.age_max:g}"
+        parts.append(f"age {lo}–{hi}" if lo and hi else (f"age ≥ {lo}" if lo else f"age ≤ {hi}"))
+    if cohort.pathology:
+        label = {PATHOLOGY_ANY: "any pathology", PATHOLOGY_NONE: "no pathology"}.get(
+            cohort.pathology, f"with {cohort.pathology}")
+        parts.append(label)
+    return " · ".join(parts) if parts else "all cases"
+
+
+def filter_slug(cohort: CohortFilter) -> str:
+    """Short file-name-safe form of a filter, e.g. 'dataset-external_sex-F_age40-60'."""
+    parts = []
+    for name, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
+        if selected is not None:
+            parts.append(f"{name}-{'+'.join(selected) or 'none'}")
+    if cohort.age_min is not None or cohort.age_max is not None:
+        lo = "" if cohort.age_min is None else f"{cohort.age_min:g}"
+        hi = "" if cohort.age_max is None else f"{cohort.age_max:g}"
+        parts.append(f"age{lo}-{hi}")
+    if cohort.pathology:
+        parts.append(f"path-{cohort.pathology}")
+    return "_".join(parts) if parts else "all"

@@ -1,0 +1,94 @@
+"""Permutation test of two cohorts' mean matrices (agg2exp_core.compare) and matrix orders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agg2exp_core.compare import benjamini_hochberg, permutation_test, permutations_for_fdr
+from agg2exp_core.ordering import cluster_order, group_order
+
+
+def _cohort(rng, n, shape=(5, 6)):
+    return rng.dirichlet(np.ones(shape[1]) * 5, size=(n, shape[0]))
+
+
+def test_identical_cohorts_have_no_significant_cell():
+    rng = np.random.default_rng(1)
+    a = _cohort(rng, 20)
+    result = permutation_test(a, a.copy(), n_permutations=300, seed=0, fdr=False)
+    assert not result.significant.any()
+    assert np.allclose(result.p_values, 1.0)
+    assert np.allclose(result.difference, 0.0)
+
+
+def test_same_distribution_gives_no_significant_cell_with_fdr():
+    rng = np.random.default_rng(2)
+    result = permutation_test(_cohort(rng, 30), _cohort(rng, 25), n_permutations=500, seed=3, fdr=True)
+    assert not result.significant.any()
+
+
+def test_planted_shift_is_found_and_only_there():
+    rng = np.random.default_rng(3)
+    a, b = _cohort(rng, 40), _cohort(rng, 40)
+    a[:, 2, 4] += 0.15
+    result = permutation_test(a, b, n_permutations=1000, seed=0, fdr=True, alpha=0.05)
+    assert result.significant[2, 4]
+    assert result.significant.sum() <= 2
+    assert result.difference[2, 4] == pytest.approx(a[:, 2, 4].mean() - b[:, 2, 4].mean())
+    assert result.p_values[2, 4] == pytest.approx(1 / 1001)
+
+
+def test_p_values_lie_in_zero_one_and_are_seeded():
+    rng = np.random.default_rng(4)
+    a, b = _cohort(rng, 12), _cohort(rng, 9)
+    first = permutation_test(a, b, n_permutations=200, seed=7)
+    again = permutation_test(a, b, n_permutations=200, seed=7)
+    assert np.all((first.p_values > 0) & (first.p_values <= 1))
+    assert np.all((first.q_values > 0) & (first.q_values <= 1))
+    assert np.array_equal(first.p_values, again.p_values)
+    assert first.p_values.min() >= 1 / 201
+
+
+def test_missing_values_are_left_out_and_untestable_cells_are_nan():
+    rng = np.random.default_rng(5)
+    a, b = _cohort(rng, 15), _cohort(rng, 15)
+    a[:3, 0, 0] = np.nan
+    b[:, 1, 1] = np.nan
+    result = permutation_test(a, b, n_permutations=100, seed=0)
+    assert result.mean_a[0, 0] == pytest.approx(np.nanmean(a[:, 0, 0]))
+    assert np.isnan(result.p_values[1, 1]) and not result.significant[1, 1]
+    finite = result.p_values[np.isfinite(result.p_values)]
+    assert np.all((finite > 0) & (finite <= 1))
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError):
+        permutation_test(np.zeros((3, 2, 2)), np.zeros((3, 2, 3)))
+    with pytest.raises(ValueError):
+        permutation_test(np.zeros((0, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError):
+        permutation_test(np.zeros((3, 2)), np.zeros((3, 2)), n_permutations=0)
+
+
+def test_benjamini_hochberg_matches_scipy_and_keeps_nan():
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.5])
+    q = benjamini_hochberg(p)
+    assert np.isnan(q[2])
+    assert np.allclose(q[[0, 1, 3, 4]], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+
+
+def test_group_order_and_cluster_order():
+    assert group_order(["bone", "cardiovascular", "organ", "bone", "pathology"]) == [1, 2, 0, 3, 4]
+    m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.9, 0.1, 0.0], [0.0, 0.9, 1.0]])
+    tree = cluster_order(m, axis=0)
+    assert sorted(tree.order) == [0, 1, 2, 3]
+    pos = {leaf: i for i, leaf in enumerate(tree.order)}
+    assert abs(pos[0] - pos[2]) == 1 and abs(pos[1] - pos[3]) == 1
+    assert len(tree.icoord) == 3
+    assert cluster_order(m[:2], axis=0).order == [0, 1]
+
+
+def test_permutations_for_fdr_allow_a_discovery():
+    n = permutations_for_fdr(323, 0.05)
+    assert n == 13000 and 323 / (n + 1) < 0.05
+    assert permutations_for_fdr(4, 0.05) == 1000 and permutations_for_fdr(10**6, 0.01) == 20000
