@@ -1,0 +1,76 @@
+"""The built demo store tells the paper's story: pathology cases are lung-class outliers.
+
+Runs on ``data/demo.duckdb`` (``make test`` builds it first through ``make demo``), or on
+the store named by ``AGG2EXP_DEMO_DB``; builds it here if neither exists.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agg2exp_core import store
+from agg2exp_core.analysis import pathology_auroc
+from agg2exp_core.demo import LUNG_CLASSES, build_demo
+from agg2exp_core.labels import THORAX_LABELS
+
+REPO = Path(__file__).resolve().parent.parent
+AUROC_FLOOR = 0.8          # what the demo reaches, kept as a floor (see the issue notes)
+DICE_FLOOR = 0.85
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_db():
+    path = Path(os.environ.get("AGG2EXP_DEMO_DB", REPO / "data" / "demo.duckdb"))
+    if not path.exists():
+        build_demo(path.parent, progress=False)
+    con = store.connect(path, read_only=True)
+    yield con
+    con.close()
+
+
+def precompute_runs(con):
+    return con.execute("SELECT run_id, method, model_sha256 FROM runs WHERE source = 'precompute'").fetchall()
+
+
+def test_demo_has_all_methods_and_complete_matrices(demo_db):
+    runs = precompute_runs(demo_db)
+    assert {m for _, m, _ in runs} >= {"vg", "smoothgrad"}
+    for run_id, _, _ in runs:
+        per_case = demo_db.execute(
+            "SELECT case_id, count(*) FROM local_importance l JOIN rois r ON r.roi_id = l.source_id "
+            "WHERE run_id = ? AND r.is_class GROUP BY case_id", [run_id]).fetchall()
+        assert len(per_case) == 36 and all(n == 17 * 17 for _, n in per_case)
+        assert demo_db.execute("SELECT count(*) FROM failures WHERE run_id = ?", [run_id]).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("method", ["vg", "smoothgrad"])
+def test_pathology_cases_are_lung_outliers(demo_db, method):
+    run_id = next(r for r, m, _ in precompute_runs(demo_db) if m == method)
+    auroc = pathology_auroc(demo_db, run_id, LUNG_CLASSES, dataset="external")
+    assert auroc >= AUROC_FLOOR, f"{method}: AUROC {auroc:.3f}"
+
+
+def test_demo_model_segments_well_and_worse_with_pathology(demo_db):
+    model = precompute_runs(demo_db)[0][2]
+    dice = demo_db.execute(
+        "SELECT c.dataset, c.pathologies <> '' AS sick, d.case_id, avg(d.dice) AS dice FROM dice d "
+        "JOIN cases c USING (case_id) WHERE d.model_sha256 = ? AND d.class_id > 0 AND c.split = 'test' "
+        "GROUP BY ALL", [model]).df()
+    reference = dice[dice.dataset == "reference"].dice.mean()
+    sick = dice[(dice.dataset == "external") & dice.sick].dice.mean()
+    assert reference >= DICE_FLOOR, f"mean foreground Dice on reference test {reference:.3f}"
+    assert sick < reference - 0.02
+
+
+def test_published_cohort_is_imported(demo_db):
+    row = demo_db.execute("SELECT run_id FROM runs WHERE source = 'import'").fetchone()
+    assert row is not None
+    n = demo_db.execute("SELECT count(DISTINCT case_id) FROM local_importance WHERE run_id = ?", row).fetchone()[0]
+    assert n == 32
+    names = [r[0] for r in demo_db.execute("SELECT name FROM rois WHERE is_class ORDER BY roi_id").fetchall()]
+    assert names[:17] == list(THORAX_LABELS)
