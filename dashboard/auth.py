@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import streamlit as st
+from streamlit import config as _st_config  # module attribute, so test patches of options apply
 
 SECTION = "agg2exp_auth"
 ALLOW_ENV = "AGG2EXP_ALLOW_UNAUTHENTICATED"
@@ -169,7 +170,7 @@ def parse_config(secrets: Mapping[str, Any]) -> AuthConfig:
                        "or allow_any_identity = true if the identity provider itself restricts who can log in")
         else:
             problem = ""
-        return AuthConfig("oidc", problem, provider=None if default else providers[0],
+        return AuthConfig("oidc", problem, provider=None if default or not providers else providers[0],
                           providers=() if default else providers, allowed_emails=emails,
                           allowed_domains=domains, allow_any_identity=any_identity)
     if own.get("password_hash"):
@@ -224,14 +225,14 @@ def _secrets() -> tuple[dict, str]:
     """
     from streamlit.runtime.secrets import secrets_singleton
 
-    if st.get_option("global.appTest") and st.secrets is secrets_singleton:
+    if _st_config.get_option("global.appTest") and st.secrets is secrets_singleton:
         return {}, ""
     try:
         if st.secrets.load_if_toml_exists():
             return st.secrets.to_dict(), ""
     except Exception as err:  # noqa: BLE001 - any failure to read secrets fails closed
         return {}, f"the secrets cannot be read ({type(err).__name__})"
-    files = st.get_option("secrets.files") or []
+    files = _st_config.get_option("secrets.files") or []
     present = [f for f in files if Path(f).exists()]
     if present:
         return {}, f"`{present[0]}` exists but cannot be parsed as TOML"
@@ -240,7 +241,7 @@ def _secrets() -> tuple[dict, str]:
 
 def _request_facts() -> tuple[str | None, bool]:
     """(remote client IP or None for a local one, whether proxy forwarding headers are present)."""
-    if st.get_option("global.appTest"):  # AppTest has no request (its runtime is a mock)
+    if _st_config.get_option("global.appTest"):  # AppTest has no request (its runtime is a mock)
         return None, False
     try:
         ip = st.context.ip_address
@@ -278,7 +279,7 @@ def require_auth() -> None:
 
 def _loopback_gate() -> None:
     client_ip, forwarded = _request_facts()
-    reason = unauthenticated_refusal(st.get_option("server.address"), client_ip, forwarded,
+    reason = unauthenticated_refusal(_st_config.get_option("server.address"), client_ip, forwarded,
                                      os.environ.get(ALLOW_ENV, "") == "1")
     if reason:
         _stop("Refused: no authentication configured",
