@@ -191,6 +191,7 @@ def test_a_foreign_file_as_store_is_one_line(world, capfd, tmp_path):
     assert fingerprint(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_real_interpreter_prints_one_line_and_exits_2(world, tmp_path):
     """``python -m agg2exp_core ...`` itself (four runs in parallel on the shared cores)."""
     w = world

@@ -52,6 +52,7 @@ def broken_run(tmp_path_factory):
     return root, manifest, checkpoint, db, result
 
 
+@pytest.mark.slow
 def test_failed_cases_are_recorded_and_the_others_go_on(broken_run):
     root, manifest, checkpoint, db, result = broken_run
     good = sorted(f"c{i}" for i in range(N_CASES) if f"c{i}" not in BROKEN)
