@@ -259,6 +259,10 @@ def test_kernelshap_is_dispatched(monkeypatch, net, image):
     monkeypatch.setitem(sys.modules, "agg2exp_core.kernelshap", types.SimpleNamespace(kernelshap_explain=fake))
     explain(net, image, "kernelshap", classes=[1], partition="cubes", n_coalitions=8)
     assert seen == {"classes": [1], "params": {"partition": "cubes", "n_coalitions": 8}}
+    # the common names of the gradient methods reach kernelshap under its own names
+    labels = labels_of(net, image)
+    explain(net, image, "kernelshap", mask=labels, aggregation="mean")
+    assert seen["params"]["prediction"] is labels and seen["params"]["reduce"] == "mean"
 
 
 @pytest.mark.parametrize("args,kwargs,source", [
