@@ -87,7 +87,7 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
             return duckdb.connect(str(path), read_only=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(str(path))
-    except duckdb.Error as err:  # not a DuckDB file, or locked by another writer
+    except (duckdb.Error, OSError) as err:  # not a DuckDB file, locked by another writer, bad folder
         raise InputError(path, f"cannot open the store ({str(err).splitlines()[0]})") from None
     init_schema(con)
     return con
@@ -102,10 +102,16 @@ def open_writer(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """
     db_path = Path(db_path)
     work = writing_path(db_path)
+    if db_path.exists() and not db_path.is_file():
+        raise InputError(db_path, "not a store file (a folder?)")
     seeded = not work.exists() and db_path.exists()
     if seeded:  # copy then rename: a crash never leaves a half-copied writer file
         tmp = work.with_name(f".{work.name}.{os.getpid()}.tmp")
-        shutil.copyfile(db_path, tmp)
+        try:
+            shutil.copyfile(db_path, tmp)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise InputError(db_path, f"cannot copy the store ({err.strerror or err})") from None
         os.replace(tmp, work)
     try:
         con = connect(work)

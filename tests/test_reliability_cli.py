@@ -182,13 +182,16 @@ def test_analyze_rejects_bad_input_and_keeps_the_published_store(world, capfd, t
     assert list(tmp_path.iterdir()) == [], "a rejected analysis must not create a store"
 
 
-def test_a_foreign_file_as_store_is_one_line(world, capfd, tmp_path):
+def test_unusable_store_paths_are_one_line(world, capfd, tmp_path):
     db = tmp_path / "notastore.duckdb"
     db.write_text("this is not a DuckDB file\n")
+    (tmp_path / "folder.duckdb").mkdir()
     before = fingerprint(tmp_path)
-    rc, out, err = call_cli(["import-agg2exp", "--csv", PUBLISHED, "--db", db], capfd)
-    assert_one_line(rc, out, err, "notastore.duckdb")
-    assert fingerprint(tmp_path) == before
+    for path, fragment in ((db, "cannot open the store"), (tmp_path / "folder.duckdb", "not a store file"),
+                           (db / "inside.duckdb", "cannot open the store")):
+        rc, out, err = call_cli(["import-agg2exp", "--csv", PUBLISHED, "--db", path], capfd)
+        assert_one_line(rc, out, err, path.name, fragment)
+        assert fingerprint(tmp_path) == before
 
 
 @pytest.mark.slow
