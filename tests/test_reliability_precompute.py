@@ -14,13 +14,14 @@ from agg2exp_core.analysis import AnalysisConfig, analyze
 from agg2exp_core.precompute import precompute
 from test_reliability_helpers import LABELS, make_checkpoint, make_cohort, make_volume, run_cli, write_nifti
 
-N_CASES = 8
+N_CASES = 9
 BROKEN = {  # case id -> (how it is broken, fragment of the recorded message)
     "c1": ("truncated CT .nii.gz", "cannot read NIfTI"),
     "c2": ("NaN voxels in the CT", "NaN/Inf voxels"),
     "c3": ("4-D CT", "expected a 3-D volume"),
     "c5": ("label shape differs from the CT", "does not match the image's"),
     "c6": ("label value outside the label set", "outside the label set 0..2"),
+    "c8": ("label affine differs from the CT's", "affine does not match"),
 }
 
 
@@ -38,6 +39,8 @@ def break_cases(cohort_dir):
     _, label = make_volume(6)
     label[0, 0, 0] = 9
     write_nifti(seg("c6"), label)
+    _, label = make_volume(8)
+    write_nifti(seg("c8"), label, affine=np.diag([1.0, 1.0, 1.2, 1.0]))
 
 
 @pytest.fixture(scope="module")
