@@ -196,13 +196,11 @@ def test_unusable_store_paths_are_one_line(world, capfd, tmp_path):
 
 @pytest.mark.slow
 def test_real_interpreter_prints_one_line_and_exits_2(world, tmp_path):
-    """``python -m agg2exp_core ...`` itself (four runs in parallel on the shared cores)."""
+    """``python -m agg2exp_core ...`` itself (three runs in parallel on the shared cores)."""
     w = world
     runs = {
         "duplicate case ids": (["precompute", "--manifest", w["bad"] / "dup.csv", "--checkpoint", w["good"],
                                 "--db", w["db"]], ["dup.csv", "duplicate case_id 'c0'"]),
-        "checkpoint label count": (["precompute", "--manifest", w["manifest"], "--checkpoint", w["root"] / "four_labels.pt",
-                                    "--db", w["db"]], ["four_labels.pt", "weights do not match"]),
         "mass rows do not sum to 1": (["import-agg2exp", "--csv", w["bad"] / "sum.csv", "--db", w["db"]],
                                       ["sum.csv", "sum to 1.25"]),
         "unknown method": (["precompute", "--manifest", w["manifest"], "--checkpoint", w["good"], "--db", w["db"],
