@@ -5,9 +5,8 @@ precompute publishes new snapshots of the store. Loopback only, bounded in time 
                                        [--cases 200] [--db STORE] [--no-writer]
 
 It builds a synthetic store (or copies ``--db``) into a temporary folder, starts
-``streamlit run app.py`` on 127.0.0.1, opens ``--sessions`` pages (each in its own
-browser context, i.e. its own Streamlit session over its own websocket) in one headless
-Chromium, and lets every session load pages with random cohort filters in the URL. Each
+``streamlit run app.py`` on 127.0.0.1, opens ``--sessions`` pages (each page its own
+Streamlit session over its own websocket) in one headless Chromium, and lets every session load pages with random cohort filters in the URL. Each
 load waits until the page shows its case count and checks it against the store
 (computed independently with DuckDB), and looks for exceptions or error boxes.
 Meanwhile ``python -m agg2exp_core precompute`` runs on a tiny cohort into the same
@@ -150,11 +149,10 @@ class Writer(threading.Thread):
             time.sleep(0.1)
 
 
-async def session(index: int, browser, base: str, run_id: str, expected: dict, deadline: float,
+async def session(index: int, context, base: str, run_id: str, expected: dict, deadline: float,
                   budget: dict, results: list, rng_seed: int) -> None:
     rng = random.Random(rng_seed + index)
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
+    page = await context.new_page()  # its own websocket, so its own Streamlit session
     try:
         while time.time() < deadline and budget["left"] > 0:
             budget["left"] -= 1
@@ -186,7 +184,7 @@ async def session(index: int, browser, base: str, run_id: str, expected: dict, d
                 record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             results.append(record)
     finally:
-        await context.close()
+        await page.close()
 
 
 async def drive(args, base: str, run_id: str, expected: dict, writer: Writer | None) -> tuple[list, float]:
@@ -195,16 +193,29 @@ async def drive(args, base: str, run_id: str, expected: dict, writer: Writer | N
     results: list = []
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # one context: the pages share the HTTP cache (the app's JavaScript is fetched once),
+        # while each page's websocket is a Streamlit session of its own
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
         started = time.time()
         deadline = started + args.duration
         budget = {"left": args.max_loads}
         if writer is not None:
             writer.start()
-        await asyncio.gather(*(session(i, browser, base, run_id, expected, deadline, budget, results, args.seed)
+        await asyncio.gather(*(session(i, context, base, run_id, expected, deadline, budget, results, args.seed)
                                for i in range(args.sessions)))
         elapsed = time.time() - started
+        await context.close()
         await browser.close()
     return results, elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def percentile(values, q):
@@ -250,7 +261,9 @@ def main() -> int:
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(port, server)
+        cpu_before = cpu_seconds(server.pid)
         results, elapsed = asyncio.run(drive(args, f"http://{HOST}:{port}", run_id, expected, writer))
+        server_cpu = cpu_seconds(server.pid) - cpu_before
     finally:
         if writer is not None:
             writer.stop.set()
@@ -270,7 +283,7 @@ def main() -> int:
     per_session = [sum(1 for r in results if r["session"] == i) for i in range(args.sessions)]
     print(f"dashboard load test: http://{HOST}:{port} (loopback only), store {db.name} "
           f"({'copy of ' + str(args.db) if args.db else f'{args.cases} synthetic cases'}), run {run_id}")
-    print(f"sessions            {args.sessions} concurrent (one headless Chromium, one browser context each)")
+    print(f"sessions            {args.sessions} concurrent (pages of one headless Chromium, one websocket each)")
     print(f"duration            {elapsed:.1f} s (bounded at {args.duration:g} s / {args.max_loads} loads)")
     print(f"page loads          {len(results)} ({min(per_session)}-{max(per_session)} per session), "
           f"{len(results) / elapsed:.2f} loads/s")
@@ -279,6 +292,8 @@ def main() -> int:
           f"timeouts/broken pages {sum('Error' in r['error'] for r in bad)}); server tracebacks {tracebacks}")
     print(f"latency             p50 {percentile(latencies, 50):.2f} s, p95 {percentile(latencies, 95):.2f} s, "
           f"max {max(latencies, default=float('nan')):.2f} s (URL load -> case count shown)")
+    print(f"server CPU          {server_cpu:.1f} s in all, {server_cpu / max(len(results), 1):.2f} s per page load "
+          f"(the browser and the precompute share the same {os.cpu_count()} cores)")
     if writer is not None:
         print(f"precompute          {len(writer.exit_codes)} runs finished (exit codes {writer.exit_codes}), "
               f"{writer.publishes} snapshots published during the load")
