@@ -122,9 +122,11 @@ def is_loopback(address: str | None) -> bool:
     if text == "localhost":
         return True
     try:
-        return ipaddress.ip_address(text).is_loopback
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return False  # a host name, '0.0.0.0', '::', '' ...
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,8 @@ def _request_facts() -> tuple[str | None, bool]:
         forwarded = any(isinstance(headers.get(h), str) and headers.get(h).strip() for h in FORWARDING_HEADERS)
     except Exception:  # noqa: BLE001 - no request context
         return None, False
-    return (ip if isinstance(ip, str) and ip else None), forwarded
+    remote = ip if isinstance(ip, str) and ip and not is_loopback(ip) else None
+    return remote, forwarded
 
 
 def _stop(title: str, body: str) -> None:

@@ -110,7 +110,7 @@ def test_allow_list():
 
 @pytest.mark.parametrize("address, loopback", [
     ("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
-    ("unix:///run/agg2exp.sock", True), ("0.0.0.0", False), ("::", False), ("", False), (None, False),
+    ("unix:///run/agg2exp.sock", True), ("::ffff:127.0.0.1", True), ("::ffff:10.0.0.1", False), ("0.0.0.0", False), ("::", False), ("", False), (None, False),
     ("10.0.0.5", False), ("example.org", False), ("127.0.0.1.nip.io", False),
 ])
 def test_loopback_addresses(address, loopback):
