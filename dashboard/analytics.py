@@ -288,3 +288,24 @@ def distribution_summary(values: pd.DataFrame, group_column: str, names: dict[in
                           "mean": grouped.mean(), "n": grouped.count()}).round(5)
     frame.insert(0, "roi", [names.get(int(i), str(i)) for i in frame.index])
     return frame.reset_index(drop=True)
+
+
+def context_mass_summary(frame: pd.DataFrame, classes: Sequence[Roi]) -> pd.DataFrame:
+    """n, mean, median and IQR of the context mass per class (in the given order) and dataset."""
+    grouped = frame.groupby(["target_id", "dataset"])["context_mass"]
+    summary = pd.DataFrame({"n": grouped.count(), "mean": grouped.mean(), "q25": grouped.quantile(0.25),
+                            "median": grouped.median(), "q75": grouped.quantile(0.75)}).round(4).reset_index()
+    rank = {c.roi_id: i for i, c in enumerate(classes)}
+    summary = summary[summary.target_id.isin(rank)].copy()
+    summary.insert(0, "class", summary.target_id.map({c.roi_id: c.name for c in classes}))
+    return (summary.assign(order=summary.target_id.map(rank)).sort_values(["order", "dataset"])
+            .drop(columns=["order", "target_id"]).reset_index(drop=True))
+
+
+def permutation_count(choice: str, n_cells: int, alpha: float, fdr: bool) -> int:
+    """Permutations for a UI choice: a number, or 'auto' (enough for BH over all cells when FDR is on)."""
+    from agg2exp_core.compare import permutations_for_fdr
+
+    if choice != "auto":
+        return int(choice)
+    return permutations_for_fdr(n_cells, alpha) if fdr else 1000

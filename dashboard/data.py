@@ -13,7 +13,6 @@ is chosen from fixed fragments (``KIND_COLUMNS``, ``filters.where_clause``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +97,10 @@ def table_names(ref: StoreRef) -> frozenset[str]:
     return frozenset(frame.table_name)
 
 
-REQUIRED_TABLES = frozenset({"cases", "rois", "runs", "local_importance"})
+# Every table the dashboard reads (all created by agg2exp_core.store.init_schema).
+REQUIRED_TABLES = frozenset({"cases", "rois", "runs", "case_status", "local_importance", "dice", "artifacts",
+                             "failures", "anomaly", "anomaly_dice", "outlier_tests", "method_eval",
+                             "perturbation_curve"})
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

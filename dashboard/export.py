@@ -96,17 +96,25 @@ def _start_server() -> None:
 PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
-def show_figure(figure: go.Figure, name_parts: Sequence[str], key: str, container=None) -> None:
-    """Draw a figure with download buttons for PNG, SVG and PDF (made only when clicked)."""
+def show_figure(figure: go.Figure, name_parts: Sequence[str], key: str, container=None,
+                compact: bool = False) -> None:
+    """Draw a figure with download buttons for PNG, SVG and PDF (made only when clicked).
+
+    ``compact`` puts the buttons in a "Download" pop-over (for figures in narrow columns).
+    """
     where = container or st
     config = dict(PLOTLY_CONFIG, toImageButtonOptions={"filename": export_filename(name_parts, "png")[:-4]})
     where.plotly_chart(figure, key=f"chart-{key}", config=config, width="stretch")
-    figure_downloads(figure, name_parts, key, where)
+    if compact:
+        figure_downloads(figure, name_parts, key, where.popover("Download", icon=":material/download:"), stacked=True)
+    else:
+        figure_downloads(figure, name_parts, key, where)
 
 
-def figure_downloads(figure: go.Figure, name_parts: Sequence[str], key: str, container=None) -> None:
+def figure_downloads(figure: go.Figure, name_parts: Sequence[str], key: str, container=None,
+                     stacked: bool = False) -> None:
     where = container or st
-    columns = where.columns([1, 1, 1, 1, 6], gap="small")
+    columns = [where] * 5 if stacked else where.columns([1, 1, 1, 1, 6], gap="small")
     if chromium_path() is None:
         columns[4].caption("PNG/SVG/PDF export needs Chromium on the server (`apt-get install chromium`); "
                            "the interactive HTML below works without it.")

@@ -75,30 +75,31 @@ def matrix_heatmap(matrix: np.ndarray, targets: Sequence[Roi], sources: Sequence
                       hovertemplate=hover, colorscale=SEQUENTIAL, colorbar=colorbar,
                       zmin=math.log10(LOG_FLOOR) if log_scale else 0.0, xgap=1, ygap=1,
                       zmax=0.0 if log_scale else None)
-    with_trees = row_tree is not None and column_tree is not None and row_tree.icoord
+    with_trees = row_tree is not None and column_tree is not None and bool(row_tree.icoord)
     if with_trees:
-        fig = make_subplots(rows=2, cols=2, column_widths=[0.12, 0.88], row_heights=[0.14, 0.86],
-                            shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.005,
-                            vertical_spacing=0.005)
+        # Dendrograms left (rows) and on top (columns); row labels move to the right of the
+        # cells and the colour bar into the free top-left corner.
+        fig = make_subplots(rows=2, cols=2, column_widths=[0.14, 0.86], row_heights=[0.14, 0.86],
+                            shared_xaxes=True, horizontal_spacing=0.004, vertical_spacing=0.004)
+        heat.update(colorbar=dict(colorbar, orientation="h", x=0.0, xanchor="left", y=1.0, yanchor="top",
+                                  len=0.13, thickness=10, title=dict(text=value_label, side="top")))
         fig.add_trace(heat, row=2, col=2)
         _add_dendrogram(fig, column_tree, row=1, col=2, horizontal=False)
         _add_dendrogram(fig, row_tree, row=2, col=1, horizontal=True)
-        fig.update_xaxes(visible=False, row=1, col=2)
-        fig.update_yaxes(visible=False, row=1, col=2)
-        fig.update_xaxes(visible=False, row=2, col=1)
-        fig.update_yaxes(visible=False, row=2, col=1)
+        for row, col in ((1, 2), (2, 1)):
+            fig.update_xaxes(visible=False, row=row, col=col)
+            fig.update_yaxes(visible=False, row=row, col=col)
+        fig.update_yaxes(range=[n_rows - 0.5, -0.5], row=2, col=1)
         heat_axes = dict(row=2, col=2)
+        label_side = "right"
     else:
         fig = go.Figure(heat)
         heat_axes = {}
+        label_side = "left"
     fig.update_xaxes(tickvals=list(range(n_cols)), ticktext=[_tick(s) for s in sources], tickangle=-45,
-                     title_text="source RoI b", side="bottom", **heat_axes)
-    fig.update_yaxes(tickvals=list(range(n_rows)), ticktext=[_tick(t) for t in targets],
-                     title_text="target class a", autorange="reversed", **heat_axes)
-    if with_trees:
-        fig.update_yaxes(autorange="reversed", row=2, col=1)
-        fig.update_xaxes(range=[-0.5, n_cols - 0.5], row=2, col=2)
-        fig.update_yaxes(range=[n_rows - 0.5, -0.5], row=2, col=2)
+                     title_text="source RoI b", side="bottom", range=[-0.5, n_cols - 0.5], **heat_axes)
+    fig.update_yaxes(tickvals=list(range(n_rows)), ticktext=[_tick(t) for t in targets], side=label_side,
+                     title_text="target class a", range=[n_rows - 0.5, -0.5], **heat_axes)
     fig.update_layout(showlegend=False, plot_bgcolor="white")
     return _base_layout(fig, title, provenance, height or max(420, 60 + 28 * n_rows + 140))
 
@@ -143,7 +144,7 @@ def difference_heatmap(difference: np.ndarray, p_values: np.ndarray, q_values: n
                                              thickness=12)))
     rows, cols = np.nonzero(significant)
     fig.add_trace(go.Scatter(x=cols.tolist(), y=rows.tolist(), mode="markers", hoverinfo="skip",
-                             name=f"{q_label} < alpha", marker=dict(symbol="circle", size=7, color="black",
+                             name=f"{q_label} < alpha", marker=dict(symbol="circle", size=9, color="black",
                                                                      line=dict(color="white", width=1))))
     fig.update_xaxes(tickvals=list(range(n_cols)), ticktext=[_tick(s) for s in sources], tickangle=-45,
                      title_text="source RoI b", range=[-0.5, n_cols - 0.5])
@@ -298,7 +299,7 @@ def anomaly_scatter(ranking: pd.DataFrame, title: str, provenance: str, dice_lab
                                "age %{customdata[2]}<br>anomaly %{x:.3f}<br>Dice %{y:.3f}<extra></extra>")))
     fig.update_xaxes(title_text="anomaly score (higher = more anomalous)")
     fig.update_yaxes(title_text=dice_label)
-    fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    fig.update_layout(legend=dict(title="dataset · outlier?"))
     return _base_layout(fig, title, provenance, 480)
 
 
@@ -307,16 +308,17 @@ def anomaly_scatter(ranking: pd.DataFrame, title: str, provenance: str, dice_lab
 def counts_bars(counts: dict[str, pd.DataFrame], title: str, provenance: str) -> go.Figure:
     """Case counts by dataset, split, sex and age band as four small bar charts."""
     names = list(counts)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06)
+    fig = make_subplots(rows=1, cols=len(names), horizontal_spacing=0.06)
     for k, name in enumerate(names, start=1):
         table = counts[name]
         fig.add_trace(go.Bar(x=table[name].astype(str), y=table["cases"], marker_color="#4c78a8",
                              text=table["cases"], textposition="outside", cliponaxis=False,
                              hovertemplate=f"{name} %{{x}}: %{{y}} cases<extra></extra>", showlegend=False),
                       row=1, col=k)
+        fig.update_xaxes(title_text=name, row=1, col=k)
     fig.update_yaxes(title_text="cases", row=1, col=1)
     fig.update_yaxes(rangemode="tozero")
-    return _base_layout(fig, title, provenance, 340)
+    return _base_layout(fig, title, provenance, 360)
 
 
 def dice_boxes(dice: pd.DataFrame, classes: Sequence[Roi], title: str, provenance: str) -> go.Figure:
@@ -379,8 +381,8 @@ def perturbation_curves(summary: pd.DataFrame, labels: dict[str, str], title: st
     """MoRF and LeRF curves: median over the cohort's (case, class) pairs with an IQR band."""
     orderings = [o for o in ("morf", "lerf") if o in set(summary.ordering)] + sorted(
         set(summary.ordering) - {"morf", "lerf"})
-    fig = make_subplots(rows=1, cols=max(len(orderings), 1), subplot_titles=[o.upper() for o in orderings],
-                        shared_yaxes=True, horizontal_spacing=0.05)
+    fig = make_subplots(rows=1, cols=max(len(orderings), 1), shared_yaxes=True, horizontal_spacing=0.05)
+    names = {"morf": "MoRF: most relevant removed first", "lerf": "LeRF: least relevant removed first"}
     palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#9d755d"]
     for c, ordering in enumerate(orderings, start=1):
         for k, (run_id, part) in enumerate(summary[summary.ordering == ordering].groupby("run_id", sort=True)):
@@ -398,7 +400,7 @@ def perturbation_curves(summary: pd.DataFrame, labels: dict[str, str], title: st
                                                     "%{customdata[0]:.3f} – %{customdata[1]:.3f}<br>n %{customdata[2]}"
                                                     "<extra>" + html.escape(labels.get(run_id, run_id)) + "</extra>")),
                           row=1, col=c)
-        fig.update_xaxes(title_text="fraction of input removed", row=1, col=c)
+        fig.update_xaxes(title_text=f"{names.get(ordering, ordering)} (fraction of input removed)", row=1, col=c)
     fig.update_yaxes(title_text="model output (normalised)", row=1, col=1)
     fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return _base_layout(fig, title, provenance, 440)

@@ -19,12 +19,12 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {   # name -> (width, level) in
 VIEWS: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}    # view -> fixed volume axis
 AXIS_KEYS = {0: "x", 1: "y", 2: "z"}
 CORNER_LABELS = {"axial": ("R", "L"), "coronal": ("R", "L"), "sagittal": ("A", "P")}
-# Distinct label colours (channel index -> RGB), qualitative palette; 0 = background is never drawn.
-LABEL_PALETTE = np.array([
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
-    (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0),
-    (255, 215, 180), (0, 0, 128)], dtype=float)
+# Distinct label colours (channel index -> RGB); 0 = background is never drawn.
+LABEL_PALETTE = np.array([          # no pure reds or blues: those belong to the attribution
+    (0, 0, 0), (255, 165, 0), (60, 180, 75), (255, 225, 25), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40),
+    (255, 250, 200), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 190, 140), (190, 190, 190),
+    (255, 120, 200), (140, 90, 255)], dtype=float)
 POSITIVE_RGB = np.array([215.0, 25.0, 28.0])
 NEGATIVE_RGB = np.array([43.0, 131.0, 186.0])
 
@@ -82,6 +82,7 @@ class OverlayStyle:
     label_opacity: float = 0.35
     attr_opacity: float = 0.7
     hide_below_percentile: float = 80.0
+    pred_outline: bool = False      # outline instead of fill (keeps the attribution colours readable)
 
 
 def attribution_scale(attr: np.ndarray, percentile: float) -> tuple[float, float]:
@@ -95,18 +96,17 @@ def attribution_scale(attr: np.ndarray, percentile: float) -> tuple[float, float
 
 def compose(hu: np.ndarray, pred: np.ndarray | None, gt: np.ndarray | None, attr: np.ndarray | None,
             style: OverlayStyle) -> np.ndarray:
-    """RGB uint8 image: windowed CT, prediction filled in label colours, ground truth as outlines,
-    and the attribution on a symmetric diverging scale (red positive, blue negative)."""
+    """RGB uint8 image: windowed CT, prediction in label colours (filled or outlined), ground truth
+    as white outlines, and the attribution on a symmetric diverging scale (red positive, blue negative)."""
     rgb = np.repeat(window(hu, style.width, style.level)[..., None] * 255.0, 3, axis=2)
     if style.show_pred and pred is not None:
-        mask = pred > 0
+        mask = boundaries(pred) if style.pred_outline else pred > 0
         colours = LABEL_PALETTE[1 + (pred.astype(int) - 1) % (len(LABEL_PALETTE) - 1)]
-        a = np.clip(style.label_opacity, 0, 1)
+        a = 0.9 if style.pred_outline else np.clip(style.label_opacity, 0, 1)
         rgb[mask] = (1 - a) * rgb[mask] + a * colours[mask]
     if style.show_gt and gt is not None:
         edge = boundaries(gt)
-        colours = LABEL_PALETTE[1 + (gt.astype(int) - 1) % (len(LABEL_PALETTE) - 1)]
-        rgb[edge] = 0.15 * rgb[edge] + 0.85 * np.maximum(colours[edge], 90)
+        rgb[edge] = 0.1 * rgb[edge] + 0.9 * 255.0       # ground truth: white outlines
     if style.show_attr and attr is not None and attr.shape == hu.shape:
         values = np.asarray(attr, dtype=float)
         threshold, top = attribution_scale(values, style.hide_below_percentile)

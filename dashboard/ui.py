@@ -105,7 +105,7 @@ def require_auth_if_present() -> None:
 def app_frame() -> Context | None:
     """Sidebar and store checks shared by every page; None (after an explanatory page) without a store."""
     state.enter_page(_page_key())
-    st.sidebar.title("Agg2Exp Studio")
+    st.sidebar.markdown("**Agg2Exp Studio** · cohort explanations")
     shown = sidebar_context()
     if isinstance(shown, StoreProblem):
         store_problem_page(shown)
@@ -191,8 +191,9 @@ def _store_problem(path: Path) -> StoreProblem | None:
     missing = sorted(data.REQUIRED_TABLES - tables)
     if missing:
         return StoreProblem(path, "Not an Agg2Exp store",
-                            f"`{path}` lacks the table(s) {', '.join(missing)}. Build a store with "
-                            "`python -m agg2exp_core precompute` or `make demo`.")
+                            f"`{path}` lacks the table(s) {', '.join(missing)} (written by another tool or an "
+                            "older version?). Build a store with `python -m agg2exp_core precompute` or "
+                            "`make demo`.")
     if data.runs(ref).empty:
         return StoreProblem(path, "The store has no runs yet",
                             f"`{path}` holds no explanation run. Run `python -m agg2exp_core precompute --help` "

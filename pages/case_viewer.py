@@ -61,7 +61,8 @@ else:
         st.caption("No ground truth in this artefact.")
     style = slices.OverlayStyle(width=width, level=level, show_pred="prediction" in show,
                                 show_gt="ground truth" in show, show_attr="attribution" in show,
-                                label_opacity=opacity * 0.6, attr_opacity=opacity, hide_below_percentile=percentile)
+                                label_opacity=opacity * 0.6, attr_opacity=opacity, hide_below_percentile=percentile,
+                                pred_outline="attribution" in show)
     channel = ctx.channel_of(target)
     stored = artifact.class_index(channel) if channel is not None else None
     columns = st.columns(3)
@@ -80,11 +81,12 @@ else:
                                      f"{view} {index} · {target.name}", f"{ctx.run_id} · case {case}",
                                      slices.CORNER_LABELS[view])
         export.show_figure(figure, [f"slice-{view}{index}", case, target.name, ctx.run_id], f"slice-{view}",
-                           container=column)
+                           container=column, compact=True)
         if planes.note and style.show_attr:
             column.caption(planes.note)
-    st.caption(f"Attribution of {target.name}: red positive, blue negative, symmetric scale per slice; values "
-               f"below the {percentile:g}th percentile of |attribution| hidden. Window W{width:g}/L{level:g}.")
+    st.caption(f"Prediction in label colours (outlined while the attribution is shown), ground truth as white "
+               f"outlines. Attribution of {target.name}: red positive, blue negative, symmetric scale per slice; "
+               f"values below the {percentile:g}th percentile of |attribution| hidden. Window W{width:g}/L{level:g}.")
 
 st.subheader("Local matrix vs cohort mean")
 cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, "group")
@@ -93,11 +95,11 @@ left, right = st.columns(2)
 export.show_figure(figures.matrix_heatmap(local.matrix, local.targets, local.sources,
                                           f"Case {case} ({data.KIND_LABELS[kind]})",
                                           ctx.provenance(1, f"case {case}"), data.KIND_LABELS[kind]),
-                   [f"local-matrix-{case}", kind, ctx.run_id], "local", container=left)
+                   [f"local-matrix-{case}", kind, ctx.run_id], "local", container=left, compact=True)
 export.show_figure(figures.matrix_heatmap(cohort_mean.matrix, cohort_mean.targets, cohort_mean.sources,
                                           f"Cohort mean ({data.KIND_LABELS[kind]})", ctx.provenance(),
                                           data.KIND_LABELS[kind], counts=cohort_mean.counts),
-                   ctx.name_parts("global-heatmap", kind, "group"), "local-mean", container=right)
+                   ctx.name_parts("global-heatmap", kind, "group"), "local-mean", container=right, compact=True)
 
 st.subheader("3-D view of the predicted structures")
 if path is None:

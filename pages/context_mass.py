@@ -17,8 +17,6 @@ classes = [classes[i] for i in group_order([c.grp for c in classes])]
 figure = figures.context_mass_boxes(frame, classes, "Context mass per class and dataset",
                                     ctx.provenance(frame.case_id.nunique()))
 export.show_figure(figure, ctx.name_parts("context-mass"), "context")
-summary = (frame.groupby(["target_id", "dataset"])["context_mass"]
-           .describe()[["count", "mean", "25%", "50%", "75%"]].round(4).reset_index())
-summary.insert(0, "class", summary.target_id.map({c.roi_id: c.name for c in ctx.rois.values()}))
+summary = analytics.context_mass_summary(frame, classes)
 with st.expander("Summary per class and dataset"):
-    export.show_table(summary.drop(columns="target_id"), ctx.name_parts("context-mass-summary"), "context-table")
+    export.show_table(summary, ctx.name_parts("context-mass-summary"), "context-table")

@@ -1,7 +1,6 @@
 """Global heat map (target class x source RoI) and the two-cohort comparison with permutation tests."""
 import streamlit as st
 
-from agg2exp_core import compare
 from dashboard import analytics, compute, data, export, figures, state, ui
 
 ctx = ui.context()
@@ -59,8 +58,7 @@ permutations = state.selectbox("Permutations", ["auto", "1000", "5000", "10000",
 fdr = state.toggle("FDR (Benjamini-Hochberg)", "fdr", default=True, container=pick[3])
 alpha = state.selectbox("alpha", [0.05, 0.01, 0.1], "alpha", container=pick[3], what="alpha")
 n_cells = len(ctx.class_rois()) * len(ctx.rois)
-n_permutations = (compare.permutations_for_fdr(n_cells, alpha) if fdr else 1000) if permutations == "auto" \
-    else int(permutations)
+n_permutations = analytics.permutation_count(permutations, n_cells, alpha, fdr)
 if fdr and n_permutations + 1 < n_cells / alpha:
     st.warning(f"With {n_permutations} permutations the smallest p-value is 1/{n_permutations + 1}; after the FDR "
                f"correction over {n_cells} cells no cell can reach q < {alpha}. Choose 'auto' or more permutations.")

@@ -33,6 +33,7 @@ if curves.empty:
     st.info("No perturbation curves for this cohort.")
 else:
     figure = figures.perturbation_curves(curves, labels, "MoRF and LeRF perturbation curves",
-                                         ctx.provenance(extra=f"{len(evaluated)} evaluated run(s)"))
+                                         ctx.provenance(int(curves.n.max()),
+                                                        f"n = (case, class) pairs; {len(evaluated)} evaluated run(s)"))
     export.show_figure(figure, ctx.name_parts("perturbation-curves"), "curves")
     export.table_download(curves, ctx.name_parts("perturbation-curves"), "curves-table")

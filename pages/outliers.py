@@ -20,24 +20,24 @@ if ranking.empty:
     st.info("No anomaly scores for the cases of this cohort.")
     st.stop()
 
-left, right = st.columns([3, 2])
-with left:
-    st.subheader("Ranking")
-    export.show_table(ranking, ctx.name_parts("anomaly-ranking", names[target]), "ranking", height=360,
-                      column_config={"score": st.column_config.NumberColumn(format="%.3f"),
-                                     "dice": st.column_config.NumberColumn("Dice", format="%.3f")})
-    case = st.selectbox("Case", ranking.case_id.tolist(), key="outlier_case",
-                        format_func=lambda c: f"{c} (rank {int(ranking.set_index('case_id').loc[c, 'rank'])})")
-    if st.button("Open in case viewer", icon=":material/radiology:", type="primary"):
-        params = {"case": case}
-        if target != data.AVERAGE_TARGET:
-            params["target"] = names[target]
-        st.switch_page("pages/case_viewer.py", query_params=params)
-with right:
-    dice_label = "mean Dice over classes" if target == data.AVERAGE_TARGET else f"Dice of {names[target]}"
-    figure = figures.anomaly_scatter(ranking, f"Anomaly score vs Dice · {names[target]}",
-                                     ctx.provenance(len(ranking)), dice_label)
-    export.show_figure(figure, ctx.name_parts("anomaly-vs-dice", names[target]), "scatter")
+st.subheader("Ranking")
+export.show_table(ranking, ctx.name_parts("anomaly-ranking", names[target]), "ranking", height=320,
+                  column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                 "dice": st.column_config.NumberColumn("Dice", format="%.3f")})
+ranks = dict(zip(ranking.case_id, ranking["rank"]))
+pick, go_button = st.columns([3, 1], vertical_alignment="bottom")
+case = pick.selectbox("Case to open", ranking.case_id.tolist(), key="outlier_case",
+                      format_func=lambda c: f"{c} (rank {ranks[c]})")
+if go_button.button("Open in case viewer", icon=":material/radiology:", type="primary"):
+    params = {"case": case}
+    if target != data.AVERAGE_TARGET:
+        params["target"] = names[target]
+    st.switch_page("pages/case_viewer.py", query_params=params)
+
+dice_label = "mean Dice over classes" if target == data.AVERAGE_TARGET else f"Dice of {names[target]}"
+figure = figures.anomaly_scatter(ranking, f"Anomaly score vs Dice · {names[target]}",
+                                 ctx.provenance(len(ranking)), dice_label)
+export.show_figure(figure, ctx.name_parts("anomaly-vs-dice", names[target]), "scatter")
 
 st.subheader("Anomaly vs Dice (Spearman), per class")
 spearman = data.anomaly_dice(ctx.ref, ctx.run_id)

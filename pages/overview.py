@@ -15,7 +15,9 @@ cols[2].metric("Classes", len(ctx.class_rois()))
 cols[3].metric("RoIs (sources)", len(ctx.rois))
 
 st.subheader("Run provenance")
-st.dataframe(analytics.run_provenance(ctx.run), hide_index=True, width="stretch")
+provenance = analytics.run_provenance(ctx.run)
+export.show_table(provenance, ["run-provenance", ctx.run_id], "provenance", width="stretch",
+                  height=36 * (len(provenance) + 1) + 2)
 if int(ctx.run["n_failures"]):
     st.warning(f"{int(ctx.run['n_failures'])} case(s) failed in this run and have no results.")
 

@@ -35,3 +35,16 @@ def tsv2_store(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("tsv2") / "tsv2.duckdb"
     run_id = import_agg2exp_csv(csv, path)
     return {"path": path, "run_id": run_id}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_cached_connections():
+    """Close the dashboard's cached DuckDB connections before the interpreter exits."""
+    yield
+    import gc
+
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    gc.collect()

@@ -11,9 +11,11 @@ Planted effects (the tests look for them): female cases put more of the heart's 
 the aorta; external cases with a pathology put mass on the pathology RoIs.
 
 Writes go through ``agg2exp_core.store`` (``open_writer``, ``upsert_rois``,
-``upsert_cases``, ``ensure_run``, ``write_case``, ``replace_table_rows``), except the
-long ``local_importance`` rows, which are inserted as one frame per run (``write_case``
-inserts row by row, which would take minutes for the 2,000-case benchmark).
+``upsert_cases``, ``ensure_run``, ``write_case``, ``record_failure``,
+``replace_table_rows``), except the long ``local_importance`` rows, which are inserted
+as one frame per run (``write_case`` inserts row by row, minutes for 2,000 cases). For
+big stores (``bulk``) the other per-case rows of ``write_case`` are also inserted as
+frames; a test checks both paths write the same tables.
 """
 from __future__ import annotations
 
@@ -67,9 +69,13 @@ _HU = {"background": -1000, "body": 40, "lung": -850, "aorta": 200, "heart": 45,
        "costal_cartilages": 150, "autochthon_left": 55, "autochthon_right": 55}
 
 
-def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, with_artifacts: bool = True,
-                          run_methods: Sequence[str] = ("vg",)) -> dict:
+def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, with_artifacts: bool | int = True,
+                          run_methods: Sequence[str] = ("vg",), bulk: bool | None = None) -> dict:
     """Build (or replace) a synthetic store at ``path``; return what was written.
+
+    ``with_artifacts``: True for a slice artefact per case, an int ``k`` for the first ``k``
+    cases by id only (keeps big benchmark stores small). ``bulk`` (default: more than 200
+    cases) writes the per-case rows of ``store.write_case`` as one frame per table.
 
     Returns ``{"path", "run_ids" (method -> run id), "case_ids", "class_names", "roi_ids"
     (name -> id), "n_cases", "artifact_root"}``.
@@ -94,7 +100,8 @@ def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, wi
                              description=f"Synthetic {method} run for tests", code_version="synthetic")
             cube_abs = _local_matrices(cases, base, class_names, np.random.default_rng(seed + 101 * k))
             _write_run(con, path, run_id, cases, cube_abs, class_names, roi_ids, dice if k == 0 else None,
-                       with_artifacts, np.random.default_rng(seed + 7 + k))
+                       with_artifacts, np.random.default_rng(seed + 7 + k),
+                       bulk=n_cases > 200 if bulk is None else bulk)
             _write_analysis(con, run_id, cases, cube_abs, dice, class_names, roi_ids, method,
                             np.random.default_rng(seed + 13 + k))
     return {"path": path, "run_ids": run_ids, "case_ids": cases.case_id.tolist(), "class_names": class_names,
@@ -182,20 +189,34 @@ def _dice(cases: pd.DataFrame, class_names: list[str], roi_ids: dict[str, int],
 
 def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.ndarray,
                class_names: list[str], roi_ids: dict[str, int], dice: pd.DataFrame | None,
-               with_artifacts: bool, rng: np.random.Generator) -> None:
+               with_artifacts: bool | int, rng: np.random.Generator, bulk: bool) -> None:
     targets = [roi_ids[n] for n in class_names]
     sources = targets + [roi_ids[n] for n in PATHOLOGY_ROIS]
     dice_by_case = dict(tuple(dice.groupby("case_id"))) if dice is not None else {}
-    for c, case in enumerate(cases.itertuples()):
+    n_artifacts = len(cases) if with_artifacts is True else int(with_artifacts or 0)
+    with_slices = set(sorted(cases.case_id)[:n_artifacts])
+    status, dice_rows, artifacts = [], [], []
+    for case in cases.itertuples():
         artifact = None
-        if with_artifacts:
+        if case.case_id in with_slices:
             artifact = f"artifacts/{run_id}/{case.case_id}.npz"
             _write_artifact(path.parent / artifact, case, class_names, rng)
+            artifacts.append([run_id, case.case_id, artifact])
         case_dice = dice_by_case.get(case.case_id)
-        dice_rows = ([[MODEL_SHA, case.case_id, int(r.class_id), float(r.dice)] for r in case_dice.itertuples()]
-                     if case_dice is not None else [])
-        store.write_case(con, run_id, case.case_id, rows=[], dice_rows=dice_rows, artifact_path=artifact,
-                         seconds=float(rng.uniform(2, 6)))
+        rows = ([[MODEL_SHA, case.case_id, int(r.class_id), float(r.dice)] for r in case_dice.itertuples()]
+                if case_dice is not None else [])
+        seconds = float(rng.uniform(2, 6))
+        if bulk:
+            status.append([run_id, case.case_id, seconds])
+            dice_rows += rows
+        else:
+            store.write_case(con, run_id, case.case_id, rows=[], dice_rows=rows, artifact_path=artifact,
+                             seconds=seconds)
+    if bulk:     # the rows write_case writes, one frame per table (write_case costs ~50 ms per case)
+        _insert(con, "case_status", pd.DataFrame(status, columns=["run_id", "case_id", "seconds"]).assign(
+            finished_at=pd.Timestamp.now(tz="UTC").tz_localize(None)))
+        _insert(con, "dice", pd.DataFrame(dice_rows, columns=["model_sha256", "case_id", "class_id", "dice"]))
+        _insert(con, "artifacts", pd.DataFrame(artifacts, columns=["run_id", "case_id", "path"]))
     # Signed variants: the positive and negative parts spread a little differently.
     pos = np.stack([rng.dirichlet(60 * r + 1e-3) if r.sum() else r for r in cube_abs.reshape(-1, cube_abs.shape[2])])
     neg = np.stack([rng.dirichlet(40 * r + 1e-3) if r.sum() else r for r in cube_abs.reshape(-1, cube_abs.shape[2])])
@@ -209,9 +230,16 @@ def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.n
     # One case that failed in this run (the failures table), with no results.
     store.record_failure(con, run_id, "failed0000", "explain", "synthetic failure: out of memory")
     con.execute("DELETE FROM local_importance WHERE run_id = ?", [run_id])
-    con.register("_importance", frame)
-    con.execute("INSERT INTO local_importance SELECT * FROM _importance")
-    con.unregister("_importance")
+    _insert(con, "local_importance", frame)
+
+
+def _insert(con, table: str, frame: pd.DataFrame) -> None:
+    """INSERT OR REPLACE a frame whose columns are the table's, in order."""
+    if frame.empty:
+        return
+    con.register("_frame", frame)
+    con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM _frame")
+    con.unregister("_frame")
 
 
 def _write_artifact(target: Path, case, class_names: list[str], rng: np.random.Generator) -> None:

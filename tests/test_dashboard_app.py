@@ -171,7 +171,6 @@ def test_cohort_comparison_finds_the_planted_sex_effect(monkeypatch, synthetic_s
 def test_outliers_open_the_case_viewer(monkeypatch, synthetic_store):
     app = open_app(monkeypatch, synthetic_store["path"], "outliers", {"target": "heart"})
     top = app.selectbox(key="outlier_case").value
-    app.button(key=None) if False else None
     next(b for b in app.button if b.label == "Open in case viewer").click().run()
     assert not app.exception
     assert app.title[0].value == "Case viewer"
@@ -223,3 +222,13 @@ def test_republished_store_is_reopened(tmp_path):
     new_ref = data.store_ref(path)
     assert new_ref != ref
     assert data.runs(new_ref).method.tolist() == ["ig"]
+
+
+def test_several_stores_are_offered_by_name(monkeypatch, synthetic_store, tsv2_store):
+    both = os.pathsep.join([str(synthetic_store["path"]), str(tsv2_store["path"])])
+    app = open_app(monkeypatch, both, "heat_map", {"store": "tsv2"})
+    assert app.selectbox(key="store").value == "tsv2"
+    assert "32** of 32 cases" in case_count_caption(app)
+    app = open_app(monkeypatch, both, "overview", {"store": "../../etc/passwd"})
+    assert any("store='../../etc/passwd'" in w for w in texts(app, "warning"))
+    assert "60** of 60 cases" in case_count_caption(app)

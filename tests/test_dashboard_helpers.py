@@ -183,3 +183,32 @@ def test_export_names_and_csv():
     assert export.export_filename(["global heatmap", "abs", "vg-1", "sex-F"], "png") == \
         "agg2exp_global_heatmap_abs_vg-1_sex-f.png"
     assert export.table_csv(pd.DataFrame({"a": [1]})) == b"a\n1\n"
+
+
+def test_synthetic_store_bulk_and_per_case_paths_agree(tmp_path):
+    import duckdb as db
+    from synthetic_store import build_synthetic_store
+
+    one = build_synthetic_store(tmp_path / "a" / "s.duckdb", n_cases=8, with_artifacts=3, bulk=False)
+    two = build_synthetic_store(tmp_path / "b" / "s.duckdb", n_cases=8, with_artifacts=3, bulk=True)
+    tables = ["cases", "rois", "local_importance", "dice", "artifacts", "anomaly", "anomaly_dice", "outlier_tests",
+              "method_eval", "perturbation_curve", "failures"]
+    for table in tables:
+        a = db.connect(str(one["path"]), read_only=True).execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        b = db.connect(str(two["path"]), read_only=True).execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        assert a == b and a > 0, table
+    status = db.connect(str(two["path"]), read_only=True).execute(
+        "SELECT count(*), count(finished_at) FROM case_status").fetchone()
+    assert status == (8, 8)
+
+
+def test_context_mass_summary_and_permutation_choice():
+    rois = [analytics.Roi(1, "heart", "cardiovascular", "#d62728", True), analytics.Roi(2, "ribs", "bone", "#1f77b4", True)]
+    frame = analytics.context_mass(pd.DataFrame({"case_id": list("abcd"), "target_id": [2, 2, 1, 1],
+                                                 "self_mass": [0.6, 0.8, 0.5, 0.7], "dataset": ["r", "r", "r", "e"]}))
+    summary = analytics.context_mass_summary(frame, rois)
+    assert summary["class"].tolist() == ["heart", "heart", "ribs"]
+    assert summary.iloc[2]["mean"] == pytest.approx(0.3)
+    assert analytics.permutation_count("5000", 323, 0.05, True) == 5000
+    assert analytics.permutation_count("auto", 323, 0.05, True) == 13000
+    assert analytics.permutation_count("auto", 323, 0.05, False) == 1000
