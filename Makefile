@@ -25,7 +25,7 @@ $(DEMO_DB): | setup
 demo: $(DEMO_DB)
 
 run: demo
-	$(PY) -m streamlit run app.py --server.port $(PORT) -- --db $(DEMO_DB)
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) -- --db $(DEMO_DB)
 
 test: setup
 	$(PY) -m pytest -q
