@@ -483,7 +483,7 @@ def _consolidation(p: _Painter, rng):
     c = cand[rng.integers(len(cand))]
     world = [p.f.world[i].reshape(-1) for i in range(3)]
     cw = [world[i][c[i]] for i in range(3)]
-    r = rng.uniform(28, 42, 3)
+    r = rng.uniform(40, 60, 3)  # lobar-sized: large enough to change the model's behaviour
     W = np.meshgrid(*world, indexing="ij", sparse=True)
     q = sum(((W[i] - cw[i]) / r[i]) ** 2 for i in range(3))
     wobble = _smooth_noise(rng, p.lab.shape, 8.0 / p.f.spacing, 0.25)
@@ -536,7 +536,7 @@ def make_phantom(seed: int, sex: str, age: float, shape=(64, 48, 48), spacing=(6
     _textures(p, rng, lung & (p.fissure_dist > 6))
     rois = {}
     if "pleural_effusion" in pathology:                     # first: fluid is no longer lung
-        rois["pleural_effusion"] = _effusion(p, rng, rng.uniform(0.07, 0.14))
+        rois["pleural_effusion"] = _effusion(p, rng, rng.uniform(0.22, 0.35))  # moderate to large
     if "consolidation" in pathology:
         rois["consolidation"] = _consolidation(p, rng)
     hu = _scanner(p.hu, rng, spacing, kernel)

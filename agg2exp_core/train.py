@@ -32,7 +32,7 @@ class TrainConfig:
     preprocessing: Preprocessing = Preprocessing(spacing=None)
     crop_size: tuple[int, int, int] = (48, 48, 48)
     roi_size: tuple[int, int, int] = (64, 48, 48)   # sliding-window size used at inference
-    iterations: int = 600
+    iterations: int = 800
     batch_size: int = 2
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--spacing", type=float, nargs=3, help="resample to this spacing in mm (default: keep)")
     parser.add_argument("--crop", type=int, nargs=3, default=(48, 48, 48))
     parser.add_argument("--roi-size", type=int, nargs=3, default=(64, 48, 48), help="sliding-window size at inference")
-    parser.add_argument("--iterations", type=int, default=600)
+    parser.add_argument("--iterations", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
