@@ -239,9 +239,10 @@ def test_bad_configuration_fails_closed(app_on_store, secrets, words):
 def test_oidc_gate(app_on_store, monkeypatch):
     make, queries = app_on_store
     secrets = {"auth": OIDC, "agg2exp_auth": {"allowed_domains": ["hospital.org"]}}
-    app = make(secrets, user={}).run()  # Authlib is not installed here: fail closed
-    assert not served(app) and "Authlib" in errors(app)
     import streamlit.auth_util
+    monkeypatch.setattr(streamlit.auth_util, "is_authlib_installed", lambda: False)
+    app = make(secrets, user={}).run()  # without Authlib: fail closed
+    assert not served(app) and "Authlib" in errors(app)
     monkeypatch.setattr(streamlit.auth_util, "is_authlib_installed", lambda: True)
     app = make(secrets, user={"is_logged_in": False}).run()
     assert not served(app) and queries == [] and [b.label for b in app.button] == ["Log in"]
