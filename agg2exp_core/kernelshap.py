@@ -31,10 +31,11 @@ whole perturbed volume (``inference="full"``, the naive reference).
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from math import comb
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -303,8 +304,9 @@ class EngineStats:
     """Patch accounting of a sliding-window engine (hits: patches served from the cache)."""
 
     coalitions: int = 0
-    patch_hits: int = 0
-    patch_misses: int = 0
+    patch_hits: int = 0       # patch results reused (sliding-window engine)
+    patch_misses: int = 0     # patches run through the network for coalitions
+    cache_patches: int = 0    # patches run once to seed the cache
     model_calls: int = 0
 
     @property
@@ -343,6 +345,10 @@ class DirectEngine:
         self.stats.model_calls += 1
         return y[(slice(None), slice(None), *self.out)].detach().float().cpu()
 
+    def iter_logits(self, keep: np.ndarray) -> Iterator[torch.Tensor]:
+        """Region logits ``[l, *r]`` of each keep-mask row, in order."""
+        yield from self.logits(keep)
+
 
 class SlidingWindowEngine:
     """Sliding-window inference with baseline patch caching, exact w.r.t. MONAI's fusion.
@@ -351,14 +357,17 @@ class SlidingWindowEngine:
     ``monai.inferers.sliding_window_inference`` on the whole volume. Only the patches
     overlapping ``out_box`` are kept; their baseline contributions ``w * f(patch)`` are
     cached (``inference="cached"``) and a coalition recomputes only those containing a
-    removed voxel. Fusion is done in float64; ``inference="full"`` runs MONAI itself on
+    removed voxel. Beyond the paper's baseline cache, a patch's input is determined by
+    which of the units touching it are kept, so recomputed patches are memoised by that
+    pattern (``cache_mb`` bounds the memory): with few units per patch (organ units) most
+    patterns recur. Fusion is done in float64; ``inference="full"`` runs MONAI itself on
     the whole perturbed volume instead (the naive reference).
     """
 
     def __init__(self, network: Callable, image: torch.Tensor, units: np.ndarray, baseline,
                  out_box: Box, roi_size, overlap=0.25, mode: str = "gaussian", sigma_scale=0.125,
                  padding_mode: str = "constant", cval: float = 0.0, sw_batch_size: int = 4,
-                 inference: str = "cached", batch_size: int = 4):
+                 inference: str = "cached", batch_size: int = 4, cache_mb: float = 1024.0):
         from monai.data.utils import compute_importance_map, dense_patch_slices, get_valid_patch_size
         from monai.utils import ensure_tuple_rep, fall_back_tuple
 
@@ -408,14 +417,13 @@ class SlidingWindowEngine:
         self.x_pad = self._pad(self.image, self.cval)
         self.base_pad = self._pad(self.base, self.cval)
         self.units_pad = self._pad_units(self.units_full)
-        n_units = int(units.max()) + 1 if (units >= 0).any() else 0
-        # units touching each patch: a patch is dirty iff one of them is removed
-        self.touch = np.zeros((len(self.patches), n_units), bool)
-        for i, (sl, _, _) in enumerate(self.patches):
-            u = torch.unique(self.units_pad[sl])
-            u = u[u >= 0].numpy()
-            self.touch[i, u] = True
-        self.cache: list[torch.Tensor] | None = None
+        # the units touching each patch: its input, hence its output, depends only on
+        # which of them a coalition keeps
+        self.touch = [np.unique(u[u >= 0].numpy()) for u in (self.units_pad[sl] for sl, _, _ in self.patches)]
+        self.cache_bytes = int(cache_mb * 2**20)
+        self.memo: list[dict[bytes, torch.Tensor]] = [{} for _ in self.patches]
+        self.memo_used = 0
+        self.clean_keys: list[bytes] = []
         self.clean_sum: torch.Tensor | None = None
         if inference == "cached":
             self._build_cache()
@@ -436,62 +444,122 @@ class SlidingWindowEngine:
         return self._pad(units.to(torch.float64), 0.0).round().long()
 
     # -- network on patches
-    def _forward(self, patches: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Weighted float64 outputs ``w * f(p)`` for a list of ``[*roi]`` patches."""
+    def _forward(self, patches: list[torch.Tensor], index: list[int]) -> list[torch.Tensor]:
+        """Weighted region parts ``(w * f(patch))[in_patch]``, float64 ``[l, *part]``.
+
+        ``patches``: inputs ``[*roi]``; ``index``: which of ``self.patches`` each one is.
+        Only the part inside the region is weighted and kept (a small contiguous copy,
+        so the whole patch output can be freed).
+        """
         out = []
         for i in range(0, len(patches), self.sw_batch_size):
             batch = torch.stack(patches[i:i + self.sw_batch_size])[:, None]
             with torch.no_grad():
                 y = self.network(batch.to(self.device, self.dtype))
             self.stats.model_calls += 1
-            y = y.detach().cpu().to(torch.float64) * self.weight
-            out.extend(y.unbind(0))
+            y = y.detach().cpu()
+            for yi, p in zip(y, index[i:i + self.sw_batch_size]):
+                in_patch = self.patches[p][2]
+                out.append(yi[(slice(None), *in_patch)].to(torch.float64) * self.weight[in_patch])
         return out
 
+    def _key(self, keep_row: np.ndarray, p: int) -> bytes:
+        return np.packbits(keep_row[self.touch[p]]).tobytes()
+
     def _build_cache(self) -> None:
-        outputs = self._forward([self.x_pad[sl] for sl, _, _ in self.patches])
-        self.cache = [y[(slice(None), *in_patch)] for y, (_, _, in_patch) in zip(outputs, self.patches)]
+        """Baseline contributions of every patch overlapping the region (the cache's seed)."""
+        outputs = self._forward([self.x_pad[sl] for sl, _, _ in self.patches], list(range(len(self.patches))))
+        self.stats.cache_patches += len(outputs)
         l = outputs[0].shape[0] if outputs else 0
         self.clean_sum = torch.zeros((l, *self.count.shape), dtype=torch.float64)
-        for c, (_, in_region, _) in zip(self.cache, self.patches):
-            self.clean_sum[(slice(None), *in_region)] += c
+        all_kept = np.ones(max((int(t.max()) + 1 for t in self.touch if len(t)), default=0), bool)
+        for p, (part, (_, in_region, _)) in enumerate(zip(outputs, self.patches)):
+            key = self._key(all_kept, p)
+            self.clean_keys.append(key)
+            self.memo[p][key] = part
+            self.memo_used += part.numel() * part.element_size()
+            self.clean_sum[(slice(None), *in_region)] += part
 
     def logits(self, keep: np.ndarray) -> torch.Tensor:
         """Region logits ``[b, l, *r]`` (float64, CPU) for keep-masks ``[b, M]``."""
-        if self.inference == "full":
-            return self._logits_full(keep)
-        keep = np.asarray(keep, bool)
-        if self.inference == "cached":
-            dirty = (self.touch[None] & ~keep[:, None, :]).any(axis=2)   # [b, patches]
-        else:
-            dirty = np.ones((len(keep), len(self.patches)), bool)
-        jobs = np.argwhere(dirty)
-        inputs = []
-        for j, p in jobs:
-            sl = self.patches[p][0]
-            removed = _removed_voxels(keep[j:j + 1], self.units_pad[sl])[0]
-            inputs.append(torch.where(removed, self.base_pad[sl], self.x_pad[sl]))
-        fresh = dict(zip(map(tuple, jobs.tolist()), self._forward(inputs)))
-        self.stats.coalitions += len(keep)
-        self.stats.patch_misses += int(dirty.sum())
-        self.stats.patch_hits += int((~dirty).sum())
-        out = []
-        for j in range(len(keep)):
-            if self.inference == "cached":
-                acc = self.clean_sum.clone()
-            else:
-                acc = None
-            for p in np.flatnonzero(dirty[j]):
-                _, in_region, in_patch = self.patches[p]
-                new = fresh[(j, p)][(slice(None), *in_patch)]
-                if acc is None:
-                    acc = torch.zeros((new.shape[0], *self.count.shape), dtype=torch.float64)
-                idx = (slice(None), *in_region)
-                acc[idx] += new - self.cache[p] if self.cache is not None else new
-            out.append(acc / self.count)
-        return torch.stack(out)
+        return torch.stack(list(self.iter_logits(keep)))
 
-    def _logits_full(self, keep: np.ndarray) -> torch.Tensor:
+    def iter_logits(self, keep: np.ndarray) -> Iterator[torch.Tensor]:
+        """Region logits ``[l, *r]`` of each keep-mask row, in order.
+
+        ``cached``: a patch is recomputed only if the pattern of kept units touching it
+        has not been seen (the baseline pattern is always cached); fresh results are
+        memoised up to ``cache_mb``. ``roi``: every overlapping patch is recomputed.
+        Patches of all rows go through the network in full ``sw_batch_size`` batches, and
+        each row is fused and yielded as soon as its patches are ready, so memory holds
+        one accumulator and the patches still awaited, not the whole batch.
+        """
+        if self.inference == "full":
+            yield from self._logits_full(keep)
+            return
+        keep = np.asarray(keep, bool)
+        n, n_patches = len(keep), len(self.patches)
+        cached = self.inference == "cached"
+        # job of every (row, patch): its kept-unit pattern when cached, else unique
+        ids = [[(p, self._key(keep[j], p)) if cached else (p, j) for p in range(n_patches)] for j in range(n)]
+        todo: dict[tuple, int] = {}  # job -> first row that needs it (insertion = row order)
+        last_use: dict[tuple, int] = {}
+        for j in range(n):
+            for job in ids[j]:
+                if cached and job[1] in self.memo[job[0]]:
+                    continue
+                todo.setdefault(job, j)
+                last_use[job] = j
+        self.stats.coalitions += n
+        self.stats.patch_misses += len(todo)
+        self.stats.patch_hits += n * n_patches - len(todo)
+        jobs = list(todo)
+        fresh: dict[tuple, torch.Tensor] = {}
+        done, next_row = 0, 0
+        while next_row < n:
+            # rows whose jobs are all computed can be fused now
+            ready = n if done >= len(jobs) else todo[jobs[done]]
+            while next_row < n and next_row < ready:
+                yield self._fuse(ids[next_row], fresh, cached)
+                for job in ids[next_row]:
+                    if last_use.get(job) == next_row:
+                        fresh.pop(job, None)
+                next_row += 1
+            if done < len(jobs):
+                chunk = jobs[done:done + self.sw_batch_size]
+                inputs = [self._patch_input(keep[todo[job]], job[0]) for job in chunk]
+                for job, part in zip(chunk, self._forward(inputs, [job[0] for job in chunk])):
+                    fresh[job] = part
+                    size = part.numel() * part.element_size()
+                    if cached and self.memo_used + size <= self.cache_bytes:
+                        self.memo[job[0]][job[1]] = part
+                        self.memo_used += size
+                done += len(chunk)
+
+    def _patch_input(self, keep_row: np.ndarray, p: int) -> torch.Tensor:
+        sl = self.patches[p][0]
+        removed = _removed_voxels(keep_row[None], self.units_pad[sl])[0]
+        return torch.where(removed, self.base_pad[sl], self.x_pad[sl])
+
+    def _fuse(self, row_ids: list[tuple], fresh: dict, cached: bool) -> torch.Tensor:
+        """MONAI's fusion on the region: sum of weighted patch logits over the weight sum."""
+        if cached:  # the baseline sum, corrected where a patch's pattern differs
+            acc = self.clean_sum.clone()
+            for p, job in enumerate(row_ids):
+                if job[1] != self.clean_keys[p]:
+                    part = fresh[job] if job in fresh else self.memo[p][job[1]]
+                    acc[(slice(None), *self.patches[p][1])] += part - self.memo[p][self.clean_keys[p]]
+        else:
+            acc = torch.zeros((fresh[row_ids[0]].shape[0], *self.count.shape), dtype=torch.float64)
+            for p, job in enumerate(row_ids):
+                acc[(slice(None), *self.patches[p][1])] += fresh[job]
+        return acc / self.count
+
+    def _logits_full(self, keep: np.ndarray) -> Iterator[torch.Tensor]:
+        for i in range(0, len(keep), 2):  # whole volumes in float64: two at a time
+            yield from self._logits_full_batch(keep[i:i + 2])
+
+    def _logits_full_batch(self, keep: np.ndarray) -> torch.Tensor:
         from monai.inferers import sliding_window_inference
 
         removed = _removed_voxels(keep, self.units_full)
@@ -568,13 +636,13 @@ class UnitGame:
 
     def values(self, keep: np.ndarray) -> np.ndarray:
         """Values ``[n, C]`` (float64) of keep-masks ``[n, M]``, evaluated in batches."""
-        keep = np.asarray(keep, bool).reshape(-1, self.n_units)
+        keep = np.asarray(keep, bool)
+        keep = keep.reshape(len(keep) if keep.ndim > 1 else 1, self.n_units)
         if self.engine is None:
             return np.zeros((len(keep), len(self.classes)))
         out = []
         for i in range(0, len(keep), self.batch_size):
-            logits = self.engine.logits(keep[i:i + self.batch_size])
-            for row in logits:  # one coalition at a time keeps float64 memory bounded
+            for row in self.engine.iter_logits(keep[i:i + self.batch_size]):
                 out.append(coalition_values(row[None], self.classes, self.p0, self.rois,
                                             self.value, self.reduce))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)))
@@ -585,16 +653,21 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
                roi: np.ndarray | None = None, roi_margin: int = 3, baseline=0.0,
                labels: np.ndarray | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                n_per_axis: int | Sequence[int] = 4, scale_mm: float = 30.0,
-               offset_mm: Sequence[float] | None = None,
+               offset_mm: Sequence[float] | None = None, exclude_labels: Sequence[int] = (),
                receptive_field: int | Sequence[int] | None = None,
                roi_size: int | Sequence[int] | None = None, overlap: float = 0.25,
                mode: str = "gaussian", sigma_scale: float = 0.125, padding_mode: str = "constant",
                cval: float = 0.0, sw_batch_size: int = 4, inference: str = "cached",
-               batch_size: int = 4, prediction: np.ndarray | None = None) -> UnitGame:
+               cache_mb: float = 1024.0, batch_size: int | None = None,
+               prediction: np.ndarray | None = None, device=None) -> UnitGame:
     """Set up the unit game of one image (see module docstring; parameters as in
-    :func:`kernelshap_explain`). ``prediction`` (clean argmax ``[*S]``) skips the clean pass."""
+    :func:`kernelshap_explain`). ``prediction`` (clean argmax ``[*S]``) skips the clean pass.
+    ``device`` is accepted for symmetry with the gradient methods: inputs always go to
+    the device of the model's parameters."""
     image = _check_image(image)
     shape = tuple(image.shape[1:])
+    if batch_size is None:  # whole volumes per model call vs. streamed patches
+        batch_size = 4 if roi_size is None else 16
     if value not in VALUES:
         raise InputError("value", f"unknown value function '{value}' (use {', '.join(VALUES)})")
     if reduce not in ("sum", "mean"):
@@ -604,14 +677,14 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
         prediction, n_classes = _clean_prediction(network, image, roi_size, overlap, mode, sigma_scale,
                                                   padding_mode, cval, sw_batch_size)
     else:
-        prediction = np.asarray(prediction)
+        prediction = np.asarray(prediction.cpu() if torch.is_tensor(prediction) else prediction)
         n_classes = int(prediction.max()) + 1
     classes = list(range(n_classes)) if classes is None else [int(c) for c in classes]
     rois_full = default_rois(prediction, classes, value, roi, roi_margin)
     if value == "logit" and classes:  # the logit value reads only the predicted voxels
         rois_full &= np.stack([prediction == c for c in classes])
     units = _partition(partition, shape, prediction if labels is None else labels, spacing,
-                       n_per_axis, scale_mm, offset_mm)
+                       n_per_axis, scale_mm, offset_mm, exclude_labels)
     out_box = bounding_box(rois_full.any(axis=0)) if classes else None
     empty = UnitGame(None, classes, np.full(shape, -1, np.int64), np.zeros(0, np.int64), prediction,
                      torch.zeros(0), torch.zeros(0), value, reduce, None, None, batch_size)
@@ -629,7 +702,8 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
         engine = DirectEngine(network, image, eff, baseline, out_box, crop, batch_size)
     else:
         engine = SlidingWindowEngine(network, image, eff, baseline, out_box, roi_size, overlap, mode,
-                                     sigma_scale, padding_mode, cval, sw_batch_size, inference, batch_size)
+                                     sigma_scale, padding_mode, cval, sw_batch_size, inference, batch_size,
+                                     cache_mb)
     rois = torch.as_tensor(rois_full[(slice(None), *out_box)])
     game = UnitGame(engine, classes, eff, unit_ids, prediction, rois, torch.zeros(0), value, reduce,
                     out_box, region, batch_size)
@@ -662,10 +736,11 @@ def _clean_prediction(network, image, roi_size, overlap, mode, sigma_scale, padd
     return y[0].argmax(dim=0).numpy(), int(y.shape[1])
 
 
-def _partition(partition, shape, labels, spacing, n_per_axis, scale_mm, offset_mm) -> np.ndarray:
+def _partition(partition, shape, labels, spacing, n_per_axis, scale_mm, offset_mm,
+               exclude_labels=()) -> np.ndarray:
     if isinstance(partition, str):
         return make_partition(partition, shape, spacing, labels=labels, n_per_axis=n_per_axis,
-                              scale_mm=scale_mm, offset_mm=offset_mm)
+                              scale_mm=scale_mm, offset_mm=offset_mm, exclude_labels=exclude_labels)
     units = np.asarray(partition.cpu() if torch.is_tensor(partition) else partition)
     if units.shape != shape or not np.issubdtype(units.dtype, np.integer):
         raise InputError("partition", f"a label map must be integer with shape {shape}, got {units.dtype} {units.shape}")
@@ -750,6 +825,9 @@ def kernelshap_run(model: Callable, image: torch.Tensor, classes: Sequence[int] 
                    n_coalitions: int = 200, seed: int | None = 0, **params) -> UnitAttribution:
     """KernelSHAP of one image over units, with engine statistics (see :func:`kernelshap_explain`)."""
     start = time.perf_counter()
+    unknown = set(params) - set(inspect.signature(build_game).parameters)
+    if unknown:
+        raise InputError("kernelshap", f"unknown parameter(s) {', '.join(sorted(unknown))}")
     game = build_game(model, image, classes, **params)
     m = game.n_units
     if game.engine is None or m == 0:
@@ -802,15 +880,19 @@ def kernelshap_explain(model: Callable, image: torch.Tensor, classes: Sequence[i
             ``>= 2**M`` gives exact Shapley values.
         seed: sampling seed (results are deterministic for a seed).
         labels: organ label map ``[*S]`` for semantic/hybrid (default: the prediction).
-        spacing, n_per_axis, scale_mm, offset_mm: partition parameters.
+        spacing, n_per_axis, scale_mm, offset_mm, exclude_labels: partition parameters
+            (:func:`agg2exp_core.partitions.make_partition`); a label map may use -1
+            for voxels that belong to no unit.
         receptive_field: voxels (int or per axis) by which the ROI box is dilated to get the
             perturbable box; default: the exact sliding-window support, or the whole
             volume for a direct model. A direct model then only sees that crop.
         roi_size, overlap, mode, sigma_scale, padding_mode, cval, sw_batch_size: MONAI
             sliding-window settings; ``roi_size=None`` calls the model on the volume.
         inference: ``cached`` (default), ``roi`` (ROI-restricted, no cache) or ``full``
-            (MONAI on the whole perturbed volume per coalition, the naive reference).
-        batch_size: coalitions per engine call.
+            (MONAI on the whole perturbed volume per coalition, the naive reference);
+            ``cache_mb`` (default 1024) bounds the memoised patch logits.
+        batch_size: coalitions per engine call (default 4 whole volumes for a direct
+            model; 16 for a sliding-window model, whose patches are streamed).
 
     Returns:
         ``[len(classes) or l, *S]`` tensor in the image's dtype, on the CPU.

@@ -28,7 +28,8 @@ DEFAULT_SCALE_MM = 30.0
 def make_partition(name: str, shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0),
                    labels: np.ndarray | None = None, n_per_axis: int | Sequence[int] = 4,
                    scale_mm: float = DEFAULT_SCALE_MM,
-                   offset_mm: Sequence[float] | None = None) -> np.ndarray:
+                   offset_mm: Sequence[float] | None = None,
+                   exclude_labels: Sequence[int] = ()) -> np.ndarray:
     """Build a partition of a volume into interpretable units.
 
     Args:
@@ -41,22 +42,37 @@ def make_partition(name: str, shape: Sequence[int], spacing: Sequence[float] = (
         scale_mm: FCC nearest-neighbour distance between cell centres in mm; one cell
             holds ``scale_mm**3 / sqrt(2)`` mm^3.
         offset_mm: position of one lattice point in mm (default: the volume centre).
+        exclude_labels: for ``semantic``/``hybrid``, labels whose voxels belong to no
+            unit (id ``-1``, never perturbed), e.g. ``(0,)`` for the efficient-KernelSHAP
+            paper's "background excluded" organ and hybrid units.
 
     Returns:
-        int64 array ``[*S]`` of unit ids ``0..M-1``, ids numbered in order of first
-        appearance along the flattened (C-order) volume for fcc/hybrid, by label value
-        for semantic, by block index for cubes.
+        int64 array ``[*S]`` of unit ids ``0..M-1`` (and ``-1`` for excluded voxels),
+        numbered in order of first appearance along the flattened (C-order) volume for
+        fcc/hybrid, by label value for semantic, by block index for cubes.
     """
     shape = tuple(int(s) for s in shape)
     if name == "cubes":
         return cube_partition(shape, n_per_axis)
-    if name == "semantic":
-        return semantic_partition(_need_labels(name, labels, shape))
     if name == "fcc":
         return fcc_partition(shape, spacing, scale_mm, offset_mm)
-    if name == "hybrid":
-        return hybrid_partition(_need_labels(name, labels, shape), spacing, scale_mm, offset_mm)
-    raise InputError("partition", f"unknown partition '{name}' (use {', '.join(PARTITIONS)})")
+    if name not in PARTITIONS:
+        raise InputError("partition", f"unknown partition '{name}' (use {', '.join(PARTITIONS)})")
+    labels = _need_labels(name, labels, shape)
+    if name == "semantic":
+        units = semantic_partition(labels)
+    else:
+        units = hybrid_partition(labels, spacing, scale_mm, offset_mm)
+    return _exclude(units, labels, exclude_labels)
+
+
+def _exclude(units: np.ndarray, labels: np.ndarray, exclude_labels: Sequence[int]) -> np.ndarray:
+    """Set the voxels of ``exclude_labels`` to -1 and renumber the other units 0..M-1."""
+    if not len(exclude_labels):
+        return units
+    out = np.where(np.isin(labels, list(exclude_labels)), -1, units)
+    ids, values = relabel(out)
+    return ids - 1 if values[0] == -1 else ids
 
 
 def cube_partition(shape: Sequence[int], n_per_axis: int | Sequence[int] = 4) -> np.ndarray:

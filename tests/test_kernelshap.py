@@ -163,15 +163,33 @@ def test_cached_equals_full_sliding_window(value):
     net, img, part, roi = _sw_case()
     kw = dict(partition=part, value=value, roi=roi, n_coalitions=40, seed=1, **SW)
     cached = kernelshap_run(net, img, [0, 2], inference="cached", **kw)
+    baseline_only = kernelshap_run(net, img, [0, 2], inference="cached", cache_mb=0, **kw)
+    roi_only = kernelshap_run(net, img, [0, 2], inference="roi", **kw)
     full = kernelshap_run(net, img, [0, 2], inference="full", **kw)
+    for other in (baseline_only, roi_only):
+        assert np.abs(other.values - full.values).max() < 1e-5
     assert np.abs(cached.values - full.values).max() < 1e-5
     assert np.allclose(cached.v_full, full.v_full, atol=1e-6)
+    # memoising recomputed patches by their kept-unit pattern only adds hits
+    assert cached.stats.patch_hits >= baseline_only.stats.patch_hits > roi_only.stats.patch_hits == 0
     # every coalition accounts for the 4 patches that overlap the ROI; some are served cached
     assert cached.stats.patch_hits > 0
     assert cached.stats.patch_hits + cached.stats.patch_misses == 4 * cached.stats.coalitions
     # ROI restriction: units outside the receptive-field support are not players
     assert cached.values.shape[1] < part.max() + 1
     assert (cached.partition[20:] == -1).all()
+
+
+@pytest.mark.parametrize("padding_mode", ["constant", "reflect"])
+def test_cached_equals_full_when_monai_pads(padding_mode):
+    # the volume is thinner than a patch along axis 0: MONAI pads, and so must the cache
+    net = tiny_net(seed=3)
+    img = torch.rand(1, 8, 20, 14, generator=torch.Generator().manual_seed(5))
+    part = cube_partition(img.shape[1:], (2, 3, 2))
+    kw = dict(partition=part, value="softdice", n_coalitions=24, seed=2, padding_mode=padding_mode, **SW)
+    cached = kernelshap_run(net, img, [1], inference="cached", **kw)
+    full = kernelshap_run(net, img, [1], inference="full", **kw)
+    assert np.abs(cached.values - full.values).max() < 1e-5
 
 
 def test_receptive_field_crop_is_exact_for_a_small_network():
@@ -212,3 +230,5 @@ def test_bad_parameters_raise_input_error():
         kernelshap_run(net, img, [0], partition=part, value="iou")
     with pytest.raises(InputError, match="shape"):
         kernelshap_run(net, img[0], [0], partition=part)
+    with pytest.raises(InputError, match="unknown parameter.*n_samples"):
+        kernelshap_run(net, img, [0], partition=part, n_samples=3)

@@ -86,6 +86,15 @@ def test_hybrid_refines_fcc_and_labels():
     assert h.max() + 1 == len(pairs) > f.max() + 1
 
 
+def test_exclude_labels_leaves_voxels_without_unit():
+    lab = _labels()
+    for name in ("semantic", "hybrid"):
+        p = make_partition(name, lab.shape, labels=lab, scale_mm=6.0, exclude_labels=(0,))
+        assert (p[lab == 0] == -1).all() and (p[lab > 0] >= 0).all()
+        assert _consecutive(p[p >= 0])
+    assert make_partition("semantic", lab.shape, labels=lab, exclude_labels=(0,)).max() + 1 == 2
+
+
 def test_refine_and_relabel():
     a = np.array([[0, 0, 1], [1, 1, 1]])
     b = np.array([[5, 6, 6], [6, 6, 5]])
