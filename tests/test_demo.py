@@ -74,3 +74,16 @@ def test_published_cohort_is_imported(demo_db):
     assert n == 32
     names = [r[0] for r in demo_db.execute("SELECT name FROM rois WHERE is_class ORDER BY roi_id").fetchall()]
     assert names[:17] == list(THORAX_LABELS)
+
+
+@pytest.mark.parametrize("page", ["overview", "heat_map", "knowledge_graph", "class_distributions",
+                                  "context_mass", "outliers", "case_viewer", "methods"])
+def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, page):
+    from test_dashboard_app import open_app  # the dashboard suite's AppTest helper
+
+    monkeypatch.setenv("STREAMLIT_CLIENT_SHOW_ERROR_DETAILS", "full")
+    db = demo_db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    app = open_app(monkeypatch, db, page, {"dataset": "external"})
+    assert app.title and not app.error
+    if page != "methods":  # the demo store may hold no method evaluation: an empty state then
+        assert app.get("plotly_chart"), f"{page} shows no figure on the demo store"
