@@ -149,7 +149,9 @@ def sidebar_context() -> Context | StoreProblem:
         return problem
     ref = data.store_ref(path)
     runs = data.runs(ref)
-    run = _choose_run(runs)
+    # Evaluation-only runs hold no importance matrices; they appear on the Methods page.
+    with_matrices = runs[runs.n_cases > 0]
+    run = _choose_run(with_matrices if len(with_matrices) else runs)
     run_cases = data.run_cases(ref, str(run["run_id"]))
     options = filters.options_from_cases(run_cases)
     warnings = _seed_filter(str(run["run_id"]), options)
