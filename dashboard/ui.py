@@ -150,7 +150,8 @@ def sidebar_context() -> Context | StoreProblem:
     ref = data.store_ref(path)
     runs = data.runs(ref)
     # Evaluation-only runs hold no importance matrices; they appear on the Methods page.
-    with_matrices = runs[runs.n_cases > 0]
+    # Computed runs come before imported ones, so the default is the store's own newest run.
+    with_matrices = runs[runs.n_cases > 0].sort_values("source", key=lambda s: s != "precompute", kind="stable")
     run = _choose_run(with_matrices if len(with_matrices) else runs)
     run_cases = data.run_cases(ref, str(run["run_id"]))
     options = filters.options_from_cases(run_cases)
