@@ -61,6 +61,20 @@ class CohortFilter:
     def is_empty_selection(self) -> bool:
         return any(v == () for v in (self.datasets, self.splits, self.sexes))
 
+    @property
+    def restrictions(self) -> list[tuple[str, tuple[str, ...]]]:
+        """``(column, selected values)`` of the categorical filters that restrict anything."""
+        pairs = (("dataset", self.datasets), ("split", self.splits), ("sex", self.sexes))
+        return [(column, selected) for column, selected in pairs if selected is not None]
+
+    @property
+    def age_bounds_text(self) -> tuple[str, str] | None:
+        """Age bounds as short text ('' where open), or None without an age restriction."""
+        if self.age_min is None and self.age_max is None:
+            return None
+        return ("" if self.age_min is None else f"{self.age_min:g}",
+                "" if self.age_max is None else f"{self.age_max:g}")
+
 
 def pathology_names(values: Sequence[str | None]) -> list[str]:
     """Sorted distinct RoI names of ';'-separated pathology lists."""
@@ -160,9 +174,8 @@ def _age_bound(params: Mapping[str, Sequence[str]], key: str, warnings: list[str
 def filter_to_params(cohort: CohortFilter) -> dict[str, list[str]]:
     """URL form of a (normalised) filter: only the restrictions, as ``key -> values``."""
     params: dict[str, list[str]] = {}
-    for key, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
-        if selected is not None:
-            params[key] = list(selected) if selected else [""]
+    for key, selected in cohort.restrictions:
+        params[key] = list(selected) if selected else [""]
     if cohort.age_min is not None:
         params["age_min"] = [f"{cohort.age_min:g}"]
     if cohort.age_max is not None:
@@ -181,9 +194,7 @@ def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
         raise ValueError(f"bad table alias {alias!r}")
     parts: list[str] = []
     params: list = []
-    for column, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
-        if selected is None:
-            continue
+    for column, selected in cohort.restrictions:
         known = [v for v in selected if v != UNKNOWN]
         terms = []
         if known:
@@ -212,9 +223,7 @@ def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
 def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:
     """The same filter on a cases frame in memory (used where the cases are already loaded)."""
     keep = pd.Series(True, index=cases.index)
-    for column, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
-        if selected is None:
-            continue
+    for column, selected in cohort.restrictions:
         hit = cases[column].isin([v for v in selected if v != UNKNOWN])
         if UNKNOWN in selected:
             hit |= cases[column].isna()
@@ -237,12 +246,10 @@ def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:
 def describe_filter(cohort: CohortFilter) -> str:
     """One line for captions: 'all cases' or e.g. 'dataset: external · sex: F · age 40–60'."""
     parts = []
-    for name, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
-        if selected is not None:
-            parts.append(f"{name}: {', '.join(selected) if selected else '(none)'}")
-    if cohort.age_min is not None or cohort.age_max is not None:
-        lo = "" if cohort.age_min is None else f"{cohort.age_min:g}"
-        hi = "" if cohort.age_max is None else f"{cohort.age_max:g}"
+    for name, selected in cohort.restrictions:
+        parts.append(f"{name}: {', '.join(selected) if selected else '(none)'}")
+    if cohort.age_bounds_text:
+        lo, hi = cohort.age_bounds_text
         parts.append(f"age {lo}–{hi}" if lo and hi else (f"age ≥ {lo}" if lo else f"age ≤ {hi}"))
     if cohort.pathology:
         label = {PATHOLOGY_ANY: "any pathology", PATHOLOGY_NONE: "no pathology"}.get(
@@ -254,12 +261,10 @@ def describe_filter(cohort: CohortFilter) -> str:
 def filter_slug(cohort: CohortFilter) -> str:
     """Short file-name-safe form of a filter, e.g. 'dataset-external_sex-F_age40-60'."""
     parts = []
-    for name, selected in (("dataset", cohort.datasets), ("split", cohort.splits), ("sex", cohort.sexes)):
-        if selected is not None:
-            parts.append(f"{name}-{'+'.join(selected) or 'none'}")
-    if cohort.age_min is not None or cohort.age_max is not None:
-        lo = "" if cohort.age_min is None else f"{cohort.age_min:g}"
-        hi = "" if cohort.age_max is None else f"{cohort.age_max:g}"
+    for name, selected in cohort.restrictions:
+        parts.append(f"{name}-{'+'.join(selected) or 'none'}")
+    if cohort.age_bounds_text:
+        lo, hi = cohort.age_bounds_text
         parts.append(f"age{lo}-{hi}")
     if cohort.pathology:
         parts.append(f"path-{cohort.pathology}")
