@@ -139,7 +139,7 @@ def precompute(manifest: str | Path, checkpoint: str | Path, db: str | Path, met
         summary.skipped = [c for c in frame.case_id if c in done]
         last_publish = time.time()
         for row in tqdm(todo, desc=f"precompute {method}", unit="case", disable=not progress):
-            _run_one(con, model, row, method, params, classes, roi_ids, extra_names, data_dir, db,
+            _run_one(con, model, row, method, params, classes, roi_ids, data_dir, db,
                      nifti_dir, summary)
             if time.time() - last_publish > PUBLISH_EVERY_S:
                 store.publish(con, db)
@@ -147,7 +147,7 @@ def precompute(manifest: str | Path, checkpoint: str | Path, db: str | Path, met
     return summary
 
 
-def _run_one(con, model, row, method, params, classes, roi_ids, extra_names, data_dir, db, nifti_dir, summary):
+def _run_one(con, model, row, method, params, classes, roi_ids, data_dir, db, nifti_dir, summary):
     case_id = row["case_id"]
     stage = "load"
     try:
@@ -162,7 +162,7 @@ def _run_one(con, model, row, method, params, classes, roi_ids, extra_names, dat
             for row_i, c in enumerate(classes):
                 save_like(result.attributions[row_i], case, Path(nifti_dir) / summary.run_id / f"{case_id}_{model.label_names[c]}.nii.gz")
         rows = _importance_rows(summary.run_id, case_id, classes, result.matrices, model.label_names,
-                                roi_ids, [n for n in extra_names if n in case.rois])
+                                roi_ids, list(case.rois))
         dice_rows = [] if result.dice is None else [
             [model.checkpoint_sha256, case_id, roi_ids[model.label_names[c]], float(d)]
             for c, d in enumerate(result.dice) if not np.isnan(d)]
@@ -178,15 +178,11 @@ def _run_one(con, model, row, method, params, classes, roi_ids, extra_names, dat
 
 
 def _importance_rows(run_id, case_id, classes, matrices, label_names, roi_ids, extra_present):
-    """Rows for class RoIs and for the extra RoIs this case actually has."""
-    n = len(label_names)
-    source_names = list(label_names) + list(extra_present)
-    keep = list(range(n)) + [n + i for i, _ in enumerate(extra_present)]
+    """Rows for the class RoIs and the extra RoIs this case has (the matrices' columns, in order)."""
     target_ids = [roi_ids[label_names[c]] for c in classes]
-    source_ids = [roi_ids[s] for s in source_names]
-    pick = lambda m: m[:, keep]  # noqa: E731 - select the columns of present RoIs
-    return store.importance_rows(run_id, case_id, target_ids, source_ids, pick(matrices["abs"]),
-                                 pick(matrices["pos"]), pick(matrices["neg"]))
+    source_ids = [roi_ids[s] for s in list(label_names) + list(extra_present)]
+    return store.importance_rows(run_id, case_id, target_ids, source_ids, matrices["abs"],
+                                 matrices["pos"], matrices["neg"])
 
 
 def _relative(path: Path, db: Path) -> str:
