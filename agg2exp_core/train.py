@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from agg2exp_core.cohort import Preprocessing, load_case, read_manifest
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import THORAX_LABELS
-from agg2exp_core.model import build_network, dice_per_class, load_checkpoint, save_checkpoint
+from agg2exp_core.model import build_network, dice_per_class, load_checkpoint, resolve_device, save_checkpoint
 
 
 @dataclass
@@ -70,8 +70,7 @@ def train(manifest: str | Path, out_checkpoint: str | Path, config: TrainConfig 
           device: str = "auto", progress: bool = True) -> Path:
     """Train on the manifest's reference train split and write a self-describing checkpoint."""
     set_determinism(seed=config.seed)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     items = training_cases(Path(manifest), config)
     loader = DataLoader(Dataset(items, augmentations(config.crop_size)), batch_size=config.batch_size,
                         shuffle=True, num_workers=0, drop_last=len(items) >= config.batch_size)
