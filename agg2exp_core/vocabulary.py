@@ -1,0 +1,74 @@
+"""One vocabulary for the core, the store and the dashboard: methods, mass kinds, metrics.
+
+A leaf module (no imports beyond the standard library), so the dashboard can read the
+names the core writes without importing torch. Whatever writes a method, a mass kind
+or a metric into the store takes its name from here, and whatever shows one takes its
+title from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Attribution methods: store name -> display title.
+METHODS: dict[str, str] = {
+    "vg": "Vanilla Gradient",
+    "smoothgrad": "SmoothGrad",
+    "ig": "Integrated Gradients",
+    "kernelshap": "KernelSHAP",
+}
+GRADIENT_METHODS: tuple[str, ...] = ("vg", "smoothgrad", "ig")
+
+# Mass kinds of Eq. 7 (which part of the attribution is counted) -> local_importance column.
+MASS_KINDS: dict[str, str] = {"abs": "mass_abs", "pos": "mass_pos", "neg": "mass_neg"}
+MASS_KIND_TITLES: dict[str, str] = {"abs": "absolute mass", "pos": "positive mass", "neg": "negative mass"}
+
+# anomaly.target_id / anomaly_dice.target_id of the score averaged over classes.
+AVERAGE_TARGET = -1
+
+# runs.source: how a run's rows came about.
+RUN_SOURCES: tuple[str, ...] = ("precompute", "import", "evaluate")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An attribution-method metric as stored in ``method_eval.metric``."""
+
+    name: str
+    title: str
+    higher_is_better: bool | None  # None: neither (a bound of an interval)
+
+    @property
+    def arrow(self) -> str:
+        return {True: " ↑", False: " ↓", None: ""}[self.higher_is_better]
+
+    @property
+    def label(self) -> str:
+        return f"{self.title}{self.arrow}"
+
+
+# Order = column order of the Methods table (Table 1 of the Agg2Exp paper, then the
+# perturbation-curve metrics of the efficient-KernelSHAP paper).
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("faithfulness", "Faithfulness", True),
+    Metric("faithfulness_ci_low", "Faithfulness CI low", None),
+    Metric("faithfulness_ci_high", "Faithfulness CI high", None),
+    Metric("sensitivity_avg", "Sensitivity (avg)", False),
+    Metric("sensitivity_max", "Sensitivity (max)", False),
+    Metric("complexity", "Complexity", False),
+    Metric("efficiency_s", "Efficiency [s per class]", False),
+    Metric("efficiency_volume_s", "Efficiency [s per volume]", False),
+    Metric("aopc", "AOPC", True),
+    Metric("abpc", "ABPC", True),
+    Metric("naopc", "Normalised AOPC", True),
+    Metric("nabpc", "Normalised ABPC", True),
+)}
+
+
+def metric_label(name: str) -> str:
+    """Display label of a stored metric name (unknown names are shown as they are)."""
+    metric = METRICS.get(name)
+    return metric.label if metric else name
+
+
+def method_title(name: str) -> str:
+    return METHODS.get(str(name).lower(), str(name))
