@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-KINDS = ("abs", "pos", "neg")
+from agg2exp_core.vocabulary import MASS_KINDS
+
+KINDS = tuple(MASS_KINDS)
 
 
 def _evidence(attributions: torch.Tensor, kind: str) -> torch.Tensor:

@@ -1,19 +1,22 @@
-"""``python -m agg2exp_core SUBCOMMAND``: one subcommand per stage of the pipeline.
+"""``agg2exp SUBCOMMAND`` (or ``python -m agg2exp_core``): argument parsing only.
 
-Bad input ends with one line on stderr naming the file or parameter and the problem,
-and exit status 2; a run with failed cases exits 1.
+Each subcommand parses its arguments and calls one function of the core. Bad input ends
+with one line on stderr naming the file or parameter and the problem, and exit status 2;
+a run with failed cases exits 1. Stages are imported when their subcommand runs, so
+``--help`` answers at once.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-import torch
-
-from agg2exp_core import analysis, demo, evaluation, importer, phantoms, precompute, train
 from agg2exp_core.errors import InputError
+from agg2exp_core.vocabulary import METHODS
 
-STAGES = (phantoms, train, precompute, analysis, evaluation, importer, demo)
+METHOD_NAMES = tuple(METHODS)
+EVALUATION_METRICS = "faithfulness,sensitivity,complexity,efficiency,curves"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,18 +27,21 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m agg2exp_core",
+    parser = OneLineParser(prog="agg2exp",
                            description="Agg2Exp Studio compute core: explain a 3-D segmentation model over a cohort.")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
-    for stage in STAGES:
-        stage.register(subparsers)
+    for add in (_add_phantoms, _add_train, _add_predict, _add_precompute, _add_analyze, _add_evaluate,
+                _add_import, _add_demo):
+        add(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
@@ -45,6 +51,240 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed cases are kept, rerun to resume", file=sys.stderr)
         return 130
+
+
+# ----------------------------------------------------------------------------- shared parsing
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "--checkpoint", dest="model", required=True, type=Path,
+                        help="model: a self-describing checkpoint (.pt) written by 'train'")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
+
+
+def _json_object(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(flag, f"not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise InputError(flag, "must be a JSON object")
+    return value
+
+
+def _comma_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _class_ids(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(c) for c in _comma_list(text)]
+    except ValueError:
+        raise InputError("--classes", f"expected comma-separated class ids, got '{text}'") from None
+
+
+# ----------------------------------------------------------------------------- phantoms
+def _add_phantoms(subparsers) -> None:
+    p = subparsers.add_parser(
+        "phantoms", help="generate the synthetic thorax-CT demo cohort",
+        description="Write synthetic thorax CTs (17 labels, pleural effusion / consolidation "
+                    "masks on the external set) as NIfTI plus a manifest.csv.")
+    p.add_argument("--out", type=Path, default=Path("data/demo/cohort"), help="output folder")
+    p.add_argument("--n-reference", type=int, default=20, help="healthy reference cases")
+    p.add_argument("--n-test", type=int, default=8, help="reference cases in the test split")
+    p.add_argument("--n-external", type=int, default=16, help="external (sharp kernel) cases")
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 48, 48], metavar=("X", "Y", "Z"))
+    p.add_argument("--spacing", type=float, nargs="+", default=[6.0], metavar="MM",
+                   help="voxel size in mm: one value or three (x y z)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_phantoms)
+
+
+def _run_phantoms(args) -> int:
+    from agg2exp_core.io.phantoms import generate_cohort
+
+    spacing = tuple(args.spacing) * 3 if len(args.spacing) == 1 else tuple(args.spacing)
+    print(generate_cohort(args.out, args.n_reference, args.n_test, args.n_external, tuple(args.shape),
+                          spacing, args.seed))
+    return 0
+
+
+# ----------------------------------------------------------------------------- train and predict
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a MONAI network on the reference train split")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
+    p.add_argument("--network", default='{"name": "unet"}',
+                   help='JSON {"name": unet|basicunet|swinunetr, "params": {...}}')
+    p.add_argument("--labels", help="comma-separated label names in channel order (default: the 17 thorax labels)")
+    p.add_argument("--spacing", type=float, nargs=3, help="resample to this spacing in mm (default: keep)")
+    p.add_argument("--crop", type=int, nargs=3, default=(48, 48, 48))
+    p.add_argument("--roi-size", type=int, nargs=3, default=(64, 48, 48), help="sliding-window size at inference")
+    p.add_argument("--iterations", type=int, default=800)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from agg2exp_core.io.preprocessing import Preprocessing
+    from agg2exp_core.models.train import TrainConfig, train
+
+    config = TrainConfig(network=_json_object("--network", args.network), crop_size=tuple(args.crop),
+                         roi_size=tuple(args.roi_size), iterations=args.iterations, batch_size=args.batch_size,
+                         learning_rate=args.lr, seed=args.seed,
+                         preprocessing=Preprocessing(spacing=tuple(args.spacing) if args.spacing else None))
+    if args.labels:
+        config.label_names = tuple(_comma_list(args.labels))
+    print(train(args.manifest, args.out, config, device=args.device))
+    return 0
+
+
+def _add_predict(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="Dice of a model on a manifest's labelled cases")
+    p.add_argument("--manifest", required=True, type=Path)
+    _add_model(p)
+    p.add_argument("--split", default="test")
+    p.add_argument("--dataset")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    import numpy as np
+
+    from agg2exp_core.models.train import evaluate_dice
+
+    scores = evaluate_dice(args.manifest, args.model, args.split, args.dataset, args.device)
+    for case_id, dice in scores.items():
+        print(f"{case_id}\tmean foreground Dice {np.nanmean(dice[1:]):.3f}")
+    if scores:
+        print(f"mean over {len(scores)} cases: {np.nanmean([np.nanmean(d[1:]) for d in scores.values()]):.3f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- precompute
+def _add_precompute(subparsers) -> None:
+    p = subparsers.add_parser("precompute", help="attributions and RoI-importance matrices of a cohort")
+    p.add_argument("--manifest", required=True, type=Path, help="cohort manifest CSV")
+    _add_model(p)
+    p.add_argument("--db", required=True, type=Path, help="DuckDB store (published file)")
+    p.add_argument("--method", default="vg", choices=METHOD_NAMES)
+    p.add_argument("--params", default="{}", help='JSON of method parameters, e.g. \'{"n_samples": 8}\'')
+    p.add_argument("--classes", help="comma-separated class ids to explain (default: all)")
+    p.add_argument("--cases", help="comma-separated case ids (default: all)")
+    p.add_argument("--data-dir", type=Path, help="where slice artefacts go (default: the store's folder)")
+    p.add_argument("--save-nifti", type=Path, help="also write full-volume attributions as NIfTI here")
+    p.set_defaults(func=_run_precompute)
+
+
+def _run_precompute(args) -> int:
+    from agg2exp_core.pipeline.precompute import precompute
+
+    summary = precompute(args.manifest, args.model, args.db, args.method, _json_object("--params", args.params),
+                         _class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
+                         case_ids=_comma_list(args.cases) or None)
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+# ----------------------------------------------------------------------------- analyze
+def _add_analyze(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="Isolation-Forest outliers per class and their statistics")
+    p.add_argument("--db", required=True, type=Path)
+    p.add_argument("--run", help="run id (default: the newest run)")
+    p.add_argument("--fit-dataset", help="dataset of the reference cases (default: any)")
+    p.add_argument("--fit-split", default="train", help="split of the reference cases (default: train)")
+    p.add_argument("--contamination", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_analyze)
+
+
+def _run_analyze(args) -> int:
+    from agg2exp_core.analysis.outliers import AVERAGE, AnalysisConfig, analyze
+
+    if not 0 < args.contamination <= 0.5:
+        raise InputError("--contamination", "must lie in (0, 0.5]")
+    result = analyze(args.db, args.run, AnalysisConfig(args.fit_dataset, args.fit_split or None,
+                                                       args.contamination, random_state=args.seed))
+    avg = result["spearman"][result["spearman"].target_id == AVERAGE]
+    rho = f", Spearman(anomaly, Dice) averaged = {avg.spearman_rho.iloc[0]:.3f}" if len(avg) else ""
+    print(f"run {result['run_id']}: {result['n_cases']} cases scored, fitted on {result['n_fit']}"
+          f"{' (no reference split: fitted on all)' if result['fit_fallback'] else ''}{rho}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate attribution methods (faithfulness, sensitivity, complexity, "
+                         "efficiency, MoRF/LeRF curves) and store method_eval / perturbation_curve")
+    p.add_argument("--manifest", required=True, type=Path, help="cohort manifest CSV (case_id,image,label,...)")
+    _add_model(p)
+    p.add_argument("--db", required=True, type=Path, help="DuckDB store to write into")
+    p.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated (default: all four)")
+    p.add_argument("--classes", default="", help="class names or ids, comma-separated (default: all but background)")
+    p.add_argument("--max-cases", type=int, default=3, help="evaluate at most this many cases (default 3)")
+    p.add_argument("--split", default="", help="only cases of this manifest split (train/val/test)")
+    p.add_argument("--metrics", default=EVALUATION_METRICS, help="comma-separated subset of metrics")
+    p.add_argument("--n-subsets", type=int, default=100, help="faithfulness subsets (default 100)")
+    p.add_argument("--sensitivity-n", type=int, default=3, help="noisy copies for sensitivity (default 3)")
+    p.add_argument("--curve-steps", type=int, default=None, help="MoRF/LeRF steps (default: one per unit)")
+    p.add_argument("--curve-value", default="logit", help="value function of the curves (logit/tp/fp/dice/softdice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from agg2exp_core.analysis.evaluation import (CurveConfig, EvaluationConfig, FaithfulnessConfig,
+                                                  SensitivityConfig)
+    from agg2exp_core.pipeline.evaluate import evaluate_cohort
+
+    config = EvaluationConfig(metrics=tuple(_comma_list(args.metrics)),
+                              faithfulness=FaithfulnessConfig(n_subsets=args.n_subsets),
+                              sensitivity=SensitivityConfig(n=args.sensitivity_n),
+                              curves=CurveConfig(value=args.curve_value, steps=args.curve_steps), seed=args.seed)
+    summary = evaluate_cohort(args.manifest, args.model, args.db, _comma_list(args.methods),
+                              _comma_list(args.classes), config, args.max_cases, args.split, args.device)
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+# ----------------------------------------------------------------------------- import and demo
+def _add_import(subparsers) -> None:
+    p = subparsers.add_parser("import-agg2exp", help="import published Agg2Exp aggregates (CSV) into a store")
+    p.add_argument("--csv", required=True, type=Path, help="published *_aggregated_*_explanations_with_dice.csv")
+    p.add_argument("--db", required=True, type=Path, help="DuckDB store to write")
+    p.add_argument("--metadata", type=Path, help="optional CSV with case_id, sex, age")
+    p.add_argument("--dataset", default="tsv2", help="dataset name for these cases")
+    p.add_argument("--data-dir", type=Path, help="copy the CSV and its LICENSE here")
+    p.set_defaults(func=_run_import)
+
+
+def _run_import(args) -> int:
+    from agg2exp_core.pipeline.importer import import_agg2exp_csv
+
+    print(import_agg2exp_csv(args.csv, args.db, args.metadata, args.dataset, args.data_dir))
+    return 0
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="build the demo store (phantoms, network, attributions, outliers)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--retrain", action="store_true", help="train the network even if data/demo_unet.pt exists")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from agg2exp_core.pipeline.demo import build_demo
+
+    report = build_demo(args.data_dir, args.retrain)
+    for method, run in report["runs"].items():
+        print(f"{method}: {run['summary']}; AUROC(lung anomaly -> pathology, external) = "
+              f"{run['auroc_lungs_external']:.3f}; Spearman(anomaly, Dice) = {run['spearman_avg']:.3f}")
+    print(f"demo store {report['db']} built in {report['seconds']:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agg2exp_core.kernelshap import build_game, kernelshap_run, shapley_from_game  # noqa: E402
+from agg2exp_core.attribution.kernelshap import build_game, kernelshap_run, shapley_from_game  # noqa: E402
 
 
 # ---------------------------------------------------------------- inputs
@@ -54,7 +54,7 @@ def phantom(shape, seed=0):
 
 def network(checkpoint: str | None):
     if checkpoint:
-        from agg2exp_core.model import load_checkpoint
+        from agg2exp_core.models import load_checkpoint
         seg = load_checkpoint(checkpoint, device="cpu")
         return seg.network.eval(), f"checkpoint {checkpoint}"
     from monai.networks.nets import UNet

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from agg2exp_core.labels import GROUP_COLORS
-from agg2exp_core.ordering import ClusterOrder, cluster_order, group_order
+from agg2exp_core.analysis.ordering import ClusterOrder, cluster_order, group_order
 from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
 
 AGE_BANDS = ((0, 40, "< 40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥ 80"))
@@ -304,7 +304,7 @@ def context_mass_summary(frame: pd.DataFrame, classes: Sequence[Roi]) -> pd.Data
 
 def permutation_count(choice: str, n_cells: int, alpha: float, fdr: bool) -> int:
     """Permutations for a UI choice: a number, or 'auto' (enough for BH over all cells when FDR is on)."""
-    from agg2exp_core.compare import permutations_for_fdr
+    from agg2exp_core.analysis.compare import permutations_for_fdr
 
     if choice != "auto":
         return int(choice)

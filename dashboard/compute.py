@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from agg2exp_core.compare import PermutationResult, permutation_test
-from agg2exp_core.ordering import ClusterOrder
+from agg2exp_core.analysis.compare import PermutationResult, permutation_test
+from agg2exp_core.analysis.ordering import ClusterOrder
 from dashboard import analytics, data, slices, surfaces
 from dashboard.analytics import CohortSplit, Roi
 from dashboard.filters import CohortFilter

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from agg2exp_core.labels import GROUP_COLORS
-from agg2exp_core.ordering import GROUP_ORDER, ClusterOrder
+from agg2exp_core.analysis.ordering import GROUP_ORDER, ClusterOrder
 from dashboard.analytics import Roi
 
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=12)

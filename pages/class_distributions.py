@@ -2,7 +2,7 @@
 import streamlit as st
 
 from dashboard import analytics, data, export, figures, state, ui
-from agg2exp_core.ordering import group_order
+from agg2exp_core.analysis.ordering import group_order
 
 ctx = ui.context()
 ui.page_header("Class distributions", ctx, intro="For a chosen target class, the distribution over cases of "

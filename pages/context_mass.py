@@ -2,7 +2,7 @@
 import streamlit as st
 
 from dashboard import analytics, data, export, figures, ui
-from agg2exp_core.ordering import group_order
+from agg2exp_core.analysis.ordering import group_order
 
 ctx = ui.context()
 ui.page_header("Context mass", ctx, intro="How much of the evidence for class a lies outside the segmented "

@@ -26,7 +26,7 @@ def synthetic_store(tmp_path_factory) -> dict:
 def tsv2_store(tmp_path_factory) -> dict:
     """The paper's 32 published TSV2 cases imported as a store (no sex/age, abs masses, Dice)."""
     csv = TSV2_CSV
-    from agg2exp_core.importer import import_agg2exp_csv
+    from agg2exp_core.pipeline.importer import import_agg2exp_csv
 
     path = tmp_path_factory.mktemp("tsv2") / "tsv2.duckdb"
     run_id = import_agg2exp_csv(csv, path)

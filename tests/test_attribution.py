@@ -5,8 +5,6 @@ meaningful; everything here runs in a few seconds on CPU.
 """
 from __future__ import annotations
 
-import sys
-import types
 
 import pytest
 import torch
@@ -249,20 +247,17 @@ def test_runs_under_no_grad_and_leaves_parameters_alone(net, image):
     assert not any(p.requires_grad for p in frozen.parameters())
 
 
-def test_kernelshap_is_dispatched(monkeypatch, net, image):
-    seen = {}
+def test_kernelshap_is_dispatched_with_the_common_names(net, image):
+    from agg2exp_core.attribution.kernelshap import kernelshap_explain
 
-    def fake(model, image, classes=None, **params):
-        seen.update(classes=classes, params=params)
-        return torch.zeros((1,) + SHAPE)
-
-    monkeypatch.setitem(sys.modules, "agg2exp_core.kernelshap", types.SimpleNamespace(kernelshap_explain=fake))
-    explain(net, image, "kernelshap", classes=[1], partition="cubes", n_coalitions=8)
-    assert seen == {"classes": [1], "params": {"partition": "cubes", "n_coalitions": 8}}
-    # the common names of the gradient methods reach kernelshap under its own names
+    cubes = dict(partition="cubes", n_per_axis=2, n_coalitions=2 ** 8)
+    got = explain(net, image, "kernelshap", classes=[1], **cubes)
+    torch.testing.assert_close(got, kernelshap_explain(net, image, [1], **cubes))
+    # one dialect: the clean mask and the aggregation have the same names as for the gradients
     labels = labels_of(net, image)
-    explain(net, image, "kernelshap", mask=labels, aggregation="mean")
-    assert seen["params"]["prediction"] is labels and seen["params"]["reduce"] == "mean"
+    torch.testing.assert_close(explain(net, image, "kernelshap", classes=[1], mask=labels, **cubes), got)
+    mean = explain(net, image, "kernelshap", classes=[1], aggregation="mean", **cubes)
+    torch.testing.assert_close(mean * (labels == 1).sum(), got)
 
 
 @pytest.mark.parametrize("args,kwargs,source", [

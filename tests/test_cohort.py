@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from agg2exp_core.cohort import Preprocessing, load_case, load_nifti, read_manifest, read_metadata, save_like
+from agg2exp_core.io.images import load_case, load_nifti, save_like
+from agg2exp_core.io.manifest import read_manifest, read_metadata
+from agg2exp_core.io.preprocessing import Preprocessing
 from agg2exp_core.errors import InputError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agg2exp_core.compare import benjamini_hochberg, permutation_test, permutations_for_fdr
-from agg2exp_core.ordering import cluster_order, group_order
+from agg2exp_core.analysis.compare import benjamini_hochberg, permutation_test, permutations_for_fdr
+from agg2exp_core.analysis.ordering import cluster_order, group_order
 
 
 def _cohort(rng, n, shape=(5, 6)):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from agg2exp_core import store
-from agg2exp_core.analysis import pathology_auroc
-from agg2exp_core.demo import LUNG_CLASSES, build_demo
+from agg2exp_core.analysis.outliers import pathology_auroc
+from agg2exp_core.pipeline.demo import LUNG_CLASSES, build_demo
 from agg2exp_core.labels import THORAX_LABELS
 
 REPO = Path(__file__).resolve().parent.parent

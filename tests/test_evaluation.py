@@ -1,16 +1,12 @@
 """Attribution-method metrics with known answers, evaluate_case, and the evaluate command."""
-import argparse
-import sys
-import types
-
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from agg2exp_core import evaluation as ev
-from agg2exp_core.partitions import cube_partition
+from agg2exp_core.analysis import evaluation as ev
+from agg2exp_core.vocabulary import METRICS
+from agg2exp_core.attribution.partitions import cube_partition
 
 torch.set_num_threads(2)
 
@@ -113,13 +109,16 @@ def test_unit_scores():
 def test_evaluate_case_frames():
     model, image = _linear_case()
     part = cube_partition(image.shape[1:], (2, 2, 1))
-    metrics, curves = ev.evaluate_case(
-        model, image, {"exact": {}, "noise": {}}, [1], explain=exact_explain, n_subsets=30,
-        sensitivity_n=2, curve_partition=part)
+    config = ev.EvaluationConfig(faithfulness=ev.FaithfulnessConfig(n_subsets=30),
+                                 sensitivity=ev.SensitivityConfig(n=2), curves=ev.CurveConfig(partition=part))
+    metrics, curves = ev.evaluate_case(model, image, {"exact": {}, "noise": {}}, [1], config, explain=exact_explain)
     assert list(metrics.columns) == ev.METRIC_COLUMNS and list(curves.columns) == ev.CURVE_COLUMNS
     wide = metrics.pivot_table(index="method", columns="metric", values="value")
     assert set(wide.columns) == {"faithfulness", "sensitivity_avg", "sensitivity_max", "complexity",
-                                 "efficiency_s", "aopc", "abpc", "naopc", "nabpc"}
+                                 "efficiency_s", "efficiency_volume_s", "aopc", "abpc", "naopc", "nabpc"}
+    assert set(wide.columns) <= set(METRICS)  # every name written has a title in the shared vocabulary
+    # one explain call serves all classes: the per-class figure is the volume's share
+    assert np.allclose(wide.efficiency_s, wide.efficiency_volume_s)
     assert wide.loc["exact", "faithfulness"] == pytest.approx(1.0, abs=1e-5)
     assert wide.loc["exact", "faithfulness"] > wide.loc["noise", "faithfulness"]
     assert wide.loc["exact", "abpc"] >= wide.loc["noise", "abpc"]  # exact ranking separates best
@@ -127,78 +126,42 @@ def test_evaluate_case_frames():
     assert morf.step.tolist() == [0, 1, 2, 3, 4] and morf.fraction.iloc[-1] == 1.0
 
 
-# ---------------------------------------------------------------- command line and store
-def _write_nifti(path, data):
-    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4)), str(path))
-
-
-class Threshold(torch.nn.Module):
-    def forward(self, x):  # class 1 where x > 0.5
-        return torch.cat([torch.full_like(x, 0.5), x], dim=1)
-
-
-class FakeSegmenter:
-    """The documented Segmenter surface: network on a window, sliding-window predict."""
-
-    label_names = ("background", "organ")
-    checkpoint_sha256 = "f" * 64
-    roi_size, overlap = (8, 8, 8), 0.25
-
-    def __init__(self):
-        from agg2exp_core.cohort import Preprocessing
-        self.preprocessing = Preprocessing(spacing=None)
-        self.network = Threshold()
-
-    def __call__(self, x):
-        return self.network(x)
-
-    def predict(self, image):  # [1, *S] -> [l, *S] (the volume is one window)
-        return self.network(image[None])[0]
-
-
-def test_evaluate_command_writes_store(tmp_path, monkeypatch):
+# ---------------------------------------------------------------- the cohort pipeline and its store
+def test_evaluate_cohort_writes_store_and_reruns_replace(tmp_path):
     from agg2exp_core import store
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(2):
-        _write_nifti(tmp_path / f"c{i}.nii.gz", rng.uniform(-1024, 1024, (8, 8, 8)))
-        rows.append({"case_id": f"c{i}", "image": f"c{i}.nii.gz", "split": "val"})
-    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
-    monkeypatch.setitem(sys.modules, "agg2exp_core.model",
-                        types.SimpleNamespace(load_checkpoint=lambda path, device="auto": FakeSegmenter()))
+    from agg2exp_core.pipeline.evaluate import evaluate_cohort
+    from test_reliability_helpers import make_checkpoint, make_cohort
 
-    def fake_explain(model, image, method="vg", classes=None, roi_size=None, overlap=None):
-        assert roi_size == (8, 8, 8) and overlap == 0.25  # the checkpoint's window is passed on
-        return image.repeat(len(classes), 1, 1, 1) * (1.0 if method == "vg" else -1.0)
-
-    monkeypatch.setitem(sys.modules, "agg2exp_core.attribution", types.SimpleNamespace(explain=fake_explain))
-    parser = argparse.ArgumentParser()
-    ev.register(parser.add_subparsers(dest="command"))
+    manifest = make_cohort(tmp_path / "cohort", n=4)  # c0, c1 train; c2, c3 test
+    checkpoint = make_checkpoint(tmp_path / "model.pt")
     db = tmp_path / "store.duckdb"
-    args = parser.parse_args(["evaluate", "--manifest", str(tmp_path / "manifest.csv"), "--checkpoint", "x.pt",
-                              "--db", str(db), "--methods", "vg,ig", "--classes", "organ",
-                              "--max-cases", "2", "--split", "val", "--n-subsets", "10",
-                              "--sensitivity-n", "1", "--curve-steps", "3"])
-    assert args.func(args) == 0
-    con = store.connect(db, read_only=True)
-    ev_rows = con.execute("SELECT r.method, e.case_id, e.metric, e.value FROM method_eval e "
-                          "JOIN runs r USING (run_id)").df()
-    organ = con.execute("SELECT roi_id FROM rois WHERE name = 'organ'").fetchone()[0]
-    targets = con.execute("SELECT DISTINCT target_id FROM method_eval").fetchall()
-    n_curve = con.execute("SELECT count(*) FROM perturbation_curve").fetchone()[0]
-    con.close()
-    assert set(ev_rows.method) == {"vg", "ig"} and set(ev_rows.case_id) == {"c0", "c1"}
-    assert targets == [(organ,)]
-    assert n_curve == 2 * 2 * 2 * 3  # methods x cases x orderings x (K + 1); K = M = 2 semantic units
-    assert args.func(args) == 0  # rerun replaces, never duplicates
-    con = store.connect(db, read_only=True)
-    assert con.execute("SELECT count(*) FROM perturbation_curve").fetchone()[0] == n_curve
-    con.close()
+    config = ev.EvaluationConfig(faithfulness=ev.FaithfulnessConfig(n_subsets=10),
+                                 sensitivity=ev.SensitivityConfig(n=1), curves=ev.CurveConfig(steps=3))
+    run = dict(methods=("vg", "ig"), classes=("organ_a",), config=config, max_cases=2, split="train",
+               progress=False)
+    summary = evaluate_cohort(manifest, checkpoint, db, **run)
+    assert summary.done == ["c0", "c1"] and not summary.failed
+    with store.connect(db, read_only=True) as con:
+        rows = con.execute("SELECT r.method, e.case_id, e.metric, e.value FROM method_eval e "
+                           "JOIN runs r USING (run_id)").df()
+        organ = con.execute("SELECT roi_id FROM rois WHERE name = 'organ_a'").fetchone()[0]
+        targets = con.execute("SELECT DISTINCT target_id FROM method_eval").fetchall()
+        n_curve = con.execute("SELECT count(*) FROM perturbation_curve").fetchone()[0]
+        sources = set(con.execute("SELECT DISTINCT source FROM runs").fetchnumpy()["source"])
+    assert set(rows.method) == {"vg", "ig"} and set(rows.case_id) == {"c0", "c1"}
+    assert targets == [(organ,)] and sources == {"evaluate"}
+    assert set(rows.metric) <= set(METRICS) and rows.value.notna().any()
+    assert n_curve == 2 * 2 * 2 * 4  # methods x cases x orderings x (K + 1) with K = 3 steps
+    evaluate_cohort(manifest, checkpoint, db, **run)  # rerun replaces, never duplicates
+    with store.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM perturbation_curve").fetchone()[0] == n_curve
 
 
-def test_parse_classes():
+def test_resolve_classes():
+    from agg2exp_core.pipeline.evaluate import resolve_classes
+
     names = ["background", "aorta", "heart"]
-    assert ev.parse_classes("", names) == [1, 2]
-    assert ev.parse_classes("heart,1", names) == [2, 1]
+    assert resolve_classes(None, names) == [1, 2]
+    assert resolve_classes(["heart", "1"], names) == [2, 1]
     with pytest.raises(Exception, match="unknown class 'lung'"):
-        ev.parse_classes("lung", names)
+        resolve_classes(["lung"], names)

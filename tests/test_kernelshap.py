@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from agg2exp_core.errors import InputError
-from agg2exp_core.kernelshap import (_scan_interval, build_game, coalition_values, kernelshap_explain,
+from agg2exp_core.attribution.kernelshap import (build_game, coalition_values, kernelshap_explain,
                                      kernelshap_run, kernelshap_units, sample_coalitions,
                                      shapley_from_game)
-from agg2exp_core.partitions import cube_partition
+from agg2exp_core.attribution.partitions import cube_partition
 
 torch.set_num_threads(2)
 
@@ -75,12 +75,6 @@ def test_sampler_pairs_budget_and_determinism():
     assert all((~m).tobytes() in keys for m in masks)  # antithetic: complements present
     again, w2, _ = sample_coalitions(12, 200, seed=5)
     assert np.array_equal(masks, again) and np.array_equal(weights, w2)
-
-
-def test_scan_interval_matches_monai():
-    from monai.inferers.utils import _get_scan_interval
-    for size, roi, ov in [((96, 64, 64), (48, 48, 48), 0.25), ((40, 33, 20), (20, 33, 16), 0.5)]:
-        assert _scan_interval(size, roi, (ov,) * 3) == _get_scan_interval(size, roi, 3, (ov,) * 3)
 
 
 # ---------------------------------------------------------------- models

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from agg2exp_core.cohort import Preprocessing
+from agg2exp_core.io.preprocessing import Preprocessing
 from agg2exp_core.errors import InputError
-from agg2exp_core.model import PAPER_NETWORK, build_network, dice_per_class, load_checkpoint, save_checkpoint
+from agg2exp_core.models import PAPER_NETWORK, build_network, dice_per_class, load_checkpoint, save_checkpoint
 
 SMALL_UNET = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from agg2exp_core.errors import InputError
-from agg2exp_core.partitions import (cube_partition, fcc_partition, make_partition, nearest_d3, refine,
+from agg2exp_core.attribution.partitions import (cube_partition, fcc_partition, make_partition, nearest_d3, refine,
                                      relabel)
 
 

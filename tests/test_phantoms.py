@@ -1,7 +1,6 @@
 """Synthetic thorax phantoms: labels, Hounsfield units, orientation, variation, cohort IO."""
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from agg2exp_core import phantoms
+from agg2exp_core.io import phantoms
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import THORAX_LABELS
 
@@ -203,7 +202,7 @@ def test_bad_input():
 
 
 def test_cohort_plan_default():
-    plan = phantoms._cohort_plan(20, 8, 16, 0)
+    plan = phantoms.cohort_plan(20, 8, 16, 0)
     ref = [c for c in plan if c["dataset"] == "reference"]
     ext = [c for c in plan if c["dataset"] == "external"]
     assert [c["case_id"] for c in ref[:2]] == ["ref-000", "ref-001"]
@@ -215,7 +214,7 @@ def test_cohort_plan_default():
     for group in (ref, ext):
         assert abs(sum(c["sex"] == "F" for c in group) - len(group) / 2) <= 1
         assert all(20 <= c["age"] <= 90 and isinstance(c["age"], int) for c in group)
-    assert plan == phantoms._cohort_plan(20, 8, 16, 0)
+    assert plan == phantoms.cohort_plan(20, 8, 16, 0)
 
 
 def test_generate_cohort_roundtrip(tmp_path):
@@ -244,20 +243,17 @@ def test_generate_cohort_roundtrip(tmp_path):
                 m = np.asanyarray(nib.load(manifest.parent / r[roi]).dataobj)
                 assert m.dtype == np.uint8 and m.any()
     # The files hold exactly what make_phantom returns for that case.
-    spec = phantoms._cohort_plan(3, 1, 3, 1)[0]
+    spec = phantoms.cohort_plan(3, 1, 3, 1)[0]
     ph = phantoms.make_phantom(spec["seed"], spec["sex"], spec["age"], (40, 32, 32), (8.0, 8.0, 8.0))
     assert np.array_equal(np.asanyarray(nib.load(manifest.parent / rows[0]["label"]).dataobj), ph.labels)
     assert np.allclose(nib.load(manifest.parent / rows[0]["image"]).affine, ph.affine)
 
 
 def test_cli_subcommand(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    phantoms.register(sub)
-    args = parser.parse_args(["phantoms", "--out", str(tmp_path / "cli"), "--n-reference", "2",
-                              "--n-test", "1", "--n-external", "1", "--shape", "32", "24", "24",
-                              "--spacing", "12", "--seed", "3"])
-    assert args.func(args) == 0
+    from agg2exp_core.cli import main
+
+    assert main(["phantoms", "--out", str(tmp_path / "cli"), "--n-reference", "2", "--n-test", "1",
+                 "--n-external", "1", "--shape", "32", "24", "24", "--spacing", "12", "--seed", "3"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.endswith("manifest.csv") and (tmp_path / "cli" / "manifest.csv").exists()
     assert nib.load(tmp_path / "cli" / "images" / "ref-000.nii.gz").shape == (32, 24, 24)

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from agg2exp_core import store
-from agg2exp_core.analysis import AnalysisConfig, analyze
+from agg2exp_core.analysis.outliers import AnalysisConfig, analyze
 from agg2exp_core.cli import main
-from agg2exp_core.cohort import Preprocessing
+from agg2exp_core.io.preprocessing import Preprocessing
 from agg2exp_core.labels import THORAX_LABELS
-from agg2exp_core.model import build_network, save_checkpoint
-from agg2exp_core.phantoms import generate_cohort
-from agg2exp_core.precompute import largest_cross_sections, precompute
+from agg2exp_core.models import build_network, save_checkpoint
+from agg2exp_core.io.phantoms import generate_cohort
+from agg2exp_core.pipeline.artifacts import largest_cross_sections
+from agg2exp_core.pipeline.precompute import precompute
 
 TINY_UNET = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from agg2exp_core.cohort import Preprocessing
-from agg2exp_core.model import build_network, save_checkpoint
-from agg2exp_core.precompute import precompute
+from agg2exp_core.io.preprocessing import Preprocessing
+from agg2exp_core.models import build_network, save_checkpoint
+from agg2exp_core.pipeline.precompute import precompute
 from test_reliability_helpers import (CLI, LABELS, REPO, SHAPE, SMALL_UNET, cli_env, fingerprint,
                                       make_checkpoint, make_cohort)
 

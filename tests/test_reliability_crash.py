@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from agg2exp_core.precompute import precompute
+from agg2exp_core.pipeline.precompute import precompute
 from test_reliability_helpers import CLI, LABELS, REPO, cli_env, make_checkpoint, make_cohort
 
 N_CASES = 10

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agg2exp_core.cohort import AGE_RANGE, read_manifest, read_metadata
+from agg2exp_core.io.manifest import AGE_RANGE, read_manifest, read_metadata
 from agg2exp_core.errors import InputError
-from agg2exp_core.importer import import_agg2exp_csv, mass_cube, read_published_csv
+from agg2exp_core.pipeline.importer import import_agg2exp_csv, mass_cube, read_published_csv
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 SLOW_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)

@@ -1,7 +1,7 @@
 """Builders shared by the reliability tests (this module holds no tests).
 
 A tiny cohort of 16^3 NIfTI volumes written with nibabel, a tiny MONAI UNet checkpoint
-saved with ``agg2exp_core.model.save_checkpoint``, and helpers to run the real command
+saved with ``agg2exp_core.models.save_checkpoint``, and helpers to run the real command
 line ``python -m agg2exp_core`` and to fingerprint a folder byte for byte.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from agg2exp_core.cohort import Preprocessing
-from agg2exp_core.model import build_network, save_checkpoint
+from agg2exp_core.io.preprocessing import Preprocessing
+from agg2exp_core.models import build_network, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = ["background", "organ_a", "organ_b"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from agg2exp_core import store
-from agg2exp_core.analysis import AnalysisConfig, analyze
-from agg2exp_core.precompute import precompute
+from agg2exp_core.analysis.outliers import AnalysisConfig, analyze
+from agg2exp_core.pipeline.precompute import precompute
 from test_reliability_helpers import LABELS, make_checkpoint, make_cohort, make_volume, run_cli, write_nifti
 
 N_CASES = 9

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from agg2exp_core import store
-from agg2exp_core.analysis import AnalysisConfig, analyze
+from agg2exp_core.analysis.outliers import AnalysisConfig, analyze
 from agg2exp_core.errors import InputError
-from agg2exp_core.importer import import_agg2exp_csv
+from agg2exp_core.pipeline.importer import import_agg2exp_csv
 from agg2exp_core.labels import THORAX_LABELS
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "agg2exp-tsv2" / "tsv2_test_aggregated_sg_explanations_with_dice.csv"

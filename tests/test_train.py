@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from agg2exp_core.errors import InputError
-from agg2exp_core.model import load_checkpoint
-from agg2exp_core.phantoms import generate_cohort
-from agg2exp_core.train import TrainConfig, train
+from agg2exp_core.models import load_checkpoint
+from agg2exp_core.io.phantoms import generate_cohort
+from agg2exp_core.models.train import TrainConfig, train
 
 TINY = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
 

@@ -5,8 +5,6 @@ augmentation. No flips: left and right are different classes here.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +17,15 @@ from monai.transforms import Compose, RandGaussianNoised, RandScaleIntensityd, R
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
-from agg2exp_core.cohort import Preprocessing, load_case, read_manifest
+from agg2exp_core.io.images import load_case
+from agg2exp_core.io.manifest import read_manifest
+from agg2exp_core.io.preprocessing import Preprocessing
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import THORAX_LABELS
-from agg2exp_core.model import build_network, dice_per_class, load_checkpoint, resolve_device, save_checkpoint
+from agg2exp_core.models.checkpoint import load_checkpoint, save_checkpoint
+from agg2exp_core.models.devices import resolve_device
+from agg2exp_core.models.networks import build_network
+from agg2exp_core.models.segmenter import dice_per_class
 
 
 @dataclass
@@ -117,50 +120,3 @@ def evaluate_dice(manifest: str | Path, checkpoint: str | Path, split: str = "te
     return scores
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train a MONAI network on the reference train split")
-    parser.add_argument("--manifest", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
-    parser.add_argument("--network", default='{"name": "unet"}',
-                        help='JSON {"name": unet|basicunet|swinunetr, "params": {...}}')
-    parser.add_argument("--labels", help="comma-separated label names in channel order (default: the 17 thorax labels)")
-    parser.add_argument("--spacing", type=float, nargs=3, help="resample to this spacing in mm (default: keep)")
-    parser.add_argument("--crop", type=int, nargs=3, default=(48, 48, 48))
-    parser.add_argument("--roi-size", type=int, nargs=3, default=(64, 48, 48), help="sliding-window size at inference")
-    parser.add_argument("--iterations", type=int, default=800)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.set_defaults(func=_run)
-
-    pred = subparsers.add_parser("predict", help="Dice of a checkpoint on a manifest's labelled cases")
-    pred.add_argument("--manifest", required=True, type=Path)
-    pred.add_argument("--checkpoint", required=True, type=Path)
-    pred.add_argument("--split", default="test")
-    pred.add_argument("--dataset")
-    pred.add_argument("--device", default="auto")
-    pred.set_defaults(func=_run_predict)
-
-
-def _run(args) -> int:
-    try:
-        network = json.loads(args.network)
-    except json.JSONDecodeError as err:
-        raise InputError("--network", f"not valid JSON ({err})") from None
-    config = TrainConfig(network=network, crop_size=tuple(args.crop), roi_size=tuple(args.roi_size),
-                         iterations=args.iterations, batch_size=args.batch_size, learning_rate=args.lr,
-                         seed=args.seed, preprocessing=Preprocessing(spacing=tuple(args.spacing) if args.spacing else None))
-    if args.labels:
-        config.label_names = tuple(n.strip() for n in args.labels.split(","))
-    print(train(args.manifest, args.out, config, device=args.device))
-    return 0
-
-
-def _run_predict(args) -> int:
-    scores = evaluate_dice(args.manifest, args.checkpoint, args.split, args.dataset, args.device)
-    for case_id, dice in scores.items():
-        print(f"{case_id}\tmean foreground Dice {np.nanmean(dice[1:]):.3f}")
-    if scores:
-        print(f"mean over {len(scores)} cases: {np.nanmean([np.nanmean(d[1:]) for d in scores.values()]):.3f}")
-    return 0

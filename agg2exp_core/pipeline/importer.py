@@ -7,7 +7,6 @@ so the dashboard shows real results next to the demo.
 """
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from agg2exp_core import store
-from agg2exp_core.cohort import read_metadata
+from agg2exp_core.io.manifest import read_metadata
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import NAME_ALIASES, roi_specs
 
@@ -109,26 +108,13 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
     with store.open_writer(db_path) as con:
         roi_ids = store.upsert_rois(con, roi_specs(canonical))
         ids = [roi_ids[n] for n in canonical]
-        con.execute("BEGIN TRANSACTION")
-        try:
-            store.upsert_cases(con, cases)
-            store.ensure_run(con, run_id, "smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, canonical,
-                             source="import", description=f"Published Agg2Exp SmoothGrad aggregates ({csv_path.name})")
-            con.execute("DELETE FROM local_importance WHERE run_id = ?", [run_id])
-            rows = []
-            for i, case_id in enumerate(cases.case_id):
-                empty = np.full(masses[i].shape, np.nan)
-                rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty)
-            con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            dice = dice_rows(frame, names, ids)
-            if dice:
-                con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice)
-            con.executemany("INSERT OR REPLACE INTO case_status VALUES (?, ?, 0, now())",
-                            [[run_id, c] for c in cases.case_id])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        rows = []
+        for i, case_id in enumerate(cases.case_id):
+            empty = np.full(masses[i].shape, np.nan)  # the published CSV has absolute masses only
+            rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty)
+        store.ensure_run(con, run_id, "smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, canonical,
+                         source="import", description=f"Published Agg2Exp SmoothGrad aggregates ({csv_path.name})")
+        store.write_imported_run(con, run_id, cases, rows, dice_rows(frame, names, ids))
     return run_id
 
 
@@ -160,11 +146,3 @@ def copy_with_licence(csv_path: Path, target_dir: Path) -> None:
             shutil.copyfile(source, target_dir / source.name)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("import-agg2exp", help="import published Agg2Exp aggregates (CSV) into a store")
-    parser.add_argument("--csv", required=True, type=Path, help="published *_aggregated_*_explanations_with_dice.csv")
-    parser.add_argument("--db", required=True, type=Path, help="DuckDB store to write")
-    parser.add_argument("--metadata", type=Path, help="optional CSV with case_id, sex, age")
-    parser.add_argument("--dataset", default="tsv2", help="dataset name for these cases")
-    parser.add_argument("--data-dir", type=Path, help="copy the CSV and its LICENSE here")
-    parser.set_defaults(func=lambda a: print(import_agg2exp_csv(a.csv, a.db, a.metadata, a.dataset, a.data_dir)) or 0)

@@ -6,25 +6,30 @@ The same functions serve a real cohort; only the sizes here are the demo's.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from agg2exp_core import analysis, importer, phantoms, store
-from agg2exp_core.analysis import AnalysisConfig
+from agg2exp_core import store
+from agg2exp_core.analysis import outliers
+from agg2exp_core.analysis.evaluation import EvaluationConfig, FaithfulnessConfig
+from agg2exp_core.analysis.outliers import AnalysisConfig
+from agg2exp_core.io import phantoms
 from agg2exp_core.labels import THORAX_LABELS
-from agg2exp_core.precompute import precompute
-from agg2exp_core.train import TrainConfig, train
+from agg2exp_core.models.train import TrainConfig, train
+from agg2exp_core.pipeline import importer
+from agg2exp_core.pipeline.evaluate import evaluate_cohort
+from agg2exp_core.pipeline.precompute import precompute
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PUBLISHED_CSV = REPO / "data" / "agg2exp-tsv2" / "tsv2_test_aggregated_sg_explanations_with_dice.csv"
 COHORT = {"n_reference": 20, "n_test": 8, "n_external": 16, "shape": (64, 48, 48), "spacing": (6.0, 6.0, 6.0), "seed": 0}
 DEMO_RUNS = (("vg", {}), ("smoothgrad", {"n_samples": 4, "sigma": 0.1, "seed": 0}))
 LUNG_CLASSES = [THORAX_LABELS.index(n) for n in THORAX_LABELS if n.startswith("lung_")]
 # Attribution-method evaluation for the Methods page: all four methods, three classes,
 # two reference test cases (a few minutes on 2 cores; the paper evaluates more).
-EVALUATION_ARGS = ["--methods", "vg,smoothgrad,ig,kernelshap", "--classes", "aorta,heart,lung_lower_lobe_left",
-                   "--max-cases", "2", "--split", "test", "--n-subsets", "30"]
+EVALUATION = {"methods": ("vg", "smoothgrad", "ig", "kernelshap"),
+              "classes": ("aorta", "heart", "lung_lower_lobe_left"), "max_cases": 2, "split": "test",
+              "config": EvaluationConfig(faithfulness=FaithfulnessConfig(n_subsets=30))}
 
 
 def demo_checkpoint(data_dir: Path) -> Path:
@@ -46,48 +51,20 @@ def build_demo(data_dir: str | Path = "data", retrain: bool = False, methods=DEM
     report = {"db": db, "runs": {}}
     for method, params in methods:
         summary = precompute(manifest, checkpoint, db, method, params, data_dir=data_dir, progress=progress)
-        result = analysis.analyze(db, summary.run_id, AnalysisConfig(fit_dataset="reference", fit_split="train"))
+        result = outliers.analyze(db, summary.run_id, AnalysisConfig(fit_dataset="reference", fit_split="train"))
         with store.connect(db, read_only=True) as con:
-            auroc = analysis.pathology_auroc(con, summary.run_id, LUNG_CLASSES, dataset="external")
+            auroc = outliers.pathology_auroc(con, summary.run_id, LUNG_CLASSES, dataset="external")
         spearman = result["spearman"]
-        avg = spearman[spearman.target_id == analysis.AVERAGE].spearman_rho
+        avg = spearman[spearman.target_id == outliers.AVERAGE].spearman_rho
         report["runs"][method] = {"run_id": summary.run_id, "summary": summary.line(), "auroc_lungs_external": auroc,
                                   "spearman_avg": float(avg.iloc[0]) if len(avg) else float("nan")}
-    if not _has_method_evaluation(db):
-        evaluate_methods(manifest, checkpoint, db)
+    with store.connect(db, read_only=True) as con:
+        evaluated = store.has_method_evaluation(con)
+    if not evaluated:
+        evaluate_cohort(manifest, checkpoint, db, progress=progress, **EVALUATION)
     if PUBLISHED_CSV.exists():
         run_id = importer.import_agg2exp_csv(PUBLISHED_CSV, db, dataset="tsv2")
-        analysis.analyze(db, run_id, AnalysisConfig())
+        outliers.analyze(db, run_id, AnalysisConfig())
         report["published_run"] = run_id
     report["seconds"] = round(time.time() - started, 1)
     return report
-
-
-def _has_method_evaluation(db: Path) -> bool:
-    with store.connect(db, read_only=True) as con:
-        return con.execute("SELECT count(*) FROM method_eval").fetchone()[0] > 0
-
-
-def evaluate_methods(manifest: Path, checkpoint: Path, db: Path) -> int:
-    """Run ``evaluate`` with the demo's arguments (through its own parser, so defaults agree)."""
-    from agg2exp_core.cli import build_parser
-
-    args = build_parser().parse_args(["evaluate", "--manifest", str(manifest), "--checkpoint", str(checkpoint),
-                                      "--db", str(db), *EVALUATION_ARGS])
-    return args.func(args)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="build the demo store (phantoms, network, attributions, outliers)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--retrain", action="store_true", help="train the network even if data/demo_unet.pt exists")
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    report = build_demo(args.data_dir, args.retrain)
-    for method, run in report["runs"].items():
-        print(f"{method}: {run['summary']}; AUROC(lung anomaly -> pathology, external) = "
-              f"{run['auroc_lungs_external']:.3f}; Spearman(anomaly, Dice) = {run['spearman_avg']:.3f}")
-    print(f"demo store {report['db']} built in {report['seconds']:.0f} s")
-    return 0

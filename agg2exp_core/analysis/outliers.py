@@ -8,7 +8,6 @@ Then: Spearman anomaly vs Dice per class and averaged, and inliers vs outliers b
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from agg2exp_core import store
 from agg2exp_core.errors import InputError
-
-AVERAGE = store.AVERAGE_TARGET
+from agg2exp_core.vocabulary import AVERAGE_TARGET as AVERAGE
 
 
 @dataclass
@@ -39,7 +37,7 @@ def class_features(con, run_id: str) -> tuple[list[str], list[int], np.ndarray]:
     Features are the masses in the model's own predicted class regions only: extra RoIs
     (pathology annotations) would leak what the analysis is meant to discover.
     """
-    class_ids = [r[0] for r in con.execute("SELECT roi_id FROM rois WHERE is_class ORDER BY roi_id").fetchall()]
+    class_ids = store.class_roi_ids(con)
     cases, targets, sources, cube = store.local_matrices(con, run_id, "abs")
     keep = [i for i, s in enumerate(sources) if s in class_ids]
     return cases, targets, cube[:, :, keep]
@@ -124,44 +122,36 @@ def analyze(db: str | Path, run_id: str | None = None, config: AnalysisConfig = 
     if not Path(db).is_file():
         raise InputError(db, "store not found")
     with store.open_writer(db) as con:
-        run_id = run_id or _latest_precompute_run(con, db)
-        if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == 0:
+        run_id = run_id or store.latest_run_id(con)
+        if run_id is None:
+            raise InputError(db, "the store has no runs; run precompute first")
+        if not store.run_exists(con, run_id):
             raise InputError(db, f"no run '{run_id}' in the store")
         case_ids, targets, features = class_features(con, run_id)
         if not case_ids:
             raise InputError(db, f"run '{run_id}' has no local importance rows")
-        meta = con.execute("SELECT case_id, dataset, split, sex, age FROM cases").df().set_index("case_id").loc[case_ids].reset_index()
+        meta = store.case_metadata(con, case_ids)
         fit = fit_mask(meta, config)
         fallback = fit.sum() < 2
         if fallback:  # e.g. an imported test-only cohort: the cohort is its own reference
             fit = np.ones(len(case_ids), dtype=bool)
         anomaly = anomaly_table(case_ids, targets, features, fit, config)
-        model = con.execute("SELECT model_sha256 FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
-        dice = con.execute("SELECT case_id, class_id AS target_id, dice FROM dice WHERE model_sha256 = ?", [model]).df()
+        dice = store.dice_of_model(con, store.run_model(con, run_id))
         evaluated = set(np.asarray(case_ids)[~fit]) if not fallback else set(case_ids)
         spearman = spearman_table(anomaly, dice, evaluated)
         tests = group_tests(anomaly, meta)
-        for table, frame in (("anomaly", anomaly), ("anomaly_dice", spearman), ("outlier_tests", tests)):
-            frame = frame.copy()
+        frames = {table: frame.copy() for table, frame in
+                  (("anomaly", anomaly), ("anomaly_dice", spearman), ("outlier_tests", tests))}
+        for frame in frames.values():
             frame.insert(0, "run_id", run_id)
-            store.replace_table_rows(con, table, run_id, frame)
+        store.replace_analysis(con, run_id, frames)  # one transaction: all three tables or none
     return {"run_id": run_id, "n_cases": len(case_ids), "n_fit": int(fit.sum()), "fit_fallback": fallback,
             "anomaly": anomaly, "spearman": spearman, "tests": tests}
 
 
-def _latest_precompute_run(con, db) -> str:
-    row = con.execute("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
-    if row is None:
-        raise InputError(db, "the store has no runs; run precompute first")
-    return row[0]
-
-
 def pathology_auroc(con, run_id: str, target_ids: list[int], dataset: str | None = None) -> float:
     """AUROC of the mean anomaly score over ``target_ids`` for 'has a pathology'."""
-    frame = con.execute(
-        "SELECT a.case_id, avg(a.score) AS score, any_value(c.pathologies) AS pathologies, any_value(c.dataset) AS dataset "
-        "FROM anomaly a JOIN cases c USING (case_id) WHERE a.run_id = ? AND a.target_id IN (SELECT unnest(?)) "
-        "GROUP BY a.case_id", [run_id, target_ids]).df()
+    frame = store.mean_anomaly_by_case(con, run_id, target_ids)
     if dataset:
         frame = frame[frame.dataset == dataset]
     has = frame.pathologies.fillna("") != ""
@@ -170,24 +160,3 @@ def pathology_auroc(con, run_id: str, target_ids: list[int], dataset: str | None
     return float(roc_auc_score(has, frame.score))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("analyze", help="Isolation-Forest outliers per class and their statistics")
-    parser.add_argument("--db", required=True, type=Path)
-    parser.add_argument("--run", help="run id (default: the newest run)")
-    parser.add_argument("--fit-dataset", help="dataset of the reference cases (default: any)")
-    parser.add_argument("--fit-split", default="train", help="split of the reference cases (default: train)")
-    parser.add_argument("--contamination", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    if not 0 < args.contamination <= 0.5:
-        raise InputError("--contamination", "must lie in (0, 0.5]")
-    result = analyze(args.db, args.run, AnalysisConfig(args.fit_dataset, args.fit_split or None,
-                                                       args.contamination, random_state=args.seed))
-    avg = result["spearman"][result["spearman"].target_id == AVERAGE]
-    rho = f", Spearman(anomaly, Dice) averaged = {avg.spearman_rho.iloc[0]:.3f}" if len(avg) else ""
-    print(f"run {result['run_id']}: {result['n_cases']} cases scored, fitted on {result['n_fit']}"
-          f"{' (no reference split: fitted on all)' if result['fit_fallback'] else ''}{rho}")
-    return 0

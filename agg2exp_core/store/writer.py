@@ -1,4 +1,4 @@
-"""The DuckDB store: schema, writes, and atomic publication for concurrent readers.
+"""Writes of the store, the only place where the core writes SQL, and atomic publication.
 
 DuckDB lets one process write a file and no other process read it meanwhile. So a
 writer never touches the published file: it works on ``<db>.writing`` (its own file,
@@ -23,74 +23,24 @@ import pandas as pd
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
+from agg2exp_core.store.schema import ANALYSIS_TABLES, connect
 
-SCHEMA_VERSION = "1"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE IF NOT EXISTS cases(
-    case_id VARCHAR PRIMARY KEY, dataset VARCHAR NOT NULL, split VARCHAR,
-    sex VARCHAR, age DOUBLE, image_path VARCHAR, label_path VARCHAR,
-    pathologies VARCHAR DEFAULT '');
-CREATE TABLE IF NOT EXISTS rois(
-    roi_id INTEGER PRIMARY KEY, name VARCHAR UNIQUE NOT NULL, grp VARCHAR NOT NULL,
-    color VARCHAR NOT NULL, is_class BOOLEAN NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(
-    run_id VARCHAR PRIMARY KEY, method VARCHAR NOT NULL, params JSON,
-    model_sha256 VARCHAR, label_names JSON, code_version VARCHAR,
-    source VARCHAR, description VARCHAR, created_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS case_status(
-    run_id VARCHAR, case_id VARCHAR, seconds DOUBLE, finished_at TIMESTAMP,
-    PRIMARY KEY(run_id, case_id));
-CREATE TABLE IF NOT EXISTS local_importance(
-    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER,
-    mass_abs DOUBLE, mass_pos DOUBLE, mass_neg DOUBLE,
-    PRIMARY KEY(run_id, case_id, target_id, source_id));
-CREATE TABLE IF NOT EXISTS dice(
-    model_sha256 VARCHAR, case_id VARCHAR, class_id INTEGER, dice DOUBLE,
-    PRIMARY KEY(model_sha256, case_id, class_id));
-CREATE TABLE IF NOT EXISTS artifacts(
-    run_id VARCHAR, case_id VARCHAR, path VARCHAR, PRIMARY KEY(run_id, case_id));
-CREATE TABLE IF NOT EXISTS failures(
-    run_id VARCHAR, case_id VARCHAR, stage VARCHAR, message VARCHAR, failed_at TIMESTAMP);
-CREATE TABLE IF NOT EXISTS anomaly(
-    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, score DOUBLE, is_outlier BOOLEAN,
-    PRIMARY KEY(run_id, case_id, target_id));
-CREATE TABLE IF NOT EXISTS anomaly_dice(
-    run_id VARCHAR, target_id INTEGER, spearman_rho DOUBLE, p_value DOUBLE, n INTEGER,
-    PRIMARY KEY(run_id, target_id));
-CREATE TABLE IF NOT EXISTS outlier_tests(
-    run_id VARCHAR, target_id INTEGER, variable VARCHAR, test VARCHAR,
-    statistic DOUBLE, p_value DOUBLE, n_inliers INTEGER, n_outliers INTEGER,
-    PRIMARY KEY(run_id, target_id, variable));
-CREATE TABLE IF NOT EXISTS method_eval(
-    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, metric VARCHAR, value DOUBLE,
-    PRIMARY KEY(run_id, case_id, target_id, metric));
-CREATE TABLE IF NOT EXISTS perturbation_curve(
-    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, ordering VARCHAR,
-    step INTEGER, fraction DOUBLE, value DOUBLE,
-    PRIMARY KEY(run_id, case_id, target_id, ordering, step));
-"""
-# anomaly.target_id / anomaly_dice.target_id: -1 stands for "averaged over classes".
-AVERAGE_TARGET = -1
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All statements of the block land together or not at all."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def writing_path(db_path: str | Path) -> Path:
     """The writer's private file for a published store path."""
     return Path(str(db_path) + ".writing")
-
-
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    path = Path(path)
-    try:
-        if read_only:
-            return duckdb.connect(str(path), read_only=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(path))
-    except (duckdb.Error, OSError) as err:  # not a DuckDB file, locked by another writer, bad folder
-        raise InputError(path, f"cannot open the store ({str(err).splitlines()[0]})") from None
-    init_schema(con)
-    return con
 
 
 @contextmanager
@@ -141,11 +91,6 @@ def publish(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> None:
     os.replace(tmp, db_path)
 
 
-def init_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(SCHEMA)
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-
-
 def upsert_rois(con: duckdb.DuckDBPyConnection, specs: Sequence[RoiSpec]) -> dict[str, int]:
     """Register RoIs by name (ids are stable across runs of one store); return name -> id."""
     known = dict(con.execute("SELECT name, roi_id FROM rois").fetchall())
@@ -186,11 +131,7 @@ def ensure_run(con: duckdb.DuckDBPyConnection, run_id: str, method: str, params:
         "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [run_id, method, json.dumps(params, sort_keys=True, default=str), model_sha256,
          json.dumps(list(label_names)), code_version or code_version_string(), source,
-         description, datetime.now(timezone.utc).replace(tzinfo=None)])
-
-
-def done_cases(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
-    return {r[0] for r in con.execute("SELECT case_id FROM case_status WHERE run_id = ?", [run_id]).fetchall()}
+         description, _now()])
 
 
 def importance_rows(run_id: str, case_id: str, target_ids: Sequence[int], source_ids: Sequence[int],
@@ -213,8 +154,7 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
                dice_rows: list[list] = (), artifact_path: str | None = None,
                seconds: float = 0.0, case_row: dict | None = None) -> None:
     """All results of one case in one transaction: either all land or none."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if case_row is not None:
             upsert_cases(con, pd.DataFrame([case_row]))
         con.execute("DELETE FROM local_importance WHERE run_id = ? AND case_id = ?", [run_id, case_id])
@@ -225,65 +165,88 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
         if artifact_path is not None:
             con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", [run_id, case_id, artifact_path])
         con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
-        con.execute("INSERT OR REPLACE INTO case_status VALUES (?, ?, ?, ?)",
-                    [run_id, case_id, seconds, datetime.now(timezone.utc).replace(tzinfo=None)])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        con.execute("INSERT OR REPLACE INTO case_status VALUES (?, ?, ?, ?)", [run_id, case_id, seconds, _now()])
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, stage: str, message: str) -> None:
     """Record a case's failure (only its latest attempt is kept)."""
     con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
     con.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
-                [run_id, case_id, stage, " ".join(str(message).split()),
-                 datetime.now(timezone.utc).replace(tzinfo=None)])
+                [run_id, case_id, stage, " ".join(str(message).split()), _now()])
+
+
+def replace_analysis(con: duckdb.DuckDBPyConnection, run_id: str, frames: dict[str, pd.DataFrame]) -> None:
+    """Replace a run's rows of analysis tables, all in one transaction (frames in table column order)."""
+    unknown = set(frames) - set(ANALYSIS_TABLES)
+    if unknown:
+        raise ValueError(f"not an analysis table: {', '.join(sorted(unknown))}")
+    with transaction(con):
+        for table, frame in frames.items():
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            if len(frame):
+                con.register("_frame", frame)
+                con.execute(f"INSERT INTO {table} SELECT * FROM _frame")
+                con.unregister("_frame")
 
 
 def replace_table_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str, frame: pd.DataFrame) -> None:
-    """Replace a run's rows of an analysis table by ``frame`` (same column order as the table)."""
-    if table not in {"anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve"}:
-        raise ValueError(f"not an analysis table: {table}")
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-        if len(frame):
-            con.register("_frame", frame)
-            con.execute(f"INSERT INTO {table} SELECT * FROM _frame")
-            con.unregister("_frame")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    """Replace a run's rows of one analysis table (see ``replace_analysis``)."""
+    replace_analysis(con, run_id, {table: frame})
 
 
-def local_matrices(con: duckdb.DuckDBPyConnection, run_id: str, kind: str = "abs",
-                   case_ids: Sequence[str] | None = None) -> tuple[list[str], list[int], list[int], np.ndarray]:
-    """Local matrices of a run as an array ``[cases, targets, sources]`` (NaN where missing)."""
-    column = {"abs": "mass_abs", "pos": "mass_pos", "neg": "mass_neg"}[kind]
-    frame = con.execute(
-        f"SELECT case_id, target_id, source_id, {column} AS v FROM local_importance WHERE run_id = ?",
-        [run_id]).df()
-    if case_ids is not None:
-        frame = frame[frame.case_id.isin(list(case_ids))]
-    if frame.empty:
-        return [], [], [], np.full((0, 0, 0), np.nan)
-    cases = sorted(frame.case_id.unique())
-    targets = sorted(frame.target_id.unique().tolist())
-    sources = sorted(frame.source_id.unique().tolist())
-    cube = np.full((len(cases), len(targets), len(sources)), np.nan)
-    ci = {c: i for i, c in enumerate(cases)}
-    ti = {t: i for i, t in enumerate(targets)}
-    si = {s: i for i, s in enumerate(sources)}
-    cube[frame.case_id.map(ci).to_numpy(), frame.target_id.map(ti).to_numpy(),
-         frame.source_id.map(si).to_numpy()] = frame.v.to_numpy(dtype=float)
-    return cases, targets, sources, cube
+def register_new_cases(con: duckdb.DuckDBPyConnection, cases: pd.DataFrame) -> None:
+    """Register cases the store does not know yet (never overwrite another run's metadata)."""
+    known = {r[0] for r in con.execute("SELECT case_id FROM cases").fetchall()}
+    new = cases[~cases.case_id.astype(str).isin(known)]
+    if len(new):
+        upsert_cases(con, new)
+
+
+def write_method_eval(con: duckdb.DuckDBPyConnection, run_ids: dict[str, str], case_id: str,
+                      scores: pd.DataFrame, curves: pd.DataFrame, target_ids: dict[int, int]) -> None:
+    """Replace one case's rows of method_eval and perturbation_curve for every method, in one transaction.
+
+    ``scores``: ``[method, target_id, metric, value]``; ``curves``: ``[method, target_id,
+    ordering, step, fraction, value]`` (target ids as model channels, mapped by ``target_ids``).
+    """
+    with transaction(con):
+        for name, run_id in run_ids.items():
+            for table in ("method_eval", "perturbation_curve"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND case_id = ?", [run_id, case_id])
+            s = scores[scores.method == name]
+            rows = [[run_id, case_id, int(target_ids[int(t)]), m, _num(v)]
+                    for t, m, v in zip(s.target_id, s.metric, s.value)]
+            if rows:
+                con.executemany("INSERT INTO method_eval VALUES (?, ?, ?, ?, ?)", rows)
+            c = curves[curves.method == name]
+            rows = [[run_id, case_id, int(target_ids[int(t)]), o, int(k), float(f), _num(v)]
+                    for t, o, k, f, v in zip(c.target_id, c.ordering, c.step, c.fraction, c.value)]
+            if rows:
+                con.executemany("INSERT INTO perturbation_curve VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def write_imported_run(con: duckdb.DuckDBPyConnection, run_id: str, cases: pd.DataFrame,
+                       importance: list[list], dice_rows: list[list]) -> None:
+    """Replace an imported run's cases, matrices and Dice in one transaction (the run row exists)."""
+    with transaction(con):
+        upsert_cases(con, cases)
+        for table in ("local_importance", "case_status"):  # a smaller re-import leaves no ghosts
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        if importance:
+            con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", importance)
+        if dice_rows:
+            con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice_rows)
+        con.executemany("INSERT OR REPLACE INTO case_status VALUES (?, ?, 0, ?)",
+                        [[run_id, c, _now()] for c in cases.case_id])
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def code_version_string() -> str:
     """The git commit of the code, when it runs from a checkout."""
-    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
+    head = Path(__file__).resolve().parents[2] / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
         if ref.startswith("ref: "):

@@ -1,0 +1,1 @@
+"""Analyses of the stored matrices: outliers, cohort comparison, orderings, method evaluation."""

@@ -1,0 +1,89 @@
+"""One registry of attribution methods: name, the parameters each accepts, and its explainer.
+
+``explain`` (the contract of DESIGN.md) dispatches here; precompute validates a run's
+``--params`` against ``parameters(method)`` before it touches a case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+
+from agg2exp_core import vocabulary
+from agg2exp_core.attribution import gradients, options
+from agg2exp_core.attribution.kernelshap import GAME_PARAMS, kernelshap_explain
+from agg2exp_core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    parameters: tuple[str, ...]
+    explain: Callable[..., torch.Tensor]  # (model, image, classes=None, **params) -> [k, *S]
+
+    @property
+    def title(self) -> str:
+        return vocabulary.method_title(self.name)
+
+
+def _gradient(name: str) -> Method:
+    params = gradients.COMMON_PARAMS + gradients.METHOD_PARAMS[name]
+    return Method(name, params, partial(gradients.explain_gradients, method=name))
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    _gradient("vg"), _gradient("smoothgrad"), _gradient("ig"),
+    Method("kernelshap", GAME_PARAMS + ("n_coalitions", "seed"), kernelshap_explain),
+)}
+assert set(METHODS) == set(vocabulary.METHODS), "the registry and the vocabulary name the same methods"
+
+
+def get_method(name) -> Method:
+    """The registered method of a name (case-insensitive); an ``InputError`` otherwise."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in METHODS:
+        raise InputError("method", f"unknown method {name!r} (choose from {', '.join(METHODS)})")
+    return METHODS[key]
+
+
+def check_params(name: str, params: dict) -> None:
+    """Reject parameter names a method does not take (before any work is done)."""
+    options.reject_unknown(name, params, get_method(name).parameters)
+
+
+def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, method: str,
+            classes: Sequence[int] | int | None = None, **params) -> torch.Tensor:
+    """Attributions of every requested class's aggregated logit to every input voxel.
+
+    Args:
+        model: a ``Segmenter`` (explained through its own sliding window) or a callable
+            ``[B,1,*S] -> [B,l,*S]`` of logits (an ``nn.Module`` is moved to ``device`` for
+            the call and moved back; its parameters are left untouched). Use eval mode:
+            samples are batched, so train-mode BatchNorm would mix them.
+        image: ``[1,*S]`` floating-point tensor (3 spatial dims).
+        method: ``"vg"``, ``"smoothgrad"``, ``"ig"`` or ``"kernelshap"``.
+        classes: channel ids to explain (order kept); ``None`` = all ``l``.
+        **params: common to all methods: ``mask`` (``[*S]`` predicted label map; skips the
+            clean forward pass), ``aggregation`` (``"sum"`` | ``"mean"``), ``seed`` (0),
+            ``device`` (``"auto"`` = CUDA when available), ``window`` (a ``WindowSpec``) or
+            its fields ``roi_size`` / ``overlap`` (0.25) / ``sw_batch_size`` (1) / ``mode``
+            (``"gaussian"``) / ``sigma_scale`` (0.125) / ``padding_mode`` / ``cval``
+            (MONAI's sliding-window inference; ``roi_size=None`` turns it off).
+            vg/smoothgrad/ig: ``batch_size`` (samples per forward pass, default 4).
+            smoothgrad: ``n_samples`` (20), ``sigma`` (0.1, times the image's value range).
+            ig: ``steps`` (20), ``baseline`` (0.0; scalar or ``[1,*S]``/``[*S]`` tensor),
+            ``rule`` (``"gausslegendre"`` default, as Captum; or ``"riemann_middle"``,
+            ``"riemann_trapezoid"``, ``"riemann_left"``, ``"riemann_right"`` = paper Eq. 5).
+            kernelshap: see :func:`agg2exp_core.attribution.kernelshap.kernelshap_explain`.
+
+    Returns:
+        ``[len(classes) or l, *S]`` attributions in ``image.dtype``, on CPU. A class with
+        an empty mask gets zeros.
+
+    Raises:
+        InputError (a ValueError, one line): bad image, method, class or parameter.
+    """
+    chosen = get_method(method)
+    return chosen.explain(model, options.check_image(image), classes=classes, **params)

@@ -1,0 +1,121 @@
+"""The cohort manifest (one CSV row per case) and metadata CSVs, validated before any work.
+
+Every problem is raised as an ``InputError`` naming the file and the row's case id.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from agg2exp_core.errors import InputError
+
+REQUIRED_COLUMNS = ("case_id", "image")
+OPTIONAL_COLUMNS = ("label", "sex", "age", "dataset", "split")
+ROI_PREFIX = "roi:"
+SEX_CODES = {"F": "F", "M": "M", "FEMALE": "F", "MALE": "M"}
+AGE_RANGE = (0.0, 120.0)
+SPLITS = {"train", "val", "test", ""}
+
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read and validate a cohort manifest; paths become absolute (relative to the manifest)."""
+    path = Path(path)
+    frame = _read_csv(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    for column in OPTIONAL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    frame = frame.fillna("")
+    frame["case_id"] = frame["case_id"].astype(str).str.strip()
+    _check_case_ids(path, frame["case_id"])
+    frame["sex"] = [_sex(path, cid, s) for cid, s in zip(frame.case_id, frame.sex)]
+    frame["age"] = [_age(path, cid, a) for cid, a in zip(frame.case_id, frame.age)]
+    frame["dataset"] = frame["dataset"].astype(str).str.strip().replace("", "default")
+    frame["split"] = [_split(path, cid, s) for cid, s in zip(frame.case_id, frame.split)]
+    for column in ["image", "label", *roi_columns(frame)]:
+        frame[column] = [_resolve(path, cid, column, p, required=(column == "image"))
+                         for cid, p in zip(frame.case_id, frame[column])]
+    return frame
+
+
+def roi_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if str(c).startswith(ROI_PREFIX)]
+
+
+def read_metadata(path: str | Path) -> pd.DataFrame:
+    """A metadata CSV (case_id, sex, age) to join onto cases, validated like a manifest."""
+    path = Path(path)
+    frame = _read_csv(path)
+    if "case_id" not in frame.columns:
+        raise InputError(path, "missing column case_id")
+    frame = frame.fillna("")
+    frame["case_id"] = frame["case_id"].astype(str).str.strip()
+    _check_case_ids(path, frame["case_id"])
+    if "sex" in frame.columns:
+        frame["sex"] = [_sex(path, cid, s) for cid, s in zip(frame.case_id, frame.sex)]
+    if "age" in frame.columns:
+        frame["age"] = [_age(path, cid, a) for cid, a in zip(frame.case_id, frame.age)]
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a readable CSV ({type(err).__name__})") from None
+
+
+def _check_case_ids(path: Path, ids: pd.Series) -> None:
+    if (ids == "").any():
+        raise InputError(path, f"empty case_id in row {int((ids == '').to_numpy().argmax()) + 2}")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise InputError(path, f"duplicate case_id '{dup.iloc[0]}'")
+
+
+def _sex(path: Path, case_id: str, value) -> str | None:
+    text = str(value).strip().upper()
+    if text == "":
+        return None
+    if text not in SEX_CODES:
+        raise InputError(path, f"case '{case_id}': unknown sex code '{value}' (use F, M or empty)")
+    return SEX_CODES[text]
+
+
+def _age(path: Path, case_id: str, value) -> float | None:
+    text = str(value).strip()
+    if text == "":
+        return None
+    try:
+        age = float(text)
+    except ValueError:
+        raise InputError(path, f"case '{case_id}': age '{value}' is not a number") from None
+    if not (math.isfinite(age) and AGE_RANGE[0] <= age <= AGE_RANGE[1]):
+        raise InputError(path, f"case '{case_id}': impossible age {value} (expected {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years)")
+    return age
+
+
+def _split(path: Path, case_id: str, value) -> str:
+    text = str(value).strip().lower()
+    if text not in SPLITS:
+        raise InputError(path, f"case '{case_id}': unknown split '{value}' (use train, val, test or empty)")
+    return text
+
+
+def _resolve(path: Path, case_id: str, column: str, value, required: bool) -> str:
+    text = str(value).strip()
+    if text == "":
+        if required:
+            raise InputError(path, f"case '{case_id}': empty '{column}' path")
+        return ""
+    resolved = (path.parent / text).resolve()
+    if not resolved.is_file():
+        raise InputError(path, f"case '{case_id}': {column} file not found: {text}")
+    return str(resolved)

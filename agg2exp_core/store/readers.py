@@ -1,0 +1,78 @@
+"""Reads of the store by the core (the dashboard has its own, read-only, in ``dashboard/data.py``)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from agg2exp_core.vocabulary import MASS_KINDS
+
+def done_cases(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT case_id FROM case_status WHERE run_id = ?", [run_id]).fetchall()}
+
+
+def local_matrices(con: duckdb.DuckDBPyConnection, run_id: str, kind: str = "abs",
+                   case_ids: Sequence[str] | None = None) -> tuple[list[str], list[int], list[int], np.ndarray]:
+    """Local matrices of a run as an array ``[cases, targets, sources]`` (NaN where missing)."""
+    column = MASS_KINDS[kind]
+    frame = con.execute(
+        f"SELECT case_id, target_id, source_id, {column} AS v FROM local_importance WHERE run_id = ?",
+        [run_id]).df()
+    if case_ids is not None:
+        frame = frame[frame.case_id.isin(list(case_ids))]
+    if frame.empty:
+        return [], [], [], np.full((0, 0, 0), np.nan)
+    cases = sorted(frame.case_id.unique())
+    targets = sorted(frame.target_id.unique().tolist())
+    sources = sorted(frame.source_id.unique().tolist())
+    cube = np.full((len(cases), len(targets), len(sources)), np.nan)
+    ci = {c: i for i, c in enumerate(cases)}
+    ti = {t: i for i, t in enumerate(targets)}
+    si = {s: i for i, s in enumerate(sources)}
+    cube[frame.case_id.map(ci).to_numpy(), frame.target_id.map(ti).to_numpy(),
+         frame.source_id.map(si).to_numpy()] = frame.v.to_numpy(dtype=float)
+    return cases, targets, sources, cube
+def class_roi_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """RoI ids of model classes (not extra masks), in id order."""
+    return [r[0] for r in con.execute("SELECT roi_id FROM rois WHERE is_class ORDER BY roi_id").fetchall()]
+
+
+def case_metadata(con: duckdb.DuckDBPyConnection, case_ids: Sequence[str]) -> pd.DataFrame:
+    """``case_id, dataset, split, sex, age`` of the given cases, in their order."""
+    frame = con.execute("SELECT case_id, dataset, split, sex, age FROM cases").df().set_index("case_id")
+    return frame.loc[list(case_ids)].reset_index()
+
+
+def run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    return con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] > 0
+
+
+def run_model(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """The model checksum of a run (the key of its Dice rows)."""
+    return con.execute("SELECT model_sha256 FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+
+
+def latest_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
+    row = con.execute("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def dice_of_model(con: duckdb.DuckDBPyConnection, model_sha256: str) -> pd.DataFrame:
+    """``case_id, target_id, dice`` of one model."""
+    return con.execute("SELECT case_id, class_id AS target_id, dice FROM dice WHERE model_sha256 = ?",
+                       [model_sha256]).df()
+
+
+def mean_anomaly_by_case(con: duckdb.DuckDBPyConnection, run_id: str, target_ids: Sequence[int]) -> pd.DataFrame:
+    """``case_id, score, pathologies, dataset``: each case's anomaly score averaged over ``target_ids``."""
+    return con.execute(
+        "SELECT a.case_id, avg(a.score) AS score, any_value(c.pathologies) AS pathologies, "
+        "any_value(c.dataset) AS dataset FROM anomaly a JOIN cases c USING (case_id) "
+        "WHERE a.run_id = ? AND a.target_id IN (SELECT unnest(?)) GROUP BY a.case_id",
+        [run_id, list(target_ids)]).df()
+
+
+def has_method_evaluation(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT count(*) FROM method_eval").fetchone()[0] > 0

@@ -1,0 +1,78 @@
+"""The store's tables and the vocabulary of the names written into them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from agg2exp_core.errors import InputError
+from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KINDS, METHODS, METRICS, RUN_SOURCES  # noqa: F401
+
+SCHEMA_VERSION = "1"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS cases(
+    case_id VARCHAR PRIMARY KEY, dataset VARCHAR NOT NULL, split VARCHAR,
+    sex VARCHAR, age DOUBLE, image_path VARCHAR, label_path VARCHAR,
+    pathologies VARCHAR DEFAULT '');
+CREATE TABLE IF NOT EXISTS rois(
+    roi_id INTEGER PRIMARY KEY, name VARCHAR UNIQUE NOT NULL, grp VARCHAR NOT NULL,
+    color VARCHAR NOT NULL, is_class BOOLEAN NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+    run_id VARCHAR PRIMARY KEY, method VARCHAR NOT NULL, params JSON,
+    model_sha256 VARCHAR, label_names JSON, code_version VARCHAR,
+    source VARCHAR, description VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS case_status(
+    run_id VARCHAR, case_id VARCHAR, seconds DOUBLE, finished_at TIMESTAMP,
+    PRIMARY KEY(run_id, case_id));
+CREATE TABLE IF NOT EXISTS local_importance(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER,
+    mass_abs DOUBLE, mass_pos DOUBLE, mass_neg DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id, source_id));
+CREATE TABLE IF NOT EXISTS dice(
+    model_sha256 VARCHAR, case_id VARCHAR, class_id INTEGER, dice DOUBLE,
+    PRIMARY KEY(model_sha256, case_id, class_id));
+CREATE TABLE IF NOT EXISTS artifacts(
+    run_id VARCHAR, case_id VARCHAR, path VARCHAR, PRIMARY KEY(run_id, case_id));
+CREATE TABLE IF NOT EXISTS failures(
+    run_id VARCHAR, case_id VARCHAR, stage VARCHAR, message VARCHAR, failed_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS anomaly(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, score DOUBLE, is_outlier BOOLEAN,
+    PRIMARY KEY(run_id, case_id, target_id));
+CREATE TABLE IF NOT EXISTS anomaly_dice(
+    run_id VARCHAR, target_id INTEGER, spearman_rho DOUBLE, p_value DOUBLE, n INTEGER,
+    PRIMARY KEY(run_id, target_id));
+CREATE TABLE IF NOT EXISTS outlier_tests(
+    run_id VARCHAR, target_id INTEGER, variable VARCHAR, test VARCHAR,
+    statistic DOUBLE, p_value DOUBLE, n_inliers INTEGER, n_outliers INTEGER,
+    PRIMARY KEY(run_id, target_id, variable));
+CREATE TABLE IF NOT EXISTS method_eval(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, metric VARCHAR, value DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id, metric));
+CREATE TABLE IF NOT EXISTS perturbation_curve(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, ordering VARCHAR,
+    step INTEGER, fraction DOUBLE, value DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id, ordering, step));
+"""
+
+
+# anomaly.target_id / anomaly_dice.target_id: AVERAGE_TARGET (-1) stands for "averaged over classes".
+ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve")
+
+
+def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    path = Path(path)
+    try:
+        if read_only:
+            return duckdb.connect(str(path), read_only=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path))
+    except (duckdb.Error, OSError) as err:  # not a DuckDB file, locked by another writer, bad folder
+        raise InputError(path, f"cannot open the store ({str(err).splitlines()[0]})") from None
+    init_schema(con)
+    return con
+
+
+def init_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA)
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
