@@ -9,10 +9,12 @@ DEMO_DB := data/demo.duckdb
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# The pinned requirements are the lock; the project itself goes in editable, adding nothing.
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	@# Plotly's static export (kaleido) and the browser tests need a Chrome.
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
