@@ -12,8 +12,6 @@ from typing import Mapping
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Orientation, ScaleIntensityRange, Spacing
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.manifest import ROI_PREFIX
@@ -71,16 +69,12 @@ def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
     for column in [c for c in row.keys() if str(c).startswith(ROI_PREFIX)]:
         if row[column]:
             rois[column[len(ROI_PREFIX):]] = _load_mask(row[column], image, affine)
-    image_t = _resample(image, affine, preprocessing, mode="bilinear")
-    lo, hi = preprocessing.hu_window
-    scaled = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(image_t)
-    case = Case(case_id=str(row["case_id"]), image=scaled.as_tensor().float(),
-                affine=np.asarray(image_t.affine, dtype=np.float64),
+    image_t, grid = preprocessing.image(image, affine)
+    case = Case(case_id=str(row["case_id"]), image=image_t, affine=grid,
                 meta={k: row.get(k) for k in ("dataset", "split", "sex", "age", "image", "label")})
     if label is not None:
-        case.label = _resample(label, affine, preprocessing, mode="nearest").as_tensor()[0].round().long()
-    case.rois = {name: _resample(m.astype(np.float32), affine, preprocessing, mode="nearest").as_tensor()[0].numpy() > 0.5
-                 for name, m in rois.items()}
+        case.label = preprocessing.labels(label, affine).long()
+    case.rois = {name: preprocessing.labels(m, affine).numpy() > 0 for name, m in rois.items()}
     return case
 
 
@@ -106,17 +100,6 @@ def _check_same_grid(path, data, data_affine, image, image_affine) -> None:
         raise InputError(path, f"shape {data.shape} does not match the image's {image.shape}")
     if not np.allclose(data_affine, image_affine, atol=1e-3):
         raise InputError(path, "affine does not match the image's affine")
-
-
-def _resample(volume: np.ndarray, affine: np.ndarray, preprocessing: Preprocessing, mode: str) -> MetaTensor:
-    """[1, X, Y, Z] MetaTensor in RAS at the target spacing (affine tracked by MONAI)."""
-    tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume))[None].float(), affine=torch.as_tensor(affine))
-    tensor = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(tensor)
-    if preprocessing.spacing is not None:
-        current = np.linalg.norm(np.asarray(tensor.affine)[:3, :3], axis=0)
-        if not np.allclose(current, preprocessing.spacing, rtol=1e-3):
-            tensor = Spacing(pixdim=preprocessing.spacing, mode=mode)(tensor)
-    return tensor
 
 
 def save_nifti(volume: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
