@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from dashboard.text import literal, literal_list
+from dashboard.text import literal_list, parameter
 
 UNKNOWN = "unknown"          # option standing for a NULL split/sex
 PATHOLOGY_ANY = "any"        # at least one pathology annotated
@@ -150,7 +150,7 @@ def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOpti
         good = tuple(v for v in dict.fromkeys(raw) if v in available)
         bad = [v for v in raw if v not in available]
         if bad:
-            warnings.append(f"Ignored URL parameter {key}={', '.join(map(literal, bad[:5]))}: "
+            warnings.append(f"Ignored URL parameter {parameter(key, *bad[:5])}: "
                             f"no such {what} in this run (known: {literal_list(available)}).")
         return good if good else None
 
@@ -166,7 +166,7 @@ def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOpti
         age_min = age_max = None
     pathology = (params.get("pathology") or [""])[0] or ""
     if pathology not in options.pathology_choices:
-        warnings.append(f"Ignored URL parameter pathology={literal(pathology)}: not annotated in this run "
+        warnings.append(f"Ignored URL parameter {parameter('pathology', pathology)}: not annotated in this run "
                         f"(known: {literal_list(options.pathologies)}).")
         pathology = ""
     cohort = CohortFilter(datasets=datasets, splits=splits, sexes=sexes, age_min=age_min, age_max=age_max,
@@ -183,7 +183,7 @@ def _age_bound(params: Mapping[str, Sequence[str]], key: str, warnings: list[str
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value) or not 0 <= value <= 150:
-        warnings.append(f"Ignored URL parameter {key}={literal(raw)}: not an age between 0 and 150.")
+        warnings.append(f"Ignored URL parameter {parameter(key, raw)}: not an age between 0 and 150.")
         return None
     return value
 

@@ -26,9 +26,10 @@ def literal(value: object, limit: int = LIMIT) -> str:
     text = visible(value, limit) or "''"
     longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
     fence = "`" * (longest + 1)
-    # CommonMark strips one space on each side of a code span's content when both are there,
-    # so padding both sides keeps a value that starts or ends with a backtick or a space intact.
-    pad = " " if text[0] in "` " or text[-1] in "` " else ""
+    # CommonMark strips one space on each side of a code span's content when both are there
+    # (unless it is all spaces), so padding both sides keeps a value that starts or ends with
+    # a backtick or a space intact.
+    pad = " " if text.strip(" ") and (text[0] in "` " or text[-1] in "` ") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
@@ -37,3 +38,8 @@ def literal_list(values, limit: int = 8) -> str:
     values = list(values)
     shown = ", ".join(literal(v) for v in values[:limit])
     return (shown + (", …" if len(values) > limit else "")) or "none"
+
+
+def parameter(key: str, *values: object) -> str:
+    """A URL parameter as one code span, e.g. ```run='x'```: repr shows quotes, blanks and escapes."""
+    return literal(f"{key}={', '.join(repr(str(v)) for v in values)}")
