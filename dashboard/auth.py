@@ -443,9 +443,9 @@ class PasswordThrottle:
 
 
 def _base_delay() -> float:
-    """``AGG2EXP_SIGNIN_DELAY_S``: the wait after a first failed sign-in (at least, and by default, 1 s)."""
+    """``AGG2EXP_SIGNIN_DELAY_S``: the wait after a first failed sign-in (1 s by default, 1 s to 1 h)."""
     try:
-        return max(1.0, float(os.environ.get(DELAY_ENV, "1")))
+        return min(max(1.0, float(os.environ.get(DELAY_ENV, "1"))), 3600.0)
     except ValueError:
         return 1.0
 
