@@ -4,17 +4,12 @@ Run: ``streamlit run app.py -- --db data/demo.duckdb`` (else ``$AGG2EXP_DB``, el
 demo store). The app only reads the DuckDB store; each page under ``pages/`` lays out
 one view of it, filtered by the sidebar's cohort filter (kept in the URL).
 """
-import importlib.util
-
 import streamlit as st
 
+from dashboard.auth import require_auth
+
 st.set_page_config(page_title="Agg2Exp Studio", page_icon=":material/hub:", layout="wide")
-
-# Authentication hook: dashboard/auth.py (written separately) guards every page when present.
-if importlib.util.find_spec("dashboard.auth") is not None:
-    from dashboard.auth import require_auth
-
-    require_auth()
+require_auth()  # every page: login or refusal page and stop, before anything reads the store
 
 from dashboard import ui  # noqa: E402 - after set_page_config and authentication
 

@@ -3,20 +3,26 @@
 Pure functions (no Streamlit): the sidebar in ``dashboard.ui`` turns widgets into a
 ``CohortFilter``; ``data`` turns it into a parameterised WHERE clause. Values that come
 from a URL are checked against the options of the shown run before use; anything
-unknown is dropped with a warning (the warnings are shown on the page).
+unknown is dropped with a warning (the warnings are shown on the page, values in them as
+literal text). A blank dataset/split/sex ('' or spaces) counts as not recorded, like NULL,
+so that '' never has to stand for a value in the URL, where ``split=`` means "select nothing".
+Pathology lists are ';'-separated RoI names; names keep their inner spaces.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
+
+from dashboard.text import literal_list, parameter
 
 UNKNOWN = "unknown"          # option standing for a NULL split/sex
 PATHOLOGY_ANY = "any"        # at least one pathology annotated
 PATHOLOGY_NONE = "none"      # no pathology annotated
 FILTER_KEYS = ("dataset", "split", "sex", "age_min", "age_max", "pathology")
+SPACE = " \t\n\r\f\v"      # what counts as blank, in Python and (as a character class) in SQL
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class FilterOptions:
 
     datasets: tuple[str, ...] = ()
     splits: tuple[str, ...] = ()
-    sexes: tuple[str, ...] = ()            # includes UNKNOWN when some cases lack sex
+    sexes: tuple[str, ...] = ()            # includes UNKNOWN when some cases lack sex (NULL or blank)
     age_range: tuple[int, int] | None = None
     pathologies: tuple[str, ...] = ()
     n_unknown_sex: int = 0
@@ -76,10 +82,21 @@ class CohortFilter:
                 "" if self.age_max is None else f"{self.age_max:g}")
 
 
+def pathology_list(value: str | None) -> list[str]:
+    """The RoI names of one ';'-separated pathology list, stripped of surrounding blanks."""
+    if not isinstance(value, str):
+        return []
+    return [name for name in (part.strip(SPACE) for part in value.split(";")) if name]
+
+
 def pathology_names(values: Sequence[str | None]) -> list[str]:
     """Sorted distinct RoI names of ';'-separated pathology lists."""
-    names = {p.strip() for v in values if isinstance(v, str) for p in v.split(";")}
-    return sorted(n for n in names if n)
+    return sorted({name for v in values for name in pathology_list(v)})
+
+
+def is_blank(series: pd.Series) -> pd.Series:
+    """Where a metadata column is not recorded: NULL, '' or only blanks."""
+    return series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip(SPACE)).astype(bool)
 
 
 def options_from_cases(cases: pd.DataFrame) -> FilterOptions:
@@ -88,9 +105,9 @@ def options_from_cases(cases: pd.DataFrame) -> FilterOptions:
         return FilterOptions()
 
     def values(column: str) -> tuple[str, ...]:
-        series = cases[column]
-        known = sorted(str(v) for v in series.dropna().unique())
-        return tuple(known) + ((UNKNOWN,) if series.isna().any() and known else ())
+        series, blank = cases[column], is_blank(cases[column])
+        known = sorted({str(v) for v in series[~blank]})
+        return tuple(known) + ((UNKNOWN,) if blank.any() and known else ())
 
     ages = pd.to_numeric(cases["age"], errors="coerce")
     age_range = None
@@ -99,7 +116,7 @@ def options_from_cases(cases: pd.DataFrame) -> FilterOptions:
         age_range = (lo, max(hi, lo + 1))
     return FilterOptions(datasets=values("dataset"), splits=values("split"), sexes=values("sex"),
                          age_range=age_range, pathologies=tuple(pathology_names(cases["pathologies"])),
-                         n_unknown_sex=int(cases["sex"].isna().sum()), n_unknown_age=int(ages.isna().sum()),
+                         n_unknown_sex=int(is_blank(cases["sex"]).sum()), n_unknown_age=int(ages.isna().sum()),
                          n_cases=len(cases))
 
 
@@ -133,8 +150,8 @@ def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOpti
         good = tuple(v for v in dict.fromkeys(raw) if v in available)
         bad = [v for v in raw if v not in available]
         if bad:
-            warnings.append(f"Ignored URL parameter {key}={', '.join(map(repr, bad))}: "
-                            f"no such {what} in this run (known: {', '.join(available) or 'none'}).")
+            warnings.append(f"Ignored URL parameter {parameter(key, *bad[:5])}: "
+                            f"no such {what} in this run (known: {literal_list(available)}).")
         return good if good else None
 
     datasets = choice("dataset", options.datasets, "dataset")
@@ -149,8 +166,8 @@ def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOpti
         age_min = age_max = None
     pathology = (params.get("pathology") or [""])[0] or ""
     if pathology not in options.pathology_choices:
-        warnings.append(f"Ignored URL parameter pathology={pathology!r}: not annotated in this run "
-                        f"(known: {', '.join(options.pathologies) or 'none'}).")
+        warnings.append(f"Ignored URL parameter {parameter('pathology', pathology)}: not annotated in this run "
+                        f"(known: {literal_list(options.pathologies)}).")
         pathology = ""
     cohort = CohortFilter(datasets=datasets, splits=splits, sexes=sexes, age_min=age_min, age_max=age_max,
                           pathology=pathology)
@@ -166,7 +183,7 @@ def _age_bound(params: Mapping[str, Sequence[str]], key: str, warnings: list[str
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value) or not 0 <= value <= 150:
-        warnings.append(f"Ignored URL parameter {key}={raw!r}: not an age between 0 and 150.")
+        warnings.append(f"Ignored URL parameter {parameter(key, raw)}: not an age between 0 and 150.")
         return None
     return value
 
@@ -200,8 +217,8 @@ def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
         if known:
             terms.append(f"{alias}.{column} IN ({', '.join('?' * len(known))})")
             params += known
-        if UNKNOWN in selected:
-            terms.append(f"{alias}.{column} IS NULL")
+        if UNKNOWN in selected:   # NULL or blank (is_blank)
+            terms.append(f"{alias}.{column} IS NULL OR regexp_matches({alias}.{column}, '^[ \\t\\n\\r\\f\\v]*$')")
         parts.append("(" + " OR ".join(terms) + ")" if terms else "FALSE")
     if cohort.age_min is not None:
         parts.append(f"{alias}.age >= ?")
@@ -209,7 +226,10 @@ def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
     if cohort.age_max is not None:
         parts.append(f"{alias}.age <= ?")
         params.append(float(cohort.age_max))
-    pathologies = f"replace(coalesce({alias}.pathologies, ''), ' ', '')"
+    # as pathology_list: ';'-separated names, blanks around each name dropped, inner blanks kept
+    pathologies = (f"regexp_replace(regexp_replace(coalesce({alias}.pathologies, ''), "
+                   "'[ \\t\\n\\r\\f\\v]*;[ \\t\\n\\r\\f\\v]*', ';', 'g'), "
+                   "'^[ \\t\\n\\r\\f\\v;]+|[ \\t\\n\\r\\f\\v;]+$', '', 'g')")
     if cohort.pathology == PATHOLOGY_ANY:
         parts.append(f"{pathologies} <> ''")
     elif cohort.pathology == PATHOLOGY_NONE:
@@ -226,34 +246,37 @@ def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:
     for column, selected in cohort.restrictions:
         hit = cases[column].isin([v for v in selected if v != UNKNOWN])
         if UNKNOWN in selected:
-            hit |= cases[column].isna()
+            hit |= is_blank(cases[column])
         keep &= hit
     ages = pd.to_numeric(cases["age"], errors="coerce")
     if cohort.age_min is not None:
         keep &= ages >= cohort.age_min
     if cohort.age_max is not None:
         keep &= ages <= cohort.age_max
-    lists = cases["pathologies"].fillna("").str.replace(" ", "", regex=False)
+    lists = cases["pathologies"].map(pathology_list)
     if cohort.pathology == PATHOLOGY_ANY:
-        keep &= lists != ""
+        keep &= lists.map(bool)
     elif cohort.pathology == PATHOLOGY_NONE:
-        keep &= lists == ""
+        keep &= ~lists.map(bool)
     elif cohort.pathology:
-        keep &= (";" + lists + ";").str.contains(f";{cohort.pathology};", regex=False)
+        keep &= lists.map(lambda names: cohort.pathology in names)
     return cases[keep.fillna(False).astype(bool)]
 
 
-def describe_filter(cohort: CohortFilter) -> str:
-    """One line for captions: 'all cases' or e.g. 'dataset: external · sex: F · age 40–60'."""
+def describe_filter(cohort: CohortFilter, quote: Callable[[str], str] = str) -> str:
+    """One line for captions: 'all cases' or e.g. 'dataset: external · sex: F · age 40–60'.
+
+    ``quote`` wraps each value (``text.literal`` where the line is Markdown).
+    """
     parts = []
     for name, selected in cohort.restrictions:
-        parts.append(f"{name}: {', '.join(selected) if selected else '(none)'}")
+        parts.append(f"{name}: {', '.join(map(quote, selected)) if selected else '(none)'}")
     if cohort.age_bounds_text:
         lo, hi = cohort.age_bounds_text
         parts.append(f"age {lo}–{hi}" if lo and hi else (f"age ≥ {lo}" if lo else f"age ≤ {hi}"))
     if cohort.pathology:
         label = {PATHOLOGY_ANY: "any pathology", PATHOLOGY_NONE: "no pathology"}.get(
-            cohort.pathology, f"with {cohort.pathology}")
+            cohort.pathology, f"with {quote(cohort.pathology)}")
         parts.append(label)
     return " · ".join(parts) if parts else "all cases"
 

@@ -3,13 +3,16 @@
 A copied URL reproduces the view: the sidebar filter and each page's choices live in
 ``st.query_params``. Widgets own their value while the user stays on a page; when a page
 is entered (first load, navigation, ``st.switch_page`` with query parameters) its widgets
-are seeded from the URL. Values that are not valid options are ignored with a warning.
+are seeded from the URL. Values that are not valid options are ignored with a warning,
+which shows them as literal text (``dashboard.text.literal``), never as Markdown.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import streamlit as st
+
+from dashboard.text import literal_list, parameter
 
 _PAGE = "_state_current_page"
 _ENTERING = "_state_entering"
@@ -59,8 +62,8 @@ def seed(key: str, options: Sequence[Any], default: Any, to_text: Callable[[Any]
             st.session_state[key] = by_text[raw]
         else:
             if raw is not None:
-                shown = ", ".join(list(by_text)[:8]) + (", …" if len(by_text) > 8 else "")
-                st.warning(f"Ignored URL parameter {key}={raw!r}: not a known {what} (known: {shown}).")
+                st.warning(f"Ignored URL parameter {parameter(key, raw)}: not a known {what} "
+                           f"(known: {literal_list(by_text)}).")
             if key not in st.session_state or entering():
                 st.session_state[key] = default
     if st.session_state.get(key) not in list(options):
@@ -80,7 +83,7 @@ def seed_number(key: str, lo: float, hi: float, default: float, what: str = "num
                     raise ValueError
                 value = int(parsed) if integer else parsed
             except ValueError:
-                st.warning(f"Ignored URL parameter {key}={raw!r}: not a {what} between {lo:g} and {hi:g}.")
+                st.warning(f"Ignored URL parameter {parameter(key, raw)}: not a {what} between {lo:g} and {hi:g}.")
         st.session_state[key] = value
     current = st.session_state.get(key)
     if not isinstance(current, (int, float)) or not lo <= current <= hi:

@@ -4,10 +4,10 @@
 ``context()``. The filter lives in the widgets' state while the user works and in
 ``st.query_params`` so that a copied URL reproduces the view; URL values are validated
 against the run's options (``filters.parse_filter_params``) before anything uses them.
+Values from the URL or the store appear in Markdown only through ``text.literal``.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,8 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from dashboard import analytics, config, data, filters, state
+from dashboard.auth import require_auth
+from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
 
 _CONTEXT = "_dashboard_context"
@@ -94,14 +96,6 @@ class Context:
 _APP_RAN = "_app_frame_ran"
 
 
-def require_auth_if_present() -> None:
-    """Call ``dashboard.auth.require_auth()`` when that module exists (it is written separately)."""
-    if importlib.util.find_spec("dashboard.auth") is not None:
-        from dashboard.auth import require_auth
-
-        require_auth()
-
-
 def app_frame() -> Context | None:
     """Sidebar and store checks shared by every page; None (after an explanatory page) without a store."""
     state.enter_page(_page_key())
@@ -127,7 +121,7 @@ def context() -> Context:
     frame itself, authentication included.
     """
     if not st.session_state.pop(_APP_RAN, False):
-        require_auth_if_present()
+        require_auth()
         if app_frame() is None:
             st.stop()
     return st.session_state[_CONTEXT]
@@ -183,23 +177,23 @@ def _store_problem(path: Path) -> StoreProblem | None:
     ref = data.store_ref(path)
     if ref is None:
         return StoreProblem(path, "No store found",
-                            f"There is no DuckDB store at `{path}`. Build the demo store with `make demo`, or start "
+                            f"There is no DuckDB store at {literal(path, 400)}. Build the demo store with `make demo`, or start "
                             "the dashboard on your own store: `streamlit run app.py -- --db path/to/store.duckdb` "
                             f"(or set `{config.ENV_VAR}`).")
     try:
         tables = data.table_names(ref)
     except duckdb.Error as err:
         return StoreProblem(path, "The store cannot be read",
-                            f"`{path}` is not a readable DuckDB store ({type(err).__name__}: {err}).")
+                            f"{literal(path, 400)} is not a readable DuckDB store ({type(err).__name__}: {literal(err, 300)}).")
     missing = sorted(data.REQUIRED_TABLES - tables)
     if missing:
         return StoreProblem(path, "Not an Agg2Exp store",
-                            f"`{path}` lacks the table(s) {', '.join(missing)} (written by another tool or an "
+                            f"{literal(path, 400)} lacks the table(s) {', '.join(missing)} (written by another tool or an "
                             "older version?). Build a store with `python -m agg2exp_core precompute` or "
                             "`make demo`.")
     if data.runs(ref).empty:
         return StoreProblem(path, "The store has no runs yet",
-                            f"`{path}` holds no explanation run. Run `python -m agg2exp_core precompute --help` "
+                            f"{literal(path, 400)} holds no explanation run. Run `python -m agg2exp_core precompute --help` "
                             "to compute one, or `make demo` for the demo.")
     return None
 
@@ -217,7 +211,8 @@ def _choose_run(runs: pd.DataFrame) -> pd.Series:
         raw = state.url_value(RUN_KEY)
         if raw is not None and raw not in run_ids:
             st.session_state.setdefault(_PENDING, []).append(
-                f"Ignored URL parameter run={raw!r}: no such run in this store; showing {run_ids[0]}.")
+                f"Ignored URL parameter {parameter(RUN_KEY, raw)}: no such run in this store; showing "
+                f"{literal(run_ids[0])}.")
         shadow[W_RUN] = raw if raw in run_ids else run_ids[0]
     if shadow.get(W_RUN) not in run_ids:
         shadow[W_RUN] = run_ids[0]
@@ -350,8 +345,8 @@ def page_header(title: str, ctx: Context, needs_cases: bool = True, intro: str =
     st.title(title)
     if intro:
         st.caption(intro)
-    st.caption(f"Store **{ctx.store_label}** · run **{ctx.run_id}** ({ctx.method}) · cohort: {ctx.cohort_text} · "
-               f"**{len(ctx.cases)}** of {ctx.n_run_cases} cases")
+    st.caption(f"Store {literal(ctx.store_label)} · run {literal(ctx.run_id)} ({literal(ctx.method)}) · cohort: "
+               f"{filters.describe_filter(ctx.cohort, quote=literal)} · **{len(ctx.cases)}** of {ctx.n_run_cases} cases")
     for message in ctx.warnings:
         st.warning(message, icon=":material/link_off:")
     if needs_cases and ctx.cases.empty:

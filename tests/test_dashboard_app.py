@@ -97,7 +97,7 @@ def test_filter_lives_in_the_url_and_round_trips(monkeypatch, synthetic_store):
     params = dict(app.query_params)
     assert params["dataset"] == "external" and params["sex"] == "F"
     assert params["age_min"] == "40" and params["age_max"] == "80" and params["order"] == "cluster"
-    assert "dataset: external · sex: F · age 40–80" in caption
+    assert "dataset: `external` · sex: `F` · age 40–80" in caption
 
     again = open_app(monkeypatch, synthetic_store["path"], "heat_map", params)
     assert again.multiselect(key="w_dataset").value == ["external"]
@@ -115,7 +115,7 @@ def test_pathology_filter_and_run_choice(monkeypatch, synthetic_store):
     assert app.selectbox(key="w_run").value == vg
     assert app.selectbox(key="w_pathology").value == "pleural_effusion"
     assert app.selectbox(key="target").value == "heart" and app.radio(key="kind").value == "pos"
-    assert "with pleural_effusion" in case_count_caption(app)
+    assert "with `pleural_effusion`" in case_count_caption(app)
     assert app.query_params["run"] == vg
 
 

@@ -5,6 +5,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dashboard import analytics, config, export, filters, slices
 
@@ -72,6 +74,76 @@ def test_sql_where_clause_selects_what_the_pandas_filter_selects(cohort):
     condition, params = filters.where_clause(cohort, "c")
     sql_ids = sorted(con.execute(f"SELECT case_id FROM cases c WHERE {condition}", params).df().case_id)
     assert sql_ids == sorted(filters.apply_filter(CASES, cohort).case_id)
+
+
+# Names with spaces, blanks around names, and splits that are '' or blank rather than NULL.
+SPACED = pd.DataFrame({
+    "case_id": ["a", "b", "c", "d", "e"],
+    "dataset": ["reference"] * 5,
+    "split": ["train", "", None, "test", "  "],
+    "sex": ["F", "M", "F", "M", "F"],
+    "age": [30.0, 55.0, 71.0, 40.0, 49.0],
+    "pathologies": ["pleural effusion", " lung nodule ; pleural effusion", "", None, " ; "],
+})
+
+
+_CON = duckdb.connect()
+
+
+def selected_ids(cases: pd.DataFrame, cohort: filters.CohortFilter) -> tuple[list[str], list[str]]:
+    """(case ids the SQL condition selects, case ids the pandas filter selects)."""
+    con = _CON
+    con.register("cases", cases)
+    condition, params = filters.where_clause(cohort, "c")
+    sql_ids = sorted(con.execute(f"SELECT case_id FROM cases c WHERE {condition}", params).df().case_id)
+    return sql_ids, sorted(filters.apply_filter(cases, cohort).case_id)
+
+
+def test_pathology_names_with_spaces_match():
+    options = filters.options_from_cases(SPACED)
+    assert options.pathologies == ("lung nodule", "pleural effusion")
+    for name, expected in (("pleural effusion", ["a", "b"]), ("lung nodule", ["b"])):
+        cohort, warnings = filters.parse_filter_params({"pathology": [name]}, options)
+        assert not warnings and cohort.pathology == name
+        assert selected_ids(SPACED, cohort) == (expected, expected), name
+    assert selected_ids(SPACED, filters.CohortFilter(pathology=filters.PATHOLOGY_ANY)) == (["a", "b"],) * 2
+    assert selected_ids(SPACED, filters.CohortFilter(pathology=filters.PATHOLOGY_NONE)) == (["c", "d", "e"],) * 2
+    assert selected_ids(SPACED, filters.CohortFilter(pathology="pleuraleffusion")) == ([], [])
+
+
+def test_every_single_split_value_survives_a_url_reload():
+    options = filters.options_from_cases(SPACED)
+    for value in options.splits:
+        cohort = filters.normalise(filters.CohortFilter(splits=(value,)), options)
+        params = filters.filter_to_params(cohort)
+        again, warnings = filters.parse_filter_params(params, options)
+        assert not warnings and again == cohort and again.splits == (value,), (value, params)
+        sql_ids, pandas_ids = selected_ids(SPACED, again)
+        assert sql_ids == pandas_ids and sql_ids, value
+    assert options.splits == ("test", "train", filters.UNKNOWN), "'' and blanks are 'not recorded', like NULL"
+    assert selected_ids(SPACED, filters.CohortFilter(splits=(filters.UNKNOWN,))) == (["b", "c", "e"],) * 2
+    nothing, _ = filters.parse_filter_params({"split": [""]}, options)
+    assert nothing.splits == () and selected_ids(SPACED, nothing) == ([], [])
+
+
+@settings(max_examples=40, deadline=None)
+@given(lists=st.lists(st.one_of(st.none(), st.text(alphabet="ab ;\t", max_size=8)), min_size=1, max_size=6),
+       splits=st.lists(st.sampled_from([None, "", " ", "\t", "x", "y z"]), min_size=6, max_size=6),
+       pick=st.integers(0, 10))
+def test_sql_and_pandas_filters_agree_on_messy_metadata(lists, splits, pick):
+    n = len(lists)
+    cases = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "dataset": ["d"] * n, "split": splits[:n],
+                          "sex": ["F"] * n, "age": [50.0] * n, "pathologies": lists})
+    options = filters.options_from_cases(cases)
+    choices = list(options.pathology_choices)
+    cohorts = [filters.CohortFilter(pathology=choices[pick % len(choices)])]
+    cohorts += [filters.CohortFilter(splits=(value,)) for value in options.splits]
+    for cohort in cohorts:
+        sql_ids, pandas_ids = selected_ids(cases, cohort)
+        assert sql_ids == pandas_ids, cohort
+    for name in options.pathologies:   # every offered name selects the cases whose list holds it
+        expected = sorted(c for c, v in zip(cases.case_id, lists) if v and name in [p.strip() for p in v.split(";")])
+        assert selected_ids(cases, filters.CohortFilter(pathology=name)) == (expected, expected)
 
 
 def test_hostile_values_stay_parameters():

@@ -2,8 +2,12 @@
 front of the real app (AppTest): nothing of the store is read before access is granted."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -26,6 +30,24 @@ def password_hash() -> str:
     return auth.hash_password(PASSWORD)
 
 
+class Clock:
+    """A settable clock for the throttle."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle(monkeypatch) -> Clock:
+    """Every test starts with no failed sign-ins on record (the throttle is per process)."""
+    clock = Clock()
+    monkeypatch.setattr(auth, "_THROTTLE", auth.PasswordThrottle(clock=clock))
+    return clock
+
+
 # ------------------------------------------------------------------ hashes
 @pytest.mark.parametrize("scheme", ["scrypt", "pbkdf2_sha256"])
 def test_password_hash_round_trip(scheme):
@@ -45,10 +67,7 @@ def test_malformed_hashes_are_configuration_errors(encoded):
     with pytest.raises(ValueError, match="password_hash"):
         auth.verify_password(PASSWORD, encoded)
     config = auth.parse_config({"agg2exp_auth": {"password_hash": encoded}})
-    if encoded:
-        assert config.mode == "password" and config.problem
-    else:  # an empty hash is no password: the loopback-only rules apply
-        assert config.mode == "none"
+    assert config.mode == "password" and config.problem, "an empty hash fails closed too"
 
 
 def test_hash_password_command(tmp_path):
@@ -60,6 +79,8 @@ def test_hash_password_command(tmp_path):
     short = subprocess.run([sys.executable, "-m", "dashboard.auth", "hash-password", "--stdin"], cwd=ROOT,
                            input="short\n", capture_output=True, text=True, timeout=60)
     assert short.returncode == 2 and "at least 12" in short.stderr and short.stdout == ""
+    with pytest.raises(ValueError, match="at least 12"):
+        auth.hash_password("short")
 
 
 def test_secrets_example_is_valid_and_holds_no_usable_secret():
@@ -96,15 +117,57 @@ def test_configuration_rules(password_hash):
     assert both.mode == "oidc"
 
 
+@pytest.mark.parametrize("secrets, words", [
+    ({"agg2exp_auth": {"password_hash": ""}}, "password_hash is empty"),
+    ({"agg2exp_auth": {"password_hash": "   "}}, "password_hash is empty"),
+    ({"agg2exp_auth": {"password_hash": 12345}}, "password_hash is empty"),
+    ({"agg2exp_auth": {"allowed_emails": ["a@hospital.org"]}}, "no [auth] section"),
+    ({"agg2exp_auth": {"allowed_domains": "hospital.org"}}, "no [auth] section"),
+    ({"agg2exp_auth": {"allow_any_identity": True}}, "no [auth] section"),
+    ({"agg2exp_auth": {"allowed_domains": ["hospital.org"], "password_hash": "x"}}, "no [auth] section"),
+    ({"auth": {}}, "[auth] lacks redirect_uri, cookie_secret"),
+    ({"auth": "yes"}, "[auth] must be a table"),
+    ({"agg2exp_auth": {"pasword_hash": "scrypt$..."}}, "unknown key(s) 'pasword_hash'"),
+    ({"agg2exp_auth": {"allow_any_identity": "true"}, "auth": OIDC}, "must be true or false"),
+    ({"agg2exp_auth": "password"}, "must be a table"),
+])
+def test_unusable_restrictions_fail_closed_with_one_line(secrets, words):
+    """Anything that asks for access control but cannot give it refuses to serve, never falls back to open."""
+    config = auth.parse_config(secrets)
+    assert words in config.problem and "\n" not in config.problem, config
+
+
+def test_check_command_refuses_before_the_server_starts(tmp_path, password_hash):
+    def check(text: str):
+        secrets = tmp_path / "secrets.toml"
+        secrets.write_text(text)
+        return subprocess.run([sys.executable, "-m", "dashboard.auth", "check", "--secrets", str(secrets)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    empty = check('[agg2exp_auth]\npassword_hash = ""\n')
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert empty.stderr.count("\n") == 1 and "password_hash is empty" in empty.stderr
+    orphan = check('[agg2exp_auth]\nallowed_domains = ["hospital.org"]\n')
+    assert orphan.returncode == 2 and "no [auth] section" in orphan.stderr
+    broken = check("[agg2exp_auth\n")
+    assert broken.returncode == 2 and "cannot be read as TOML" in broken.stderr
+    good = check(f'[agg2exp_auth]\npassword_hash = "{password_hash}"\n')
+    assert good.returncode == 0 and "shared team password" in good.stdout
+
+
 def test_allow_list():
     cfg = auth.AuthConfig("oidc", allowed_emails=("alice@partner.org",), allowed_domains=("hospital.org",))
-    assert auth.allowed_identity(cfg, {"email": "Bob@Hospital.org"})
-    assert auth.allowed_identity(cfg, {"email": "alice@partner.org", "email_verified": True})
-    assert not auth.allowed_identity(cfg, {"email": "eve@partner.org"})
-    assert not auth.allowed_identity(cfg, {"email": "bob@hospital.org", "email_verified": False})
-    assert not auth.allowed_identity(cfg, {"email": "bob@hospital.org.evil.com"})
-    assert not auth.allowed_identity(cfg, {"email": "hospital.org"})
-    assert not auth.allowed_identity(cfg, {"name": "no email"})
+    verified = {"email_verified": True}
+    assert auth.allowed_identity(cfg, {"email": "Bob@Hospital.org", **verified})
+    assert auth.allowed_identity(cfg, {"email": "alice@partner.org", **verified})
+    assert not auth.allowed_identity(cfg, {"email": "eve@partner.org", **verified})
+    assert not auth.allowed_identity(cfg, {"email": "bob@hospital.org.evil.com", **verified})
+    assert not auth.allowed_identity(cfg, {"email": "hospital.org", **verified})
+    assert not auth.allowed_identity(cfg, {"name": "no email", **verified})
+    # the allow-list trusts an address only when the provider vouches for it, as the boolean true
+    for unverified in ({}, {"email_verified": False}, {"email_verified": "true"}, {"email_verified": 1},
+                       {"email_verified": None}, {"email_verified": [True]}):
+        assert not auth.allowed_identity(cfg, {"email": "bob@hospital.org", **unverified}), unverified
     assert auth.allowed_identity(auth.AuthConfig("oidc", allow_any_identity=True), {})
 
 
@@ -117,6 +180,42 @@ def test_loopback_addresses(address, loopback):
     assert auth.is_loopback(address) is loopback
 
 
+@pytest.mark.parametrize("host, loopback", [
+    ("localhost", True), ("localhost:8501", True), ("LOCALHOST:8501", True), ("127.0.0.1", True),
+    ("127.0.0.1:8501", True), ("::1", True), ("[::1]", True), ("[::1]:8501", True),
+    ("evil.example", False), ("evil.example:8501", False), ("localhost.evil.example", False),
+    ("127.0.0.1.nip.io:8501", False), ("0.0.0.0:8501", False), ("10.0.0.5:8501", False), ("", False), (None, False),
+    ("localhost:99999", False), ("localhost:abc", False), ("user@localhost", False), ("localhost/x", False),
+    ("localhost@evil.example", False), ("[::1]:8501@evil.example", False),
+])
+def test_loopback_host_names(host, loopback):
+    assert auth.is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize("origin, loopback", [
+    ("http://localhost:8501", True), ("http://127.0.0.1:8501", True), ("https://[::1]:8501", True),
+    ("http://localhost", True), ("http://evil.example:8501", False), ("https://agg2exp.hospital.org", False),
+    ("null", False), ("", False), ("file://", False), ("ws://localhost:8501", False),
+    ("http://localhost.evil.example", False), ("http://user@localhost:8501", False),
+    ("http://localhost:8501/path", False),
+])
+def test_loopback_origins(origin, loopback):
+    assert auth.is_loopback_origin(origin) is loopback
+
+
+def test_foreign_host_or_origin_is_refused():
+    refuse = auth.foreign_name_refusal
+    assert refuse(["127.0.0.1:8501"], ["http://127.0.0.1:8501"], allow=False) is None
+    assert refuse(["localhost:8501"], [], allow=False) is None, "no Origin: a non-browser client"
+    rebinding = refuse(["rebind.example:8501"], ["http://rebind.example:8501"], allow=False)
+    assert "DNS rebinding" in rebinding and "`rebind.example:8501`" in rebinding
+    proxied = refuse(["127.0.0.1:8501"], ["https://agg2exp.hospital.org"], allow=False)
+    assert "Origin" in proxied and "`https://agg2exp.hospital.org`" in proxied
+    assert refuse([], [], allow=False), "a request without Host is refused"
+    assert refuse(["localhost:8501", "evil.example"], [], allow=False), "every Host header counts"
+    assert refuse(["rebind.example"], ["http://rebind.example"], allow=True) is None
+
+
 def test_unauthenticated_refusal_rules():
     refuse = auth.unauthenticated_refusal
     assert refuse("127.0.0.1", None, False, allow=False) is None, "local use needs no login"
@@ -125,6 +224,7 @@ def test_unauthenticated_refusal_rules():
     assert "10.1.2.3" in refuse("10.1.2.3", None, False, allow=False)
     assert "reverse proxy" in refuse("127.0.0.1", None, True, allow=False)
     assert "203.0.113.7" in refuse(None, "203.0.113.7", False, allow=False)
+    assert "203.0.113.7" in refuse("127.0.0.1", "203.0.113.7", False, allow=False), "only local clients"
     for case in (("0.0.0.0", None, False), ("127.0.0.1", None, True), (None, "203.0.113.7", False)):
         assert refuse(*case, allow=True) is None, "AGG2EXP_ALLOW_UNAUTHENTICATED=1 overrides"
 
@@ -180,17 +280,52 @@ def test_public_address_without_auth_is_refused(app_on_store, monkeypatch, addre
     assert served(app), "explicitly allowed"
 
 
-@pytest.mark.parametrize("facts, words", [((None, True), "reverse proxy"), (("198.51.100.4", False), "198.51.100.4")])
-def test_proxied_or_remote_requests_without_auth_are_refused(app_on_store, monkeypatch, facts, words):
+LOCAL = {"hosts": ("127.0.0.1:8501",), "origins": ("http://127.0.0.1:8501",)}
+
+
+@pytest.mark.parametrize("facts, words", [
+    (auth.RequestFacts(True, None, True, **LOCAL), "reverse proxy"),
+    (auth.RequestFacts(True, "198.51.100.4", False, **LOCAL), "198.51.100.4"),
+    (auth.RequestFacts(True, None, False, ("rebind.example:8501",), ("http://rebind.example:8501",)), "DNS rebinding"),
+    (auth.RequestFacts(True, None, False, ("127.0.0.1:8501",), ("https://agg2exp.hospital.org",)), "Origin"),
+    (auth.RequestFacts(True, None, False, (), ()), "Host"),
+])
+def test_proxied_remote_or_foreign_requests_without_auth_are_refused(app_on_store, monkeypatch, facts, words):
     make, queries = app_on_store
     monkeypatch.setattr(auth, "_request_facts", lambda: facts)
     app = make().run()
     assert not served(app) and queries == [] and words in errors(app)
+    monkeypatch.setenv(auth.ALLOW_ENV, "1")
+    assert served(make().run()), "explicitly allowed"
 
 
-def test_password_gate(app_on_store, password_hash, monkeypatch):
+def test_local_request_with_loopback_names_is_served(app_on_store, monkeypatch):
+    make, _ = app_on_store
+    for host, origin in (("localhost:8501", "http://localhost:8501"), ("[::1]:8501", "http://[::1]:8501"),
+                         ("127.0.0.1:8501", None)):
+        facts = auth.RequestFacts(True, None, False, (host,), () if origin is None else (origin,))
+        monkeypatch.setattr(auth, "_request_facts", lambda facts=facts: facts)
+        assert served(make().run()), host
+
+
+def test_the_gate_is_imported_unconditionally(app_on_store, monkeypatch):
+    """app.py and ui.py import dashboard.auth at the top; nothing can make them skip it."""
+    for path in (ROOT / "app.py", ROOT / "dashboard" / "ui.py"):
+        tree = ast.parse(path.read_text())
+        assert "find_spec" not in path.read_text(), path
+        assert any(isinstance(node, ast.ImportFrom) and node.module == "dashboard.auth" for node in tree.body), path
     make, queries = app_on_store
-    monkeypatch.setattr(auth.time, "sleep", lambda s: None)  # the failure delay
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "dashboard.auth" else real(name, *a, **k))
+    app = make()
+    with patch_config_options({"server.address": "0.0.0.0"}):
+        app.run()
+    assert not served(app) and queries == [] and "Refused" in errors(app)
+
+
+def test_password_gate(app_on_store, password_hash, fresh_throttle):
+    make, queries = app_on_store
     app = make({"agg2exp_auth": {"password_hash": password_hash}})
     with patch_config_options({"server.address": "0.0.0.0"}):  # a shared server
         app.run()
@@ -198,8 +333,9 @@ def test_password_gate(app_on_store, password_hash, monkeypatch):
         assert [t.label for t in app.text_input] == ["Team password"]
         app.text_input[0].input("wrong password!")
         app.button[0].click().run()
-        assert "Wrong password" in errors(app) and not served(app) and queries == []
-        assert app.session_state["_agg2exp_auth_failures"] == 1
+        assert "Wrong password" in errors(app) and "possible in 1 s" in errors(app)
+        assert not served(app) and queries == []
+        fresh_throttle.now += 1.0
         app.text_input[0].input(PASSWORD)
         app.button[0].click().run()
         assert not app.exception and served(app) and queries
@@ -210,6 +346,111 @@ def test_password_gate(app_on_store, password_hash, monkeypatch):
         sign_out = [b for b in app.button if b.label == "Sign out"]
         sign_out[0].click().run()
         assert not served(app) and [t.label for t in app.text_input] == ["Team password"]
+
+
+def test_new_sessions_share_the_throttle_of_their_address(app_on_store, password_hash, fresh_throttle, monkeypatch):
+    """N fresh browser sessions make one guess, not N: the delay belongs to the address, per process."""
+    make, queries = app_on_store
+    checks = []
+    real = auth.verify_password
+    monkeypatch.setattr(auth, "verify_password", lambda p, e: checks.append(p) or real(p, e))
+    secrets = {"agg2exp_auth": {"password_hash": password_hash}}
+
+    def sign_in(password: str):
+        app = make(secrets).run()
+        app.text_input[0].input(password)
+        app.button[0].click().run()
+        return app
+
+    assert "Wrong password" in errors(sign_in("wrong password!")) and len(checks) == 1
+    for guess in ("second guess 123", "third guess 1234", PASSWORD):
+        app = sign_in(guess)
+        assert "Too many failed sign-ins" in errors(app) and not served(app), guess
+    assert len(checks) == 1 and queries == [], "throttled attempts run no hash"
+    fresh_throttle.now += 1.0
+    assert "possible in 2 s" in errors(sign_in("second guess 123")), "the delay grows per address"
+    fresh_throttle.now += 2.0
+    assert served(sign_in(PASSWORD)) and len(checks) == 3
+
+
+def test_short_passwords_never_open_the_app(app_on_store, monkeypatch):
+    """A hash made of a short password (bypassing hash_password) opens nothing; short guesses cost no hash."""
+    make, queries = app_on_store
+    monkeypatch.setattr(auth, "MIN_PASSWORD_LENGTH", 1)
+    short_hash = auth.hash_password("tiny pw")
+    monkeypatch.undo()
+    checks = []
+    real = auth.verify_password
+    monkeypatch.setattr(auth, "verify_password", lambda p, e: checks.append(p) or real(p, e))
+    monkeypatch.setattr(auth, "_THROTTLE", auth.PasswordThrottle(base_delay=0.0))
+    app = make({"agg2exp_auth": {"password_hash": short_hash}}).run()
+    app.text_input[0].input("tiny pw")
+    app.button[0].click().run()
+    assert not served(app) and queries == [] and checks == []
+    assert "Wrong password (team passwords have at least 12 characters)" in errors(app)
+
+
+def test_throttle_delays_grow_per_address_and_spare_other_addresses():
+    clock = Clock()
+    throttle = auth.PasswordThrottle(clock=clock, max_delay=8.0, forget_s=600.0)
+    checked = []
+
+    def wrong():
+        checked.append(1)
+        return False
+
+    assert throttle.attempt("198.51.100.4", wrong) == auth.Attempt("wrong", 1.0)
+    assert throttle.attempt("198.51.100.4", wrong).outcome == "wait" and len(checked) == 1
+    assert throttle.attempt("203.0.113.9", wrong).outcome == "wrong", "another address is not held up"
+    delays = []
+    for _ in range(5):
+        clock.now += 60.0 if not delays else delays[-1]
+        delays.append(throttle.attempt("198.51.100.4", wrong).wait_s)
+    assert delays == [2.0, 4.0, 8.0, 8.0, 8.0]
+    clock.now += 8.0
+    assert throttle.attempt("198.51.100.4", lambda: True) == auth.Attempt("ok")
+    assert throttle.attempt("198.51.100.4", wrong).wait_s == 1.0, "success clears the record"
+    clock.now += 601.0
+    assert throttle.attempt("198.51.100.4", wrong).wait_s == 1.0, "old failures are forgotten"
+    crowded = auth.PasswordThrottle(clock=clock, max_clients=3)
+    for i in range(10):
+        crowded.attempt(f"10.0.0.{i}", wrong)
+    assert len(crowded._clients) <= 3, "memory stays bounded under many addresses"
+
+
+def test_one_check_per_address_and_a_cap_on_concurrent_hashes():
+    throttle = auth.PasswordThrottle(concurrent=2, queue_s=0.3)
+    release, started = threading.Event(), threading.Semaphore(0)
+    results = {}
+
+    def slow_wrong():
+        started.release()
+        release.wait(10)
+        return False
+
+    workers = [threading.Thread(target=lambda k=k: results.setdefault(k, throttle.attempt(k, slow_wrong)))
+               for k in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    assert started.acquire(timeout=10) and started.acquire(timeout=10)
+    ran = []
+    assert throttle.attempt("a", lambda: ran.append(1)).outcome == "wait", "one check per address at a time"
+    t0 = time.monotonic()
+    assert throttle.attempt("c", lambda: ran.append(1)).outcome == "busy", "both hash slots are taken"
+    assert 0.25 < time.monotonic() - t0 < 5 and ran == []
+    release.set()
+    for worker in workers:
+        worker.join(10)
+    assert results["a"].outcome == results["b"].outcome == "wrong"
+    assert throttle.attempt("c", lambda: True).outcome == "ok", "slots are given back"
+
+
+def test_client_keys():
+    assert auth.client_key(None) == auth.client_key("") == "loopback"
+    assert auth.client_key("198.51.100.4") == "198.51.100.4"
+    assert auth.client_key("::ffff:198.51.100.4") == "198.51.100.4"
+    assert auth.client_key("2001:db8:1:2::5") == auth.client_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert auth.client_key("2001:db8:1:3::5") != auth.client_key("2001:db8:1:2::5")
 
 
 def test_changed_password_ends_old_sessions(app_on_store, password_hash):
@@ -246,8 +487,14 @@ def test_oidc_gate(app_on_store, monkeypatch):
     monkeypatch.setattr(streamlit.auth_util, "is_authlib_installed", lambda: True)
     app = make(secrets, user={"is_logged_in": False}).run()
     assert not served(app) and queries == [] and [b.label for b in app.button] == ["Log in"]
-    app = make(secrets, user={"is_logged_in": True, "email": "eve@gmail.com"}).run()
+    app = make(secrets, user={"is_logged_in": True, "email": "eve@gmail.com", "email_verified": True}).run()
     assert not served(app) and "may not open this dashboard" in errors(app) and queries == []
+    for unverified in ({}, {"email_verified": "true"}):
+        app = make(secrets, user={"is_logged_in": True, "email": "ana@hospital.org", **unverified}).run()
+        assert not served(app) and "email_verified" in errors(app) and queries == [], unverified
+    hostile = "[Sign in again](https://evil.example)@evil.example"
+    app = make(secrets, user={"is_logged_in": True, "email": hostile, "email_verified": True}).run()
+    assert f"`{hostile}`" in errors(app), "the address is shown as literal text"
     app = make(secrets, user={"is_logged_in": True, "email": "ana@hospital.org", "email_verified": True}).run()
     assert not app.exception and served(app)
     assert any("ana@hospital.org" in str(c.value) for c in app.sidebar.caption)

@@ -1,10 +1,11 @@
 """Hostile strings against the dashboard: no SQL built from user strings, case ids and
 paths from the URL validated against the store, artefacts read only inside its folder.
 
-Three angles: a static scan of the dashboard's SQL (only ``dashboard/data.py`` runs
+Four angles: a static scan of the dashboard's SQL (only ``dashboard/data.py`` runs
 SQL, and its SQL text interpolates only fixed fragments); every query function of
 ``dashboard.data`` called with hostile values while the SQL text is recorded; and the
-real app (AppTest) opened with hostile query parameters on its pages.
+real app (AppTest) opened with hostile query parameters on its pages; and what the app
+writes as Markdown, parsed by a CommonMark parser: values from outside never become links.
 """
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from dashboard import data, filters
+from dashboard import data, filters, text
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILES = sorted([ROOT / "app.py", *(ROOT / "dashboard").glob("*.py"), *(ROOT / "pages").glob("*.py")])
@@ -241,3 +245,68 @@ def test_app_with_hostile_query_params_stays_harmless(monkeypatch, synthetic_sto
     for key in ("run", "case", "store", "dataset", "sex", "split", "pathology"):
         assert app.query_params.get(key) != [HOSTILE_PARAMS[key]], f"hostile {key} kept in the URL"
     assert sha256(path) == before
+
+
+# ------------------------------------------------------------------ values shown as literal text
+COMMONMARK = MarkdownIt("commonmark")
+MARKDOWN_PARAMS = {
+    "run": "[Sign in again](https://evil.example)",
+    "store": "[Sign in again](https://evil.example/store)",
+    "dataset": "![pixel](https://evil.example/t.png)",
+    "sex": "<a href='https://evil.example'>x</a>",
+    "pathology": "https://evil.example/bare",
+    "age_min": "www.evil.example",
+    "kind": ":red[evil.example] :material/warning: $x$",
+    "target": "``` ``evil.example`` ```",
+    "order": "[x]: https://evil.example",
+}
+
+
+def markdown_outside_code(body: str) -> tuple[str, set[str]]:
+    """(text of ``body`` outside code spans, token types there) as a CommonMark parser reads it."""
+    outside, kinds = [], set()
+    for block in COMMONMARK.parse(body):
+        for token in block.children or []:
+            kinds.add(token.type)
+            if token.type != "code_inline":
+                outside.append(token.content)
+    return " ".join(outside), kinds
+
+
+def markdown_bodies(app) -> list[str]:
+    kinds = ("title", "header", "subheader", "caption", "markdown", "warning", "error", "info", "success")
+    return [str(e.value) for kind in kinds for e in getattr(app, kind)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_literal_shows_any_value_verbatim(value):
+    shown = text.visible(value) or "''"
+    expected = shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    assert COMMONMARK.renderInline(text.literal(value)) == f"<code>{expected}</code>"
+    assert text.visible(value).isprintable()
+
+
+def test_literal_cuts_long_values_and_escapes_controls():
+    assert COMMONMARK.renderInline(text.literal("a" * 500)) == f"<code>{'a' * text.LIMIT}…</code>"
+    assert text.visible("ok\u202eevil\n") == "ok\\u202eevil\\n", "bidi override and newline made visible"
+    assert text.parameter("run", "x'y") == '`run="x\'y"`'
+
+
+@pytest.mark.parametrize("page", ["overview", "heat_map"])
+def test_url_values_are_shown_as_literal_text(monkeypatch, synthetic_store, page):
+    """?run=[Sign in again](https://evil.example) shows those characters, never a live link."""
+    monkeypatch.setenv("AGG2EXP_DB", str(synthetic_store["path"]))
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    app.query_params.update(MARKDOWN_PARAMS)
+    app.run()
+    if page != "overview":
+        app.switch_page(f"pages/{page}.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    bodies = markdown_bodies(app)
+    warnings = " ".join(str(w.value) for w in app.warning)
+    assert "[Sign in again](https://evil.example)" in warnings, "the hostile value is shown (so this test can fail)"
+    for body in bodies:
+        outside, kinds = markdown_outside_code(body)
+        assert "evil.example" not in outside, body
+        assert not kinds & {"link_open", "image", "html_inline", "autolink"}, body
