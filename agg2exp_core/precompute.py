@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices
+from agg2exp_core.artifacts import ATTRVOL_MAX_SIDE, attribution_slices, block_factors, block_mean
 from agg2exp_core.attribution import explain
 from agg2exp_core.cohort import Case, load_case, read_manifest, roi_columns, save_like
 from agg2exp_core.errors import InputError
@@ -51,21 +52,24 @@ def largest_cross_sections(mask: np.ndarray) -> np.ndarray:
     return np.array([mask.sum(axis=tuple(a for a in range(3) if a != axis)).argmax() for axis in range(3)])
 
 
-def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, classes: Sequence[int]) -> dict:
-    """Compact arrays for the case viewer (see docs/ARCHITECTURE.md)."""
+def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, classes: Sequence[int],
+                   volume_max_side: int = ATTRVOL_MAX_SIDE) -> dict:
+    """Compact arrays for the case viewer (see docs/ARCHITECTURE.md, "Slice artefacts")."""
     arrays = {"ct": np.clip(np.round(case.hu()), -1024, 3071).astype(np.int16),
               "pred": pred.astype(np.uint8), "spacing": np.asarray(case.spacing, dtype=np.float32)}
     if case.label is not None:
         arrays["gt"] = case.label.numpy().astype(np.uint8)
     for name, mask in case.rois.items():
         arrays[f"roi_{name}"] = mask.astype(np.uint8)
+    block = block_factors(pred.shape, volume_max_side)
+    arrays["attrvol_block"] = block
     for row, c in enumerate(classes):
         index = largest_cross_sections(pred == c)
         arrays[f"index_{c}"] = index.astype(np.int32)
         volume = attributions[row]
-        arrays[f"attr_{c}_x"] = volume[index[0], :, :].astype(np.float16)
-        arrays[f"attr_{c}_y"] = volume[:, index[1], :].astype(np.float16)
-        arrays[f"attr_{c}_z"] = volume[:, :, index[2]].astype(np.float16)
+        for axis, plane in attribution_slices(volume, index).items():
+            arrays[f"attr_{c}_{axis}"] = plane
+        arrays[f"attrvol_{c}"] = block_mean(volume, block)
     return arrays
 
 
