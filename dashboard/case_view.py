@@ -59,15 +59,21 @@ def start_voxel(artifact: slices.CaseArtifact, channel: int | None) -> tuple[int
     return tuple(int(v) for v in stored)
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    """The part of a view that does not depend on the crosshair (cached per plane)."""
+
+    source: tuple[str, tuple[int, int]]
+    pixel_mm: tuple[float, float]
+    hover: dict | None
+    colorbar: dict | None
+    note: str
+
+
 @st.cache_data(max_entries=96, show_spinner=False)
-def slice_view(path: str, mtime_ns: int, view: str, voxel: tuple[int, int, int], channel: int | None,
-               class_name: str, style: slices.OverlayStyle, method: str, params_json: str, provenance: str,
-               crosshair: bool = True, clickable: bool = True) -> SliceView:
-    """The figure of one view through ``voxel`` (its index along the view's axis) with the class's
-    attribution, the crosshair at the other two planes and the attribution colour bar."""
+def _render(path: str, mtime_ns: int, view: str, index: int, channel: int | None, style: slices.OverlayStyle,
+            method: str, params_json: str, clickable: bool) -> _Rendered:
     artifact = artifact_of(path, mtime_ns)
-    axis = slices.VIEWS[view]
-    index = int(np.clip(voxel[axis], 0, artifact.ct.shape[axis] - 1))
     planes = slices.view_planes(artifact, view, index, channel)
     spacing = slices.pixel_spacing(artifact.spacing, view)
     scale = class_scale(artifact, channel, style.hide_below_percentile, planes.exact)
@@ -77,12 +83,27 @@ def slice_view(path: str, mtime_ns: int, view: str, voxel: tuple[int, int, int],
         colorbar = dict(colorscale=slices.attribution_colorscale(scale, style.attr_opacity), top=scale.top,
                         title=colorbar_title(method, json.loads(params_json or "{}"), scale, planes.exact))
     hover = slices.hover_points(view, index, planes, artifact.ct.shape, spacing) if clickable else None
+    return _Rendered(figures.png_source(rendered.rgb), rendered.grid.pixel_mm, hover, colorbar,
+                     planes.note if style.show_attr else "")
+
+
+def slice_view(path: str, mtime_ns: int, view: str, voxel: tuple[int, int, int], channel: int | None,
+               class_name: str, style: slices.OverlayStyle, method: str, params_json: str, provenance: str,
+               crosshair: bool = True, clickable: bool = True) -> SliceView:
+    """The figure of one view through ``voxel`` (its index along the view's axis) with the class's
+    attribution, the crosshair at the other two planes and the attribution colour bar. The plane's
+    rendering is cached, so moving the crosshair within a plane costs only the figure."""
+    artifact = artifact_of(path, mtime_ns)
+    axis = slices.VIEWS[view]
+    index = int(np.clip(voxel[axis], 0, artifact.ct.shape[axis] - 1))
+    shown = _render(path, mtime_ns, view, index, channel, style, method, params_json, clickable)
+    spacing = slices.pixel_spacing(artifact.spacing, view)
     cross = slices.pixel_centre_mm(*slices.pixel_of_voxel(view, voxel, artifact.ct.shape), spacing) \
         if crosshair else None
     title = f"{view} {slices.AXIS_KEYS[axis]} = {index} · {class_name}"
-    figure = figures.slice_image(rendered.rgb, rendered.grid.pixel_mm, title, provenance,
-                                 slices.CORNER_LABELS[view], hover=hover, crosshair_mm=cross, colorbar=colorbar)
-    return SliceView(figure, planes.note if style.show_attr else "")
+    figure = figures.slice_image(shown.source, shown.pixel_mm, title, provenance, slices.CORNER_LABELS[view],
+                                 hover=shown.hover, crosshair_mm=cross, colorbar=shown.colorbar)
+    return SliceView(figure, shown.note)
 
 
 @dataclass(frozen=True)

@@ -345,9 +345,11 @@ def dice_boxes(dice: pd.DataFrame, classes: Sequence[Roi], title: str, provenanc
 CROSSHAIR_COLOR = "#ffd400"
 
 
-def _data_uri(rgb: np.ndarray) -> str:
-    """PNG data URI of an RGB image (plotly.express's encoder: a few hundred kB instead of a JSON array)."""
-    return px.imshow(np.asarray(rgb, dtype=np.uint8), binary_string=True, binary_format="png").data[0].source
+def png_source(rgb: np.ndarray) -> tuple[str, tuple[int, int]]:
+    """(PNG data URI, (rows, cols)) of an RGB image (plotly.express's encoder: a few hundred kB instead of
+    a JSON array of numbers)."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    return px.imshow(rgb, binary_string=True, binary_format="png").data[0].source, rgb.shape[:2]
 
 
 def _scale_bar_mm(width_mm: float) -> float:
@@ -356,18 +358,19 @@ def _scale_bar_mm(width_mm: float) -> float:
     return max((b for b in (5, 10, 20, 50, 100, 200) if b <= max(target, 5)), default=5)
 
 
-def slice_image(rgb: np.ndarray, pixel_mm: tuple[float, float], title: str, provenance: str,
+def slice_image(rgb: np.ndarray | str, pixel_mm: tuple[float, float], title: str, provenance: str,
                 axis_labels: tuple[str, str], hover: dict | None = None,
                 crosshair_mm: tuple[float, float] | None = None, colorbar: dict | None = None,
                 height: int | None = None) -> go.Figure:
-    """A composited RGB slice (rows top-down) at its physical size: pixels of ``pixel_mm`` (dy, dx) mm,
+    """A composited RGB slice (rows top-down; or ``(data URI, (rows, cols))`` of its PNG, see ``png_source``)
+    at its physical size: pixels of ``pixel_mm`` (dy, dx) mm,
     axes in mm from the top-left corner. ``hover``: invisible points (``x``, ``y`` in mm, ``customdata``
     rows (x, y, z, HU, attribution)) that show values and can be clicked; ``crosshair_mm`` (row, col)
     draws the other planes' positions; ``colorbar``: ``colorscale``, ``top``, ``title``."""
     dy, dx = pixel_mm
-    n_rows, n_cols = rgb.shape[:2]
+    source, (n_rows, n_cols) = rgb if isinstance(rgb, tuple) else png_source(rgb)
     height_mm, width_mm = n_rows * dy, n_cols * dx
-    fig = go.Figure(go.Image(source=_data_uri(rgb), x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=source, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip"))
     if hover is not None:
         fig.add_trace(go.Scattergl(
             x=hover["x"], y=hover["y"], customdata=hover["customdata"], mode="markers", showlegend=False,
@@ -415,10 +418,15 @@ def _attribution_colorbar(fig: go.Figure, colorbar: dict) -> None:
         x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
         marker=dict(color=[0.0], cmin=-top, cmax=top, colorscale=colorbar["colorscale"], showscale=True,
                     colorbar=dict(orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top", len=0.92,
-                                  thickness=10, tickvals=ticks, ticktext=[f"{t:.3g}" for t in ticks],
+                                  thickness=10, tickvals=ticks, ticktext=[_tick_text(t) for t in ticks],
                                   tickfont=dict(size=10), tickangle=0,
                                   title=dict(text=html.escape(colorbar["title"]), side="bottom",
                                              font=dict(size=10))))))
+
+
+def _tick_text(value: float) -> str:
+    """'26,180' for large values (KernelSHAP logit sums), '0.00123' / '1.23e-05' for small ones."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def surface_mesh(surfaces: Sequence[tuple[Roi, np.ndarray, np.ndarray]], title: str, provenance: str,
@@ -450,9 +458,10 @@ def surface_mesh(surfaces: Sequence[tuple[Roi, np.ndarray, np.ndarray]], title: 
             trace.update(color=roi.color, hovertemplate=html.escape(roi.name) + "<extra></extra>")
         fig.add_trace(go.Mesh3d(**trace))
     fig.update_layout(scene=dict(aspectmode="data", xaxis_title="x (R) mm", yaxis_title="y (A) mm",
-                                 zaxis_title="z (S) mm", camera=dict(eye=dict(x=0.0, y=2.0, z=0.6))),
+                                 zaxis_title="z (S) mm", camera=dict(eye=dict(x=0.0, y=1.8, z=0.45)),
+                                 domain=dict(x=[0.12, 1.0])),
                       legend=dict(itemsizing="constant", x=0, xanchor="left"))
-    return _base_layout(fig, title, provenance, 600)
+    return _base_layout(fig, title, provenance, 680)
 
 
 # Diverging scale of the surfaces: blue (negative) - light grey (0) - red (positive), as on the slices.

@@ -117,8 +117,9 @@ else:
     st.caption(f"Click a point in one view to move the other two there (yellow crosshair). Physical aspect "
                f"ratio, {artifact.spacing[0]:g} × {artifact.spacing[1]:g} × {artifact.spacing[2]:g} mm voxels, "
                f"shown interpolated. Prediction in label colours (outlined while the attribution is shown), "
-               f"ground truth as white outlines. Attribution of {target.name}, red positive, blue negative, one "
-               f"symmetric scale for the three views; values below the {percentile:g}th percentile of |value| "
+               f"ground truth as white outlines. Attribution of {target.name}, red positive, blue negative, on one "
+               f"symmetric scale for the stored full-resolution planes (planes from the block-averaged volume "
+               f"have their own, marked 'block means'); values below the {percentile:g}th percentile of |value| "
                f"hidden. {meaning} Window W{width:g} / L{level:g}.")
 
 st.subheader("Local matrix vs cohort mean")
