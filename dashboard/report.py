@@ -163,7 +163,9 @@ def _table(report: Report, key: str, frame: pd.DataFrame, css: str = "", digits:
     report.tables[key] = frame
     formatted = frame.copy()
     for column in formatted.columns:
-        if pd.api.types.is_float_dtype(formatted[column]):
+        if column == "age":
+            formatted[column] = formatted[column].map(lambda v: "" if pd.isna(v) else f"{float(v):g}")
+        elif pd.api.types.is_float_dtype(formatted[column]):
             formatted[column] = formatted[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
     table = formatted.to_html(index=False, escape=True, border=0, classes=css or None, na_rep="")
     if "wide" in css:       # rotated column heads keep a 20-column matrix on one page
