@@ -22,6 +22,7 @@ PAGES = [
     st.Page("pages/outliers.py", title="Outliers", icon=":material/person_search:"),
     st.Page("pages/case_viewer.py", title="Case viewer", icon=":material/radiology:"),
     st.Page("pages/methods.py", title="Methods", icon=":material/science:"),
+    st.Page("pages/report.py", title="Report", icon=":material/summarize:"),
 ]
 
 navigation = st.navigation(PAGES)

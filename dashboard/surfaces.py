@@ -56,6 +56,22 @@ def label_surfaces(pred: np.ndarray, spacing, labels=None, smoothing: bool = Tru
     return out
 
 
+def vertex_values(vertices_mm: np.ndarray, spacing, volume: np.ndarray, block) -> np.ndarray:
+    """Values of a block-averaged volume (an artefact's ``attrvol_<c>``) at surface vertices in mm
+    (``label_surfaces`` puts voxel i at i · spacing), trilinear."""
+    from dashboard.slices import sample_volume
+
+    voxels = np.asarray(vertices_mm, dtype=float) / np.asarray(spacing, dtype=float)
+    return sample_volume(volume, block, voxels)
+
+
+def symmetric_top(values, percentile: float = 99.0) -> float:
+    """A robust symmetric colour limit: the percentile of |values| over all surfaces (finite only)."""
+    flat = np.concatenate([np.abs(np.asarray(v, dtype=float)).ravel() for v in values] or [np.zeros(0)])
+    flat = flat[np.isfinite(flat)]
+    return float(np.percentile(flat, percentile)) if flat.size else 0.0
+
+
 def snapshot(npz_path: str | Path, window_size=(640, 480)) -> bytes:
     """PNG of the predicted structures rendered off-screen by pyvista (in a subprocess)."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,10 @@
 """Case viewer: CT slices with prediction, ground truth and attribution overlays; local matrix; 3-D view."""
+import functools
+import json
+
 import streamlit as st
 
-from dashboard import compute, data, export, figures, slices, state, surfaces, ui
+from dashboard import case_view, compute, data, export, figures, slices, state, surfaces, ui
 from dashboard.analytics import Roi
 
 ctx = ui.context()
@@ -33,6 +36,27 @@ st.caption(f"Pathologies: {row.pathologies or 'none annotated'} · split: {row.s
 st.subheader("Slices")
 relative = artefacts.get(case)
 path = data.resolve_artifact(ctx.ref, relative) if relative else None
+channel = ctx.channel_of(target)
+params_json = json.dumps(ctx.run["params"] or {}, sort_keys=True, default=str)
+SLICE_KEYS = {"axial": "slice_axial", "coronal": "slice_coronal", "sagittal": "slice_sagittal"}
+
+
+def set_voxel(voxel) -> None:
+    """Move the crosshair: every view's slice index from one voxel (x, y, z)."""
+    for view, key in SLICE_KEYS.items():
+        st.session_state[key] = int(voxel[slices.VIEWS[view]])
+
+
+def jump_to_click(view: str) -> None:
+    """A click on a slice (a hover point's customdata: x, y, z, ...) sets the other planes there."""
+    try:
+        custom = st.session_state[f"chart-slice-{view}"]["selection"]["points"][0]["customdata"]
+        values = [custom[str(i)] for i in range(3)] if isinstance(custom, dict) else list(custom)[:3]
+        set_voxel([int(round(float(v))) for v in values])
+    except (KeyError, IndexError, TypeError, ValueError):
+        pass
+
+
 if not artefacts:
     st.info("This run has no slice artefacts (e.g. imported published aggregates hold only the matrices), so "
             "there are no images to show; the local matrix below is available. Runs computed with "
@@ -41,10 +65,11 @@ elif path is None:
     st.info(f"No readable slice artefact for case {case} in this run"
             + (f" (`{relative}` is missing)." if relative else "."), icon=":material/image_not_supported:")
 else:
-    artifact = slices.CaseArtifact(data.load_artifact(str(path), path.stat().st_mtime_ns))
+    mtime = path.stat().st_mtime_ns
+    artifact = case_view.artifact_of(str(path), mtime)
     settings = st.columns([3, 3, 2, 2])
     preset = state.radio("CT window", [*slices.WINDOW_PRESETS, "custom"], "window", container=settings[0],
-                         what="window preset")
+                         format_func=slices.window_label, what="window preset")
     if preset == "custom":
         width = state.slider("Window width (HU)", "ww", 1.0, 4000.0, 400.0, 10.0, container=settings[0])
         level = state.slider("Window level (HU)", "wl", -1200.0, 2000.0, 40.0, 10.0, container=settings[0])
@@ -53,40 +78,49 @@ else:
     show = settings[1].pills("Overlays", ["prediction", "ground truth", "attribution"], selection_mode="multi",
                              default=["prediction", "attribution"], key="overlays")
     opacity = state.slider("Overlay opacity", "opacity", 0.0, 1.0, 0.6, 0.05, container=settings[2])
-    percentile = state.slider("Hide attribution below percentile", "pct", 0.0, 99.0, 80.0, 1.0,
+    percentile = state.slider("Hide attribution below this percentile of |value|", "pct", 0.0, 99.0, 80.0, 1.0,
                               container=settings[3])
-    follow = state.toggle("Slices through the class's largest cross-sections", "follow", default=True,
-                          container=settings[1])
     if "ground truth" in show and artifact.gt is None:
         st.caption("No ground truth in this artefact.")
     style = slices.OverlayStyle(width=width, level=level, show_pred="prediction" in show,
                                 show_gt="ground truth" in show, show_attr="attribution" in show,
                                 label_opacity=opacity * 0.6, attr_opacity=opacity, hide_below_percentile=percentile,
                                 pred_outline="attribution" in show)
-    channel = ctx.channel_of(target)
-    stored = artifact.class_index(channel) if channel is not None else None
+    start = case_view.start_voxel(artifact, channel)
+    anchor = f"{case}|{target.name}"
+    if st.session_state.get("_case_viewer_anchor") not in (None, anchor) and not state.entering():
+        set_voxel(start)        # another case or class: back to its largest cross-sections
+    st.session_state["_case_viewer_anchor"] = anchor
+    settings[1].button(f"Centre on the largest cross-sections of {target.name}", on_click=set_voxel, args=(start,),
+                       icon=":material/center_focus_strong:")
     columns = st.columns(3)
+    slots, voxel = {}, list(start)
     for column, view in zip(columns, slices.VIEWS):
         axis = slices.VIEWS[view]
-        size = artifact.ct.shape[axis]
-        centre = int(stored[axis]) if stored is not None else size // 2
-        if follow and stored is not None:
-            index = centre
-        else:
-            index = state.slider(f"{view} slice", f"slice_{view}", 0, size - 1, centre, 1, container=column,
-                                 integer=True)
-        planes = slices.view_planes(artifact, view, index, channel)
-        rgb = slices.compose(planes.hu, planes.pred, planes.gt, planes.attr, style)
-        figure = figures.slice_image(rgb, planes.hu, slices.pixel_spacing(artifact.spacing, view),
-                                     f"{view} {index} · {target.name}", f"{ctx.run_id} · case {case}",
-                                     slices.CORNER_LABELS[view])
-        export.show_figure(figure, [f"slice-{view}{index}", case, target.name, ctx.run_id], f"slice-{view}",
-                           container=column, compact=True)
-        if planes.note and style.show_attr:
-            column.caption(planes.note)
-    st.caption(f"Prediction in label colours (outlined while the attribution is shown), ground truth as white "
-               f"outlines. Attribution of {target.name}: red positive, blue negative, symmetric scale per slice; "
-               f"values below the {percentile:g}th percentile of |attribution| hidden. Window W{width:g}/L{level:g}.")
+        slots[view] = column.container()
+        voxel[axis] = state.slider(f"{view} slice ({slices.AXIS_KEYS[axis]})", SLICE_KEYS[view], 0,
+                                   artifact.ct.shape[axis] - 1, start[axis], 1, container=column, integer=True)
+    provenance = f"{ctx.run_id} · case {case}"
+    for view, slot in slots.items():
+        shown = case_view.slice_view(str(path), mtime, view, tuple(voxel), channel, target.name, style, ctx.method,
+                                     params_json, provenance)
+        name_parts = [f"slice-{view}{voxel[slices.VIEWS[view]]}", case, target.name, ctx.run_id]
+        config = dict(export.PLOTLY_CONFIG,
+                      toImageButtonOptions={"filename": export.export_filename(name_parts, "png")[:-4]})
+        slot.plotly_chart(shown.figure, key=f"chart-slice-{view}", config=config, width="stretch",
+                          on_select=functools.partial(jump_to_click, view), selection_mode="points")
+        export.figure_downloads(shown.figure, name_parts, f"slice-{view}",
+                                slot.popover("Download", icon=":material/download:"), stacked=True)
+        if shown.note:
+            slot.caption(shown.note)
+    _, meaning = slices.attribution_unit(ctx.method, ctx.run["params"] or {})
+    st.caption(f"Click a point in one view to move the other two there (yellow crosshair). Physical aspect "
+               f"ratio, {artifact.spacing[0]:g} × {artifact.spacing[1]:g} × {artifact.spacing[2]:g} mm voxels, "
+               f"shown interpolated. Prediction in label colours (outlined while the attribution is shown), "
+               f"ground truth as white outlines. Attribution of {target.name}, red positive, blue negative, on one "
+               f"symmetric scale for the stored full-resolution planes (planes from the block-averaged volume "
+               f"have their own, marked 'block means'); values below the {percentile:g}th percentile of |value| "
+               f"hidden. {meaning} Window W{width:g} / L{level:g}.")
 
 st.subheader("Local matrix vs cohort mean")
 cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, "group")
@@ -105,14 +139,18 @@ st.subheader("3-D view of the predicted structures")
 if path is None:
     st.info("The 3-D view needs the case's slice artefact (predicted label map); none for this case.")
 elif state.toggle("Show 3-D surfaces (pyvista)", "3d", default=False):
-    names = {ctx.channel_of(r): r for r in classes}
+    colour = state.radio("Surface colour", ["attribution", "labels"], "surface_colour",
+                         format_func=lambda o: f"attribution of {target.name}" if o == "attribution" else
+                         "label colours", what="surface colouring")
+    rois_by_channel = tuple((c, Roi(r.roi_id, r.name, r.grp, slices.hex_color(c), True))
+                            for r in classes if (c := ctx.channel_of(r)) is not None)
     try:
-        meshes = compute.case_surfaces(str(path), path.stat().st_mtime_ns)
-        shown = [(Roi(names[l].roi_id, names[l].name, names[l].grp, slices.hex_color(l), True) if l in names else
-                  Roi(-1, f"label {l}", "other", slices.hex_color(l), True), v, f) for l, v, f in meshes]
-        export.show_figure(figures.surface_mesh(shown, f"Predicted structures · case {case}",
-                                                f"{ctx.run_id} · case {case}"),
-                           [f"surfaces-{case}", ctx.run_id], "surfaces")
+        surface = case_view.surface_view(str(path), path.stat().st_mtime_ns, rois_by_channel, channel, target.name,
+                                         colour == "attribution", ctx.method, params_json,
+                                         f"Predicted structures · case {case}", f"{ctx.run_id} · case {case}")
+        export.show_figure(surface.figure, [f"surfaces-{case}", target.name, ctx.run_id], "surfaces")
+        if surface.note:
+            st.caption(surface.note)
     except surfaces.SurfaceUnavailable as err:
         st.info(f"No 3-D view here: {err}.", icon=":material/view_in_ar:")
     if st.button("Off-screen snapshot with pyvista", icon=":material/photo_camera:"):

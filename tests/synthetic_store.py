@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import ndimage, stats
 
 from agg2exp_core import store
+from agg2exp_core.pipeline.artifacts import attribution_slices, block_factors, block_mean
 from agg2exp_core.labels import PATHOLOGY_ROIS, THORAX_LABELS, roi_specs
 
 MODEL_SHA = "synthetic0000model0000sha256"
@@ -252,6 +253,8 @@ def _write_artifact(target: Path, case, class_names: list[str], rng: np.random.G
     arrays = {"ct": ct, "pred": pred.astype(np.uint8), "gt": labels.astype(np.uint8),
               "spacing": np.array([1.5, 1.5, 2.0])}
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in labels.shape], indexing="ij"))
+    block = block_factors(labels.shape, max_side=16)       # (2, 2, 2): exercises the downsampling
+    arrays["attrvol_block"] = block
     for c in range(len(class_names)):
         mask = pred == c
         if not mask.any():
@@ -262,9 +265,9 @@ def _write_artifact(target: Path, case, class_names: list[str], rng: np.random.G
         dist2 = sum((grid[a] - centre[a]) ** 2 for a in range(3))
         field = np.exp(-dist2 / 30.0) - 0.5 * np.exp(-dist2 / 80.0) * (~mask)
         field = field * rng.uniform(0.5, 2.0) * 1e-3 + rng.normal(0, 2e-5, size=field.shape)
-        arrays[f"attr_{c}_x"] = field[index[0], :, :].astype(np.float16)
-        arrays[f"attr_{c}_y"] = field[:, index[1], :].astype(np.float16)
-        arrays[f"attr_{c}_z"] = field[:, :, index[2]].astype(np.float16)
+        for axis, plane in attribution_slices(field, index).items():
+            arrays[f"attr_{c}_{axis}"] = plane
+        arrays[f"attrvol_{c}"] = block_mean(field, block)
         arrays[f"index_{c}"] = index.astype(np.int64)
     for name, mask in extra.items():
         arrays[f"roi_{name}"] = mask.astype(np.uint8)

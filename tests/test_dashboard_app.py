@@ -181,10 +181,10 @@ def test_outliers_open_the_case_viewer(monkeypatch, synthetic_store):
 def test_case_viewer_windows_overlays_and_3d(monkeypatch, synthetic_store):
     case = synthetic_store["case_ids"][-1]
     app = open_app(monkeypatch, synthetic_store["path"], "case_viewer",
-                   {"case": case, "target": "heart", "window": "custom", "ww": "400", "wl": "40", "follow": "0",
+                   {"case": case, "target": "heart", "window": "custom", "ww": "400", "wl": "40",
                     "slice_axial": "3"})
     assert not app.exception and len(charts(app)) == 5
-    assert any("attribution stored at slice" in c for c in texts(app, "caption"))
+    assert any("block-averaged volume (exact plane at slice" in c for c in texts(app, "caption"))
     assert app.slider(key="slice_axial").value == 3
     app.radio(key="window").set_value("bone")
     app.toggle(key="3d").set_value(True).run()

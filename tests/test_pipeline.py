@@ -51,7 +51,9 @@ def test_precompute_fills_the_store_and_resumes(tiny):
     assert any(p for p in pathologies.values()), "external phantoms carry pathology RoIs"
     with np.load(db.parent / artifact) as arrays:
         assert arrays["ct"].dtype == np.int16 and arrays["pred"].shape == (32, 24, 24)
-        assert arrays["attr_1_z"].dtype == np.float16 and arrays["index_1"].shape == (3,)
+        assert arrays["attr_1_z"].dtype == np.float32 and arrays["index_1"].shape == (3,)
+        assert arrays["attrvol_1"].dtype == np.float32 and arrays["attrvol_block"].tolist() == [1, 1, 1]
+        assert arrays["attrvol_1"].shape == (32, 24, 24)      # a 32 x 24 x 24 case needs no downsampling
     assert run[0] == "vg" and len(run[1]) == 64
 
 

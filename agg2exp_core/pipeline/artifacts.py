@@ -1,13 +1,43 @@
-"""Slice artefacts of a case for the Case viewer: compact arrays in one npz (see docs/ARCHITECTURE.md)."""
+"""Slice artefacts of a case for the Case viewer: compact arrays in one npz (docs/ARCHITECTURE.md,
+"Slice artefacts"): CT, prediction, labels, RoI masks, attribution planes through each class's
+largest cross-section and block-averaged attribution volumes. numpy only (the Case is only a
+type here), so the dashboard's tests build artefacts with the same functions.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from agg2exp_core.io.images import Case
+if TYPE_CHECKING:
+    from agg2exp_core.io.images import Case
+
+ATTRVOL_MAX_SIDE = 32     # voxels per side of the downsampled attribution volumes in an artefact
+
+
+def block_factors(shape: Sequence[int], max_side: int = ATTRVOL_MAX_SIDE) -> np.ndarray:
+    """Voxels per block along each axis so that no side of the block-averaged volume exceeds ``max_side``."""
+    return np.maximum(1, -(-np.asarray(shape, dtype=int) // int(max_side))).astype(np.int32)
+
+
+def block_mean(volume: np.ndarray, block: Sequence[int]) -> np.ndarray:
+    """Mean over non-overlapping blocks (float32); edge blocks average only the voxels they hold."""
+    volume = np.asarray(volume, dtype=np.float64)
+    block = [int(b) for b in block]
+    pad = [(0, -s % b) for s, b in zip(volume.shape, block)]
+    split = [n for s, b in zip(np.add(volume.shape, [p[1] for p in pad]), block) for n in (s // b, b)]
+    sums = np.pad(volume, pad).reshape(split).sum(axis=(1, 3, 5))
+    counts = np.pad(np.ones(volume.shape), pad).reshape(split).sum(axis=(1, 3, 5))
+    return (sums / counts).astype(np.float32)
+
+
+def attribution_slices(volume: np.ndarray, index: Sequence[int]) -> dict[str, np.ndarray]:
+    """The three planes through ``index`` (x, y, z), float32: KernelSHAP logit sums overflow float16."""
+    return {"x": volume[index[0], :, :].astype(np.float32), "y": volume[:, index[1], :].astype(np.float32),
+            "z": volume[:, :, index[2]].astype(np.float32)}
+
 
 
 def largest_cross_sections(mask: np.ndarray) -> np.ndarray:
@@ -17,21 +47,24 @@ def largest_cross_sections(mask: np.ndarray) -> np.ndarray:
     return np.array([mask.sum(axis=tuple(a for a in range(3) if a != axis)).argmax() for axis in range(3)])
 
 
-def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, classes: Sequence[int]) -> dict:
-    """Compact arrays for the case viewer (see docs/ARCHITECTURE.md)."""
+def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, classes: Sequence[int],
+                   volume_max_side: int = ATTRVOL_MAX_SIDE) -> dict:
+    """Compact arrays for the case viewer (see docs/ARCHITECTURE.md, "Slice artefacts")."""
     arrays = {"ct": np.clip(np.round(case.hu()), -1024, 3071).astype(np.int16),
               "pred": pred.astype(np.uint8), "spacing": np.asarray(case.spacing, dtype=np.float32)}
     if case.label is not None:
         arrays["gt"] = case.label.numpy().astype(np.uint8)
     for name, mask in case.rois.items():
         arrays[f"roi_{name}"] = mask.astype(np.uint8)
+    block = block_factors(pred.shape, volume_max_side)
+    arrays["attrvol_block"] = block
     for row, c in enumerate(classes):
         index = largest_cross_sections(pred == c)
         arrays[f"index_{c}"] = index.astype(np.int32)
         volume = attributions[row]
-        arrays[f"attr_{c}_x"] = volume[index[0], :, :].astype(np.float16)
-        arrays[f"attr_{c}_y"] = volume[:, index[1], :].astype(np.float16)
-        arrays[f"attr_{c}_z"] = volume[:, :, index[2]].astype(np.float16)
+        for axis, plane in attribution_slices(volume, index).items():
+            arrays[f"attr_{c}_{axis}"] = plane
+        arrays[f"attrvol_{c}"] = block_mean(volume, block)
     return arrays
 
 
