@@ -231,14 +231,12 @@ def _alpha(color: str, alpha: float) -> str:
 # --- distributions --------------------------------------------------------------------------------
 # Boxes are drawn from statistics computed in the store (``data.*_distribution``: quartiles,
 # whiskers, mean) plus the cases outside the whiskers, so a box of 20,000 cases sends a
-# handful of numbers to the browser instead of every value. Boxes sit at numeric
-# positions (0, 1, ...) labelled with the category names, which places the outlier points of
-# grouped boxes exactly on their box.
+# handful of numbers to the browser instead of every value.
 
 _BOX_STATS = ("q1", "median", "q3", "lowerfence", "upperfence", "mean")
 
 
-def _stat_boxes(stats: pd.DataFrame, positions: Sequence[float], color: str, name: str, width: float,
+def _stat_boxes(stats: pd.DataFrame, positions: Sequence, color: str, name: str, width: float,
                 floor: float | None = None, **kwargs) -> go.Box:
     """One box per row of ``stats`` (columns of ``_BOX_STATS``) at ``positions``."""
     values = {k: stats[k].to_numpy(dtype=float, na_value=np.nan) for k in _BOX_STATS}
@@ -248,15 +246,19 @@ def _stat_boxes(stats: pd.DataFrame, positions: Sequence[float], color: str, nam
                   marker_color=color, line=dict(color=color, width=1.2), fillcolor=_alpha(color, 0.25), **kwargs)
 
 
-def _outlier_points(positions: Sequence[float], y: np.ndarray, color, customdata: np.ndarray,
+def _boxes_by_group(fig: go.Figure, stats: pd.DataFrame, rois: Sequence[Roi], floor: float | None = None) -> None:
+    """One box per RoI (``stats`` indexed by roi_id) at its name, one trace (and legend entry) per group."""
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    for grp in sorted({r.grp for r in rois}, key=lambda g: rank.get(g, len(rank))):
+        members = [r for r in rois if r.grp == grp]
+        fig.add_trace(_stat_boxes(stats.loc[[r.roi_id for r in members]], [r.name for r in members],
+                                  members[0].color, grp, 0.6, floor, legendgroup=grp))
+
+
+def _outlier_points(positions: Sequence, y: np.ndarray, color, customdata: np.ndarray,
                     hovertemplate: str, **kwargs) -> go.Scatter:
     return go.Scatter(x=list(positions), y=y, mode="markers", marker=dict(color=color, size=5, opacity=0.8),
                       customdata=customdata, hovertemplate=hovertemplate, showlegend=False, **kwargs)
-
-
-def _category_axis(fig: go.Figure, names: Sequence[str], title: str) -> None:
-    fig.update_xaxes(title_text=title, tickangle=-45, tickmode="array", tickvals=list(range(len(names))),
-                     ticktext=list(names), range=[-0.6, len(names) - 0.4], zeroline=False)
 
 
 def _text(series: pd.Series, fmt: str, missing: str) -> np.ndarray:
@@ -273,27 +275,23 @@ def class_boxplot(boxes: pd.DataFrame, outliers: pd.DataFrame, sources: Sequence
     fig = go.Figure()
     floor = LOG_FLOOR if log_scale else None
     stats = boxes.set_index("source_id")
-    position = {s.roi_id: i for i, s in enumerate(sources)}
-    for source in sources:
-        if source.roi_id in stats.index:
-            fig.add_trace(_stat_boxes(stats.loc[[source.roi_id]], [position[source.roi_id]], source.color,
-                                      source.name, 0.6, floor, showlegend=False))
-    points = outliers[outliers.source_id.isin(position)]
+    shown = [s for s in sources if s.roi_id in stats.index]
+    _boxes_by_group(fig, stats, shown, floor)
+    names = {s.roi_id: s.name for s in shown}
+    points = outliers[outliers.source_id.isin(names)]
     if len(points):
-        colors = {s.roi_id: s.color for s in sources}
-        names = {s.roi_id: html.escape(s.name) for s in sources}
         y = points["value"].to_numpy(dtype=float, na_value=np.nan)
         custom = np.column_stack([points.case_id.astype(str), _text(points.sex, "", "unknown"),
                                   _text(points.age, "g", "unknown"), _text(points.dice, ".3f", "n/a"),
-                                  points.dataset.astype(str), points.source_id.map(names)])
+                                  points.dataset.astype(str)])
         fig.add_trace(_outlier_points(
-            points.source_id.map(position), np.clip(y, floor, None) if floor else y,
-            points.source_id.map(colors).tolist(), custom,
+            points.source_id.map(names), np.clip(y, floor, None) if floor else y,
+            points.source_id.map({s.roi_id: s.color for s in shown}).tolist(), custom,
             "case <b>%{customdata[0]}</b> (%{customdata[4]})<br>sex %{customdata[1]}, age %{customdata[2]}<br>"
             "Dice " + html.escape(target.name) + ": %{customdata[3]}<br>" + value_label +
-            ": %{y:.4f}<extra>%{customdata[5]}</extra>"))
-    _group_legend(fig, [s.grp for s in sources])
-    _category_axis(fig, [s.name for s in sources], "source RoI b")
+            ": %{y:.4f}<extra>%{x}</extra>"))
+    fig.update_xaxes(title_text="source RoI b", tickangle=-45, categoryorder="array",
+                     categoryarray=[s.name for s in shown])
     fig.update_yaxes(title_text=f"e(b → {target.name}) · {value_label}", type="log" if log_scale else "linear")
     fig.update_layout(legend=dict(title="group", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return _base_layout(fig, title, provenance, 560)
@@ -325,7 +323,9 @@ def context_mass_boxes(boxes: pd.DataFrame, outliers: pd.DataFrame, targets: Seq
                 "case %{customdata[0]}<br>context mass %{y:.3f}<extra>" + html.escape(dataset) + "</extra>",
                 legendgroup=dataset))
     fig.update_layout(legend=dict(title="dataset", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
-    _category_axis(fig, [t.name for t in targets], "target class a")
+    # numeric positions: the boxes of the datasets sit side by side, their points on them
+    fig.update_xaxes(title_text="target class a", tickangle=-45, tickmode="array", tickvals=list(range(len(targets))),
+                     ticktext=[t.name for t in targets], range=[-0.6, len(targets) - 0.4], zeroline=False)
     fig.update_yaxes(title_text="context mass 1 − e(a → a)", range=[0, 1.02])
     return _base_layout(fig, title, provenance, 520)
 
@@ -379,20 +379,15 @@ def dice_boxes(boxes: pd.DataFrame, outliers: pd.DataFrame, classes: Sequence[Ro
     fig = go.Figure()
     stats = boxes.set_index("class_id")
     shown = [r for r in classes if r.roi_id in stats.index]
-    position = {r.roi_id: i for i, r in enumerate(shown)}
-    for roi in shown:
-        fig.add_trace(_stat_boxes(stats.loc[[roi.roi_id]], [position[roi.roi_id]], roi.color, roi.name, 0.6,
-                                  showlegend=False))
-    points = outliers[outliers.class_id.isin(position)]
+    _boxes_by_group(fig, stats, shown)
+    names = {r.roi_id: r.name for r in shown}
+    points = outliers[outliers.class_id.isin(names)]
     if len(points):
-        names = {r.roi_id: html.escape(r.name) for r in shown}
         fig.add_trace(_outlier_points(
-            points.class_id.map(position), points["value"].to_numpy(dtype=float),
+            points.class_id.map(names), points["value"].to_numpy(dtype=float),
             points.class_id.map({r.roi_id: r.color for r in shown}).tolist(),
-            np.column_stack([points.case_id.astype(str), points.class_id.map(names)]),
-            "case %{customdata[0]}<br>Dice %{y:.3f}<extra>%{customdata[1]}</extra>"))
-    _group_legend(fig, [r.grp for r in shown])
-    _category_axis(fig, [r.name for r in shown], "")
+            points[["case_id"]].astype(str).to_numpy(), "case %{customdata[0]}<br>Dice %{y:.3f}<extra>%{x}</extra>"))
+    fig.update_xaxes(tickangle=-45, categoryorder="array", categoryarray=[r.name for r in shown])
     fig.update_yaxes(title_text="Dice", range=[0, 1.02])
     fig.update_layout(legend=dict(title="group", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return _base_layout(fig, title, provenance, 440)
