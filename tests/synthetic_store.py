@@ -388,7 +388,8 @@ def _write_evaluation(con, cases: pd.DataFrame, class_names: list[str], roi_ids:
     """
     if not methods:
         return {}
-    from agg2exp_core.evaluation import curve_metrics, write_case_results     # imports torch: only when used
+    # agg2exp_core.evaluation imports torch: only when evaluation runs are written
+    from agg2exp_core.evaluation import CURVE_COLUMNS, METRIC_COLUMNS, curve_metrics, write_case_results
 
     settings = {"metrics": ["faithfulness", "sensitivity", "complexity", "efficiency", "curves"], "seed": 0}
     run_ids = {}
@@ -419,8 +420,6 @@ def _write_evaluation(con, cases: pd.DataFrame, class_names: list[str], roi_ids:
                 for ordering, curve in (("morf", morf), ("lerf", lerf)):
                     curves += [(name, c, ordering, step, float(f), float(v))
                                for step, (f, v) in enumerate(zip(fractions, curve))]
-        write_case_results(con, run_ids, case_id,
-                           pd.DataFrame(scores, columns=["method", "target_id", "metric", "value"]),
-                           pd.DataFrame(curves, columns=["method", "target_id", "ordering", "step", "fraction", "value"]),
-                           {c: roi_ids[class_names[c]] for c in channels})
+        write_case_results(con, run_ids, case_id, pd.DataFrame(scores, columns=METRIC_COLUMNS),
+                           pd.DataFrame(curves, columns=CURVE_COLUMNS), {c: roi_ids[class_names[c]] for c in channels})
     return run_ids

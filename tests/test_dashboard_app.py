@@ -298,7 +298,8 @@ def core_evaluated_store(tmp_path_factory) -> dict:
     shape = (8, 6, 4)
     model = LinearSeg(torch.rand(shape, generator=generator) * 2 - 0.5)
     methods = {"vg": {}, "smoothgrad": {"n_samples": 2}}
-    run_ids = {name: store.run_id_for(f"eval-{name}", params, MODEL_SHA, "evaluate") for name, params in methods.items()}
+    run_ids = {name: store.run_id_for(f"eval-{name}", params, MODEL_SHA, "evaluate")
+               for name, params in methods.items()}
     with store.open_writer(info["path"]) as con:
         for name, run_id in run_ids.items():
             store.ensure_run(con, run_id, name, methods[name], MODEL_SHA, info["class_names"], source="evaluate",
