@@ -171,7 +171,7 @@ def exact_shapley(table, masks, index, m):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help="a checkpoint of agg2exp_core.model (default: random UNet)")
+    p.add_argument("--checkpoint", help="a checkpoint of agg2exp_core.models (default: random UNet)")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 48, 48))
     p.add_argument("--roi", type=int, default=32, help="sliding-window patch edge (voxels)")
     p.add_argument("--n", type=int, default=32, help="coalitions per explanation in part 1")

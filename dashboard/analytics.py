@@ -14,20 +14,10 @@ import pandas as pd
 
 from agg2exp_core.labels import GROUP_COLORS
 from agg2exp_core.analysis.ordering import ClusterOrder, cluster_order, group_order
+from agg2exp_core.vocabulary import METRICS, metric_label, method_title
 from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
 
 AGE_BANDS = ((0, 40, "< 40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥ 80"))
-METHOD_NAMES = {"vg": "Vanilla Gradient", "smoothgrad": "SmoothGrad", "ig": "Integrated Gradients",
-                "kernelshap": "KernelSHAP"}
-# Known evaluation metrics: column title and whether higher is better (Table 1 of the paper).
-METRIC_TITLES = {
-    "faithfulness": ("Faithfulness ↑", True), "faithfulness_correlation": ("Faithfulness ↑", True),
-    "sensitivity_max": ("Sensitivity (max) ↓", False), "sensitivity": ("Sensitivity ↓", False),
-    "sensitivity_avg": ("Sensitivity (avg) ↓", False), "complexity": ("Complexity ↓", False),
-    "efficiency_s": ("Efficiency [s] ↓", False), "efficiency": ("Efficiency [s] ↓", False),
-    "seconds": ("Efficiency [s] ↓", False), "aopc_morf": ("AOPC MoRF ↑", True), "aopc_lerf": ("AOPC LeRF ↓", False),
-    "abpc": ("ABPC ↑", True),
-}
 
 
 @dataclass(frozen=True)
@@ -63,18 +53,6 @@ def matrix_from_long(frame: pd.DataFrame, value: str = "mean", row: str = "targe
     wide = frame.pivot_table(index=row, columns=column, values=value, aggfunc="first", dropna=False)
     return ([int(i) for i in wide.index], [int(c) for c in wide.columns],
             wide.to_numpy(dtype=float, na_value=np.nan))
-
-
-def cube_from_long(frame: pd.DataFrame) -> tuple[list[str], list[int], list[int], np.ndarray]:
-    """``[cases, targets, sources]`` array of a long frame (case_id, target_id, source_id, value)."""
-    if frame.empty:
-        return [], [], [], np.zeros((0, 0, 0))
-    case_codes, cases = pd.factorize(frame.case_id, sort=True)
-    target_codes, targets = pd.factorize(frame.target_id, sort=True)
-    source_codes, sources = pd.factorize(frame.source_id, sort=True)
-    cube = np.full((len(cases), len(targets), len(sources)), np.nan)
-    cube[case_codes, target_codes, source_codes] = pd.to_numeric(frame.value).to_numpy(dtype=float, na_value=np.nan)
-    return list(cases), [int(t) for t in targets], [int(s) for s in sources], cube
 
 
 @dataclass(frozen=True)
@@ -204,7 +182,7 @@ def pathology_values(cases: pd.DataFrame) -> list[str]:
 
 def method_label(method: str, params: dict | None) -> str:
     """'KernelSHAP (semantic)', 'SmoothGrad', ... for a run's method and parameters."""
-    name = METHOD_NAMES.get(str(method).lower(), str(method))
+    name = method_title(method)
     partition = (params or {}).get("partition")
     return f"{name} ({partition})" if partition and isinstance(partition, str) else name
 
@@ -217,20 +195,17 @@ def method_table(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     frame = summary.copy()
     frame["method"] = frame.run_id.map(labels).fillna(frame.run_id)
     frame["cell"] = [f"{m:.3g} ± {s:.2g}" if pd.notna(s) else f"{m:.3g}" for m, s in zip(frame["mean"], frame["std"])]
-    frame["metric_title"] = frame.metric.map(lambda m: METRIC_TITLES.get(m, (m, True))[0])
-    known = list(dict.fromkeys(t for t, _ in METRIC_TITLES.values()))
+    frame["metric_title"] = frame.metric.map(metric_label)
+    # Columns in the vocabulary's order (Table 1 of the paper), unknown names after them.
+    known = [metric_label(name) for name in METRICS]
     titles = [t for t in known if t in set(frame.metric_title)] + sorted(set(frame.metric_title) - set(known))
     wide = frame.pivot_table(index=["dataset", "method", "run_id"], columns="metric_title", values="cell",
                              aggfunc="first").reindex(columns=titles)
-    counts = frame.groupby(["dataset", "method", "run_id"])["n"].max().rename("n (case × class)")
+    keys = frame.groupby(["dataset", "method", "run_id"])
+    counts = keys["n"].max().rename("n (case × class)").to_frame()
+    if "n_cases" in frame:
+        counts.insert(0, "cases", keys["n_cases"].max())
     return wide.join(counts).reset_index().rename(columns={"run_id": "run"})
-
-
-def context_mass(self_mass: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``context_mass = 1 - self_mass`` (the share of evidence outside the object itself)."""
-    frame = self_mass.copy()
-    frame["context_mass"] = 1.0 - frame["self_mass"]
-    return frame
 
 
 def provenance_text(run_id: str, method: str, cohort_text: str, n: int, extra: str = "") -> str:
@@ -270,36 +245,42 @@ def counts_long(counts: dict[str, pd.DataFrame]) -> pd.DataFrame:
                       for name, t in counts.items()], ignore_index=True)
 
 
-def dice_summary(dice: pd.DataFrame, classes: Sequence[Roi]) -> pd.DataFrame:
-    """Mean, median, IQR and n of Dice per class, in the given class order."""
-    grouped = dice.groupby("class_id")["dice"]
-    summary = pd.DataFrame({"mean": grouped.mean(), "median": grouped.median(), "q25": grouped.quantile(0.25),
-                            "q75": grouped.quantile(0.75), "n": grouped.count()})
-    rows = [{"class": r.name, "group": r.grp, **summary.loc[r.roi_id].round(4).to_dict()}
-            for r in classes if r.roi_id in summary.index]
-    return pd.DataFrame(rows)
+def dice_summary(boxes: pd.DataFrame, classes: Sequence[Roi]) -> pd.DataFrame:
+    """Mean, median, IQR and n of Dice per class (the boxes of ``data.dice_distribution``), in the given class order."""
+    stats = boxes.set_index("class_id")
+    rows = [{"class": r.name, "group": r.grp, "mean": stats.at[r.roi_id, "mean"],
+             "median": stats.at[r.roi_id, "median"], "q25": stats.at[r.roi_id, "q1"],
+             "q75": stats.at[r.roi_id, "q3"], "n": int(stats.at[r.roi_id, "n"])}
+            for r in classes if r.roi_id in stats.index]
+    return pd.DataFrame(rows).round(4)
 
 
-def distribution_summary(values: pd.DataFrame, group_column: str, names: dict[int, str],
-                         value_column: str = "value") -> pd.DataFrame:
-    """Median, IQR, mean and n of a value per group id (e.g. per source RoI)."""
-    grouped = values.groupby(group_column)[value_column]
-    frame = pd.DataFrame({"median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75),
-                          "mean": grouped.mean(), "n": grouped.count()}).round(5)
-    frame.insert(0, "roi", [names.get(int(i), str(i)) for i in frame.index])
-    return frame.reset_index(drop=True)
+def distribution_summary(boxes: pd.DataFrame, group_column: str, names: dict[int, str]) -> pd.DataFrame:
+    """Median, IQR, mean and n of a value per group id (from box statistics, e.g. per source RoI)."""
+    frame = pd.DataFrame({"roi": [names.get(int(i), str(i)) for i in boxes[group_column]],
+                          "median": boxes["median"], "q25": boxes["q1"], "q75": boxes["q3"],
+                          "mean": boxes["mean"], "n": boxes["n"].astype(int)})
+    return frame.round(5).reset_index(drop=True)
 
 
-def context_mass_summary(frame: pd.DataFrame, classes: Sequence[Roi]) -> pd.DataFrame:
+def context_mass_summary(boxes: pd.DataFrame, classes: Sequence[Roi]) -> pd.DataFrame:
     """n, mean, median and IQR of the context mass per class (in the given order) and dataset."""
-    grouped = frame.groupby(["target_id", "dataset"])["context_mass"]
-    summary = pd.DataFrame({"n": grouped.count(), "mean": grouped.mean(), "q25": grouped.quantile(0.25),
-                            "median": grouped.median(), "q75": grouped.quantile(0.75)}).round(4).reset_index()
     rank = {c.roi_id: i for i, c in enumerate(classes)}
-    summary = summary[summary.target_id.isin(rank)].copy()
-    summary.insert(0, "class", summary.target_id.map({c.roi_id: c.name for c in classes}))
-    return (summary.assign(order=summary.target_id.map(rank)).sort_values(["order", "dataset"])
-            .drop(columns=["order", "target_id"]).reset_index(drop=True))
+    names = {c.roi_id: c.name for c in classes}
+    part = boxes[boxes.target_id.isin(rank)]
+    summary = pd.DataFrame({"class": part.target_id.map(names), "dataset": part.dataset,
+                            "n": part["n"].astype(int), "mean": part["mean"], "q25": part["q1"],
+                            "median": part["median"], "q75": part["q3"], "order": part.target_id.map(rank)})
+    return (summary.sort_values(["order", "dataset"]).drop(columns="order").round(4).reset_index(drop=True))
+
+
+def whisker_caption(n_outside: int, n_drawn: int, per_side: int) -> str:
+    """What the points of a box plot drawn from statistics are."""
+    text = ("Boxes: quartiles and median; whiskers to the furthest case within 1.5 IQR of the quartiles. "
+            f"{n_outside} case value(s) lie outside the whiskers")
+    if n_drawn < n_outside:
+        return text + f"; the {per_side} most extreme per box and side are drawn ({n_drawn} points)."
+    return text + "; all are drawn as points."
 
 
 def permutation_count(choice: str, n_cells: int, alpha: float, fdr: bool) -> int:

@@ -84,11 +84,21 @@ class Comparison:
         return pd.DataFrame(rows).sort_values(["significant", "p_value"], ascending=[False, True])
 
 
+# Permutations per matrix product: at 20,000 cases a batch's labels are 1000 x 20,000 floats
+# (80 MB); larger batches gain nothing, smaller ones pay per-product overhead. The labels
+# drawn do not depend on the batch size (one generator, rows in order).
+PERMUTATION_BATCH = 1000
+
+
 @st.cache_data(max_entries=32, show_spinner="Running the permutation test…")
 def cohort_comparison(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind: str, split: CohortSplit,
                       n_permutations: int, seed: int, alpha: float, fdr: bool) -> Comparison:
-    """Permutation test of two sub-cohorts' mean matrices (cells in anatomical-group order)."""
-    cases, targets, sources, cube = analytics.cube_from_long(data.local_values(ref, run_id, cohort, kind))
+    """Permutation test of two sub-cohorts' mean matrices (cells in anatomical-group order).
+
+    The two cohorts' local matrices come from the store as one array (``data.local_cube``);
+    ``cohort`` is part of the cache key only (the split's cases are already the cohort's).
+    """
+    cases, targets, sources, cube = data.local_cube(ref, run_id, split.cases_a + split.cases_b, kind)
     table = _rois(ref)
     order = analytics.order_matrix(np.zeros((len(targets), len(sources))), [table[t].grp for t in targets],
                                    [table[s].grp for s in sources], "group")
@@ -96,7 +106,8 @@ def cohort_comparison(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kin
     index = {c: i for i, c in enumerate(cases)}
     a = cube[[index[c] for c in split.cases_a if c in index]]
     b = cube[[index[c] for c in split.cases_b if c in index]]
-    result = permutation_test(a, b, n_permutations=n_permutations, seed=seed, alpha=alpha, fdr=fdr)
+    result = permutation_test(a, b, n_permutations=n_permutations, seed=seed, alpha=alpha, fdr=fdr,
+                              batch_size=PERMUTATION_BATCH)
     return Comparison(split, [table[targets[i]] for i in order.rows], [table[sources[j]] for j in order.columns],
                       result)
 

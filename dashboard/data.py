@@ -8,24 +8,28 @@ instance per path within a process, which would keep showing the replaced file; 
 connection therefore attaches the file read-only to a private in-memory database.
 
 Every value from the user travels as a ``?`` parameter; the only SQL text that varies
-is chosen from fixed fragments (``KIND_COLUMNS``, ``filters.where_clause``).
+is chosen from fixed fragments (the mass columns of ``vocabulary.MASS_KINDS``,
+``filters.where_clause``, the value and group fragments of ``_BOXES``).
+
+Cohorts of 20,000 cases hold ≈ 6.5 M matrix rows per run, so every aggregate is a
+GROUP BY in DuckDB that returns a small frame (a matrix, box statistics, the points
+outside the whiskers), never the long rows themselves; only the permutation test reads
+per-case matrices, as one numpy array (``local_cube``).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import duckdb
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KINDS
 from dashboard.filters import CohortFilter, where_clause
-
-KIND_COLUMNS = {"abs": "mass_abs", "pos": "mass_pos", "neg": "mass_neg"}
-KIND_LABELS = {"abs": "absolute mass", "pos": "positive mass", "neg": "negative mass"}
-AVERAGE_TARGET = -1     # anomaly.target_id of the score averaged over classes
 
 
 @dataclass(frozen=True)
@@ -64,29 +68,40 @@ def _connection(path: str, signature: tuple[int, int, int]) -> duckdb.DuckDBPyCo
     return con
 
 
-def query(ref: StoreRef, sql: str, params: list | tuple = ()) -> pd.DataFrame:
-    """Run one parameterised query on its own cursor (connections are shared between sessions)."""
+def query(ref: StoreRef, sql: str, params: list | tuple = (), numpy: bool = False) -> pd.DataFrame | dict:
+    """Run one parameterised query on its own cursor (connections are shared between sessions).
+
+    ``numpy=True`` returns the columns as numpy arrays (DuckDB's ``fetchnumpy``, no frame).
+    """
     cursor = _connection(ref.path, ref.signature).cursor()
     try:
         cursor.execute("USE store")
-        return cursor.execute(sql, list(params)).df()
+        result = cursor.execute(sql, list(params))
+        return result.fetchnumpy() if numpy else result.df()
     finally:
         cursor.close()
 
 
 def _column(kind: str) -> str:
-    if kind not in KIND_COLUMNS:
+    if kind not in MASS_KINDS:
         raise ValueError(f"unknown mass kind {kind!r}")
-    return KIND_COLUMNS[kind]
+    return MASS_KINDS[kind]
 
 
-def _cohort_cte(run_id: str, cohort: CohortFilter) -> tuple[str, list]:
-    """``WITH cohort AS (...)``: the run's cases that pass the filter."""
+# The cases a run has results for: finished (case_status) or with matrix rows (imports).
+_RUN_CASES = ("SELECT case_id FROM case_status WHERE run_id = ? UNION "
+              "SELECT DISTINCT case_id FROM local_importance WHERE run_id = ?")
+
+
+def _run_rows(run_id: str, cohort: CohortFilter) -> tuple[str, list]:
+    """``FROM local_importance li JOIN cases c ... WHERE ...``: a run's matrix rows of the cohort's cases.
+
+    Matrix rows exist only for the run's own cases, so joining the cases table is the whole
+    cohort filter (no membership sub-query, which would scan the run's rows a second time).
+    """
     condition, params = where_clause(cohort, "c")
-    sql = (f"WITH cohort AS (SELECT c.* FROM cases c WHERE c.case_id IN "
-           f"(SELECT case_id FROM case_status WHERE run_id = ? UNION "
-           f"SELECT DISTINCT case_id FROM local_importance WHERE run_id = ?) AND {condition}) ")
-    return sql, [run_id, run_id] + params
+    return (f"FROM local_importance li JOIN cases c USING (case_id) WHERE li.run_id = ? AND {condition}",
+            [run_id] + params)
 
 
 # --- store-level tables ------------------------------------------------------------------
@@ -140,6 +155,18 @@ def rois(ref: StoreRef) -> pd.DataFrame:
 
 # --- cases ---------------------------------------------------------------------------------
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _run_case_ids(path: str, signature: tuple[int, int, int], run_id: str) -> tuple[str, ...]:
+    """The run's case ids, read once per store version (a scan of the run's matrix rows)."""
+    frame = query(StoreRef(path, signature), _RUN_CASES + " ORDER BY 1", [run_id, run_id])
+    return tuple(frame.case_id)
+
+
+def _members(ref: StoreRef, run_id: str) -> list[str]:
+    """The run's case ids as one list parameter (``c.case_id IN (SELECT unnest(?::VARCHAR[]))``)."""
+    return list(_run_case_ids(ref.path, ref.signature, run_id))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def run_cases(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """All cases with results in a run (the filter's options come from these)."""
@@ -149,9 +176,11 @@ def run_cases(ref: StoreRef, run_id: str) -> pd.DataFrame:
 @st.cache_data(max_entries=64, show_spinner=False)
 def cohort_cases(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
     """The run's cases passing the filter: case_id, dataset, split, sex, age, pathologies."""
-    cte, params = _cohort_cte(run_id, cohort)
-    frame = query(ref, cte + "SELECT case_id, dataset, split, sex, age, coalesce(pathologies, '') AS pathologies "
-                             "FROM cohort ORDER BY case_id", params)
+    condition, params = where_clause(cohort, "c")
+    frame = query(ref, f"""
+        SELECT case_id, dataset, split, sex, age, coalesce(pathologies, '') AS pathologies FROM cases c
+        WHERE c.case_id IN (SELECT unnest(?::VARCHAR[])) AND {condition} ORDER BY case_id""",
+                  [_members(ref, run_id)] + params)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     return frame
 
@@ -160,51 +189,48 @@ def cohort_cases(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFra
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def global_matrix(ref: StoreRef, run_id: str, cohort: CohortFilter, kind: str = "abs") -> pd.DataFrame:
-    """Mean local matrix of the cohort, long form: target_id, source_id, mean, std, n (non-NULL cases)."""
+    """Mean local matrix of the cohort, long form: target_id, source_id, mean, n (non-NULL cases)."""
     column = _column(kind)
-    cte, params = _cohort_cte(run_id, cohort)
-    return query(ref, cte + f"""
-        SELECT li.target_id, li.source_id, avg(li.{column}) AS mean, stddev_samp(li.{column}) AS std,
-               count(li.{column}) AS n
-        FROM local_importance li JOIN cohort USING (case_id)
-        WHERE li.run_id = ? GROUP BY li.target_id, li.source_id ORDER BY 1, 2""", params + [run_id])
+    rows, params = _run_rows(run_id, cohort)
+    return query(ref, f"""
+        SELECT li.target_id, li.source_id, avg(li.{column}) AS mean, count(li.{column}) AS n
+        {rows} GROUP BY li.target_id, li.source_id ORDER BY 1, 2""", params)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def local_values(ref: StoreRef, run_id: str, cohort: CohortFilter, kind: str = "abs") -> pd.DataFrame:
-    """Every local value of the cohort, long form: case_id, target_id, source_id, value."""
+def local_cube(ref: StoreRef, run_id: str, case_ids: Sequence[str],
+               kind: str = "abs") -> tuple[list[str], list[int], list[int], np.ndarray]:
+    """Local matrices of the given cases as one array ``[cases, targets, sources]`` (NaN where missing).
+
+    Read with ``fetchnumpy`` (integer positions, no strings per row) and scattered into
+    place; cases without rows in the run are left out. Not cached here: the caller caches
+    what it computes from it (it is ≈ 50 MB at 20,000 cases).
+    """
     column = _column(kind)
-    cte, params = _cohort_cte(run_id, cohort)
-    return query(ref, cte + f"""
-        SELECT li.case_id, li.target_id, li.source_id, li.{column} AS value
-        FROM local_importance li JOIN cohort USING (case_id) WHERE li.run_id = ?""", params + [run_id])
+    ids = sorted(set(map(str, case_ids)))
+    result = query(ref, f"""
+        WITH chosen AS (SELECT unnest(?::VARCHAR[]) AS case_id, unnest(range(?)) AS position)
+        SELECT chosen.position::INTEGER AS position, li.target_id, li.source_id, li.{column} AS value
+        FROM local_importance li JOIN chosen USING (case_id) WHERE li.run_id = ?""",
+                   [ids, len(ids), run_id], numpy=True)
+    positions = np.asarray(result["position"], dtype=np.int64)
+    if not len(positions):
+        return [], [], [], np.zeros((0, 0, 0))
+    target_ids, target_index = _dense_ids(np.asarray(result["target_id"]))
+    source_ids, source_index = _dense_ids(np.asarray(result["source_id"]))
+    values = np.ma.filled(np.ma.asarray(result["value"], dtype=float), np.nan)
+    cube = np.full((len(ids), len(target_ids), len(source_ids)), np.nan)
+    cube[positions, target_index, source_index] = values
+    present = np.bincount(positions, minlength=len(ids)) > 0
+    return [c for c, keep in zip(ids, present) if keep], target_ids, source_ids, cube[present]
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def target_values(ref: StoreRef, run_id: str, cohort: CohortFilter, target_id: int,
-                  kind: str = "abs") -> pd.DataFrame:
-    """Values e_{b->a} of one target a over the cohort with case metadata and the target's Dice."""
-    column = _column(kind)
-    cte, params = _cohort_cte(run_id, cohort)
-    return query(ref, cte + f"""
-        SELECT li.case_id, li.source_id, li.{column} AS value, c.dataset, c.split, c.sex, c.age,
-               c.pathologies, d.dice
-        FROM local_importance li JOIN cohort c USING (case_id)
-        LEFT JOIN dice d ON d.case_id = li.case_id AND d.class_id = li.target_id
-             AND d.model_sha256 = (SELECT model_sha256 FROM runs WHERE run_id = ?)
-        WHERE li.run_id = ? AND li.target_id = ? ORDER BY li.source_id, li.case_id""",
-                 params + [run_id, run_id, int(target_id)])
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def self_mass(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
-    """e_{a->a} (absolute) per case and target with the case's dataset, sex and age."""
-    cte, params = _cohort_cte(run_id, cohort)
-    return query(ref, cte + """
-        SELECT li.case_id, li.target_id, li.mass_abs AS self_mass, c.dataset, c.sex, c.age
-        FROM local_importance li JOIN cohort c USING (case_id)
-        WHERE li.run_id = ? AND li.target_id = li.source_id ORDER BY li.target_id, li.case_id""",
-                 params + [run_id])
+def _dense_ids(ids: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """(sorted distinct ids, index of each entry among them) for small non-negative integer ids."""
+    ids = ids.astype(np.int64)
+    distinct = np.flatnonzero(np.bincount(ids))
+    lookup = np.zeros(int(distinct[-1]) + 1, dtype=np.int64)
+    lookup[distinct] = np.arange(len(distinct))
+    return distinct.tolist(), lookup[ids]
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -215,16 +241,93 @@ def case_matrix(ref: StoreRef, run_id: str, case_id: str, kind: str = "abs") -> 
                       "WHERE run_id = ? AND case_id = ? ORDER BY 1, 2", [run_id, case_id])
 
 
-# --- Dice, outliers --------------------------------------------------------------------------
+# --- distributions as box statistics ----------------------------------------------------------
+# A box plot of 20,000 cases is drawn from its statistics and the points outside its whiskers,
+# both computed here in one pass over the cohort's rows. Tukey's rule, as Plotly's
+# ``boxpoints="outliers"``: the whiskers end at the most extreme values within 1.5 IQR of the
+# quartiles; quartiles are DuckDB's ``quantile_cont`` (linear interpolation, as numpy's
+# default). Skewed masses put thousands of cases outside the whiskers, so only the
+# ``POINTS_PER_SIDE`` most extreme per box and side come back (``n_low``/``n_high`` count all).
+# ``values`` (rows: group columns, value, case_id), ``groups`` and ``details`` are fixed SQL
+# text of this module.
+POINTS_PER_SIDE = 100
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Box statistics per group and the cases drawn as points outside the whiskers."""
+
+    boxes: pd.DataFrame     # groups, n, mean, q1, median, q3, lowerfence, upperfence, n_low, n_high
+    points: pd.DataFrame    # groups, value, case_id (+ details)
+
+    @property
+    def n_outside(self) -> int:
+        return int(self.boxes.n_low.sum() + self.boxes.n_high.sum()) if len(self.boxes) else 0
+
+
+_BOX_COLUMNS = ["n", "mean", "q1", "median", "q3", "lowerfence", "upperfence", "n_low", "n_high"]
+
+
+def _distribution(ref: StoreRef, values: str, groups: str, params: list, details: str = "SELECT * FROM points",
+                  detail_params: list | tuple = ()) -> Distribution:
+    frame = query(ref, f"""
+        WITH v AS MATERIALIZED ({values}),
+        f AS (SELECT {groups}, count(value) AS n, avg(value) AS mean, quantile_cont(value, [0.25, 0.5, 0.75]) AS q
+              FROM v WHERE value IS NOT NULL AND NOT isnan(value) GROUP BY {groups}),
+        marked AS (SELECT v.*, f.q[1] - 1.5 * (f.q[3] - f.q[1]) AS lo, f.q[3] + 1.5 * (f.q[3] - f.q[1]) AS hi
+                   FROM v JOIN f USING ({groups})),
+        w AS (SELECT {groups}, min(value) FILTER (WHERE value >= lo) AS lowerfence,
+                     max(value) FILTER (WHERE value <= hi) AS upperfence,
+                     count(*) FILTER (WHERE value < lo) AS n_low, count(*) FILTER (WHERE value > hi) AS n_high
+              FROM marked GROUP BY {groups}),
+        points AS (SELECT * EXCLUDE (lo, hi) FROM marked WHERE value < lo OR value > hi
+                   QUALIFY row_number() OVER (PARTITION BY {groups}, value > hi
+                                              ORDER BY CASE WHEN value > hi THEN -value ELSE value END, case_id) <= ?)
+        SELECT 'box' AS part, {groups}, n, mean, q[1] AS q1, q[2] AS median, q[3] AS q3, lowerfence, upperfence,
+               n_low, n_high
+        FROM f JOIN w USING ({groups})
+        UNION ALL BY NAME
+        SELECT 'point' AS part, * FROM ({details})""", params + [POINTS_PER_SIDE] + list(detail_params))
+    keys = [g.strip() for g in groups.split(",")]
+    boxes = frame[frame.part == "box"]
+    boxes = boxes[keys + _BOX_COLUMNS].astype({"n": int, "n_low": int, "n_high": int})
+    points = frame[frame.part == "point"].drop(columns=["part"] + _BOX_COLUMNS)
+    return Distribution(boxes.sort_values(keys).reset_index(drop=True),
+                        points.sort_values(keys + ["value"]).reset_index(drop=True))
+
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def dice(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
-    """Dice per cohort case and class (of the run's model): case_id, class_id, dice."""
-    cte, params = _cohort_cte(run_id, cohort)
-    return query(ref, cte + """
-        SELECT d.case_id, d.class_id, d.dice FROM dice d JOIN cohort USING (case_id)
-        WHERE d.model_sha256 = (SELECT model_sha256 FROM runs WHERE run_id = ?)""", params + [run_id])
+def source_distribution(ref: StoreRef, run_id: str, cohort: CohortFilter, target_id: int,
+                        kind: str = "abs") -> Distribution:
+    """e_{b->a} over the cohort for every source b of target a; points with case metadata and Dice."""
+    column = _column(kind)
+    rows, params = _run_rows(run_id, cohort)
+    details = """SELECT p.*, c.dataset, c.sex, c.age, c.pathologies, d.dice FROM points p JOIN cases c USING (case_id)
+                 LEFT JOIN dice d ON d.case_id = p.case_id AND d.class_id = ?
+                      AND d.model_sha256 = (SELECT model_sha256 FROM runs WHERE run_id = ?)"""
+    return _distribution(ref, f"SELECT li.source_id, li.{column} AS value, li.case_id {rows} AND li.target_id = ?",
+                         "source_id", params + [int(target_id)], details, [int(target_id), run_id])
 
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def context_mass_distribution(ref: StoreRef, run_id: str, cohort: CohortFilter) -> Distribution:
+    """Context mass 1 - e_{a->a} (absolute) per target and dataset."""
+    rows, params = _run_rows(run_id, cohort)
+    return _distribution(ref, f"SELECT li.target_id, c.dataset, 1 - li.mass_abs AS value, li.case_id {rows} "
+                              "AND li.target_id = li.source_id", "target_id, dataset", params)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def dice_distribution(ref: StoreRef, run_id: str, cohort: CohortFilter) -> Distribution:
+    """Dice (of the run's model) per class over the cohort's cases."""
+    condition, params = where_clause(cohort, "c")
+    return _distribution(ref, f"""SELECT d.class_id, d.dice AS value, d.case_id FROM dice d JOIN cases c USING (case_id)
+                                  WHERE d.model_sha256 = (SELECT model_sha256 FROM runs WHERE run_id = ?)
+                                  AND d.case_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}""",
+                         "class_id", [run_id, _members(ref, run_id)] + params)
+
+
+# --- outliers ------------------------------------------------------------------------------------
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def anomaly_targets(ref: StoreRef, run_id: str) -> list[int]:
@@ -236,18 +339,18 @@ def anomaly_targets(ref: StoreRef, run_id: str) -> list[int]:
 @st.cache_data(max_entries=32, show_spinner=False)
 def anomaly_ranking(ref: StoreRef, run_id: str, cohort: CohortFilter, target_id: int) -> pd.DataFrame:
     """Cohort cases ranked by anomaly score for one target, with Dice and metadata."""
-    cte, params = _cohort_cte(run_id, cohort)
+    condition, params = where_clause(cohort, "c")
     dice_of_case = ("(SELECT avg(d.dice) FROM dice d WHERE d.case_id = a.case_id AND d.model_sha256 = m.sha)"
                     if int(target_id) == AVERAGE_TARGET else
                     "(SELECT d.dice FROM dice d WHERE d.case_id = a.case_id AND d.class_id = a.target_id "
                     "AND d.model_sha256 = m.sha)")
-    frame = query(ref, cte + f"""
-        , m AS (SELECT model_sha256 AS sha FROM runs WHERE run_id = ?)
+    frame = query(ref, f"""
+        WITH m AS (SELECT model_sha256 AS sha FROM runs WHERE run_id = ?)
         SELECT a.case_id, a.score, a.is_outlier, {dice_of_case} AS dice, c.sex, c.age, c.dataset, c.split,
                c.pathologies
-        FROM anomaly a JOIN cohort c USING (case_id), m
-        WHERE a.run_id = ? AND a.target_id = ? ORDER BY a.score DESC, a.case_id""",
-                  params + [run_id, run_id, int(target_id)])
+        FROM anomaly a JOIN cases c USING (case_id), m
+        WHERE a.run_id = ? AND a.target_id = ? AND {condition} ORDER BY a.score DESC, a.case_id""",
+                  [run_id, run_id, int(target_id)] + params)
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     return frame
 
@@ -267,34 +370,44 @@ def outlier_tests(ref: StoreRef, run_id: str) -> pd.DataFrame:
 
 
 # --- attribution-method evaluation ------------------------------------------------------------
+# Evaluation runs (runs.source = 'evaluate') have no case_status or matrix rows: their cases
+# are filtered through the cases table and the cohort filter alone, not through a run's cases.
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def method_eval_summary(ref: StoreRef, run_ids: tuple[str, ...], cohort: CohortFilter) -> pd.DataFrame:
-    """Mean, std and n of each metric per run and dataset over the cohort's (case, target) pairs."""
-    frames = []
-    for run_id in run_ids:
-        cte, params = _cohort_cte(run_id, cohort)
-        frames.append(query(ref, cte + """
-            SELECT e.run_id, c.dataset, e.metric, avg(e.value) AS mean, stddev_samp(e.value) AS std,
-                   count(e.value) AS n
-            FROM method_eval e JOIN cohort c USING (case_id) WHERE e.run_id = ?
-            GROUP BY e.run_id, c.dataset, e.metric""", params + [run_id]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    """Per run, dataset and metric over the cohort's evaluated (case, target) pairs: mean, std, n
+    and the number of cases."""
+    condition, params = where_clause(cohort, "c")
+    return query(ref, f"""
+        SELECT e.run_id, c.dataset, e.metric, avg(e.value) AS mean, stddev_samp(e.value) AS std,
+               count(e.value) AS n, count(DISTINCT e.case_id) AS n_cases
+        FROM method_eval e JOIN cases c USING (case_id)
+        WHERE e.run_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}
+        GROUP BY e.run_id, c.dataset, e.metric ORDER BY 1, 2, 3""", [list(run_ids)] + params)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def perturbation_summary(ref: StoreRef, run_ids: tuple[str, ...], cohort: CohortFilter) -> pd.DataFrame:
     """MoRF/LeRF curves: median and IQR of the value per run, ordering and step over the cohort."""
-    frames = []
-    for run_id in run_ids:
-        cte, params = _cohort_cte(run_id, cohort)
-        frames.append(query(ref, cte + """
-            SELECT p.run_id, lower(p.ordering) AS ordering, p.step, avg(p.fraction) AS fraction,
-                   median(p.value) AS median, quantile_cont(p.value, 0.25) AS q25,
-                   quantile_cont(p.value, 0.75) AS q75, count(p.value) AS n
-            FROM perturbation_curve p JOIN cohort c USING (case_id) WHERE p.run_id = ?
-            GROUP BY p.run_id, lower(p.ordering), p.step ORDER BY 1, 2, 3""", params + [run_id]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    condition, params = where_clause(cohort, "c")
+    return query(ref, f"""
+        SELECT p.run_id, lower(p.ordering) AS ordering, p.step, avg(p.fraction) AS fraction,
+               median(p.value) AS median, quantile_cont(p.value, 0.25) AS q25,
+               quantile_cont(p.value, 0.75) AS q75, count(p.value) AS n
+        FROM perturbation_curve p JOIN cases c USING (case_id)
+        WHERE p.run_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}
+        GROUP BY p.run_id, lower(p.ordering), p.step ORDER BY 1, 2, 3""", [list(run_ids)] + params)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def evaluated_case_count(ref: StoreRef, run_ids: tuple[str, ...]) -> int:
+    """Distinct cases with evaluation rows in any of the runs (before the cohort filter)."""
+    frame = query(ref, """
+        SELECT count(DISTINCT case_id) AS n FROM (
+            SELECT case_id FROM method_eval WHERE run_id IN (SELECT unnest(?::VARCHAR[]))
+            UNION ALL SELECT case_id FROM perturbation_curve WHERE run_id IN (SELECT unnest(?::VARCHAR[])))""",
+                  [list(run_ids), list(run_ids)])
+    return int(frame.n.iloc[0])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

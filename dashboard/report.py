@@ -35,6 +35,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from agg2exp_core.analysis.ordering import group_order
+from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KIND_TITLES
 from dashboard import analytics, case_view, compute, data, export, figures, slices
 from dashboard.analytics import Roi
 from dashboard.filters import CohortFilter, describe_filter
@@ -184,7 +185,7 @@ def _provenance_page(report, ref, request, run, cases, cohort_text, target) -> N
             ("model sha256", str(run["model_sha256"])), ("code version", str(run.get("code_version") or "")),
             ("run created at (UTC)", str(run.get("created_at") or "")),
             ("cohort filter", cohort_text), ("cases in the cohort", f"{len(cases)} of {int(run['n_cases'])} in the run"),
-            ("mass kind", data.KIND_LABELS[request.kind]), ("class", target.name),
+            ("mass kind", MASS_KIND_TITLES[request.kind]), ("class", target.name),
             ("heat-map order", request.order), ("case slices", f"window {_window_text(request.window)}, attribution "
                                                                f"below P{request.percentile:g} of |value| hidden"),
             ("cases shown", ", ".join(request.case_ids) or "none"),
@@ -204,7 +205,7 @@ def _planned_titles(request: ReportRequest, target: Roi) -> list[str]:
 
 
 def _heat_map_pages(report, ref, request, provenance) -> None:
-    label = data.KIND_LABELS[request.kind]
+    label = MASS_KIND_TITLES[request.kind]
     matrix = compute.global_matrix_view(ref, request.run_id, request.cohort, request.kind, request.order)
     if matrix.is_empty:
         note = f"<p class='note'>No {html.escape(label)} values for this run and cohort.</p>"
@@ -223,27 +224,30 @@ def _heat_map_pages(report, ref, request, provenance) -> None:
 
 
 def _distribution_pages(report, ref, request, rois, target, cohort_text, run) -> None:
-    label = data.KIND_LABELS[request.kind]
-    values = data.target_values(ref, request.run_id, request.cohort, target.roi_id, request.kind)
+    label = MASS_KIND_TITLES[request.kind]
+    distribution = data.source_distribution(ref, request.run_id, request.cohort, target.roi_id, request.kind)
+    boxes = distribution.boxes
     provenance = analytics.provenance_text(request.run_id, str(run["method"]), cohort_text,
-                                           int(values.case_id.nunique()) if len(values) else 0)
+                                           int(boxes.n.max()) if len(boxes) else 0)
     titles = (f"Class distributions: {target.name}", f"Class distributions: {target.name}, summary")
-    if values.empty or values.value.isna().all():
+    if boxes.empty:
         for title in titles:
             _page(report, title, provenance, f"<p class='note'>No {html.escape(label)} values of "
                                              f"{html.escape(target.name)} for this cohort.</p>")
         return
-    sources = [rois[i] for i in sorted(values.source_id.unique())]
+    sources = [rois[i] for i in boxes.source_id if i in rois]
     sources = [sources[i] for i in group_order([s.grp for s in sources])]
-    figure = figures.class_boxplot(values, sources, target, f"Importance of each source RoI for {target.name} "
-                                   f"({label})", provenance, label)
+    figure = figures.class_boxplot(boxes, distribution.points, sources, target,
+                                   f"Importance of each source RoI for {target.name} ({label})", provenance, label)
     _page(report, titles[0], provenance, _figure(report, "class_distributions", figure, 1150, 640))
-    summary = analytics.distribution_summary(values, "source_id", {s.roi_id: s.name for s in sources})
+    summary = analytics.distribution_summary(boxes, "source_id", {s.roi_id: s.name for s in sources})
     order = {s.name: i for i, s in enumerate(sources)}
     summary = summary.sort_values("roi", key=lambda c: c.map(order)).reset_index(drop=True)
-    dice = values.drop_duplicates("case_id").dice.dropna()
-    note = (f"<p class='note'>Dice of {html.escape(target.name)} over these cases: median {dice.median():.3f}, "
-            f"IQR {dice.quantile(0.25):.3f}–{dice.quantile(0.75):.3f} (n = {len(dice)}).</p>" if len(dice) else "")
+    dice = data.dice_distribution(ref, request.run_id, request.cohort).boxes
+    dice = dice[dice.class_id == target.roi_id]
+    note = (f"<p class='note'>Dice of {html.escape(target.name)} over these cases: median {float(dice['median'].iloc[0]):.3f}, "
+            f"IQR {float(dice.q1.iloc[0]):.3f}–{float(dice.q3.iloc[0]):.3f} (n = {int(dice.n.iloc[0])}).</p>"
+            if len(dice) else "")
     _page(report, titles[1], provenance, _table(report, "class_distribution_summary", summary) + note)
 
 
@@ -255,12 +259,12 @@ def _outlier_pages(report, ref, request, rois, target, cohort_text, run) -> None
             _page(report, title, request.run_id, "<p class='note'>This run has no anomaly scores "
                                                  "(<code>python -m agg2exp_core analyze</code>).</p>")
         return
-    target_id = target.roi_id if target.roi_id in targets else (data.AVERAGE_TARGET if data.AVERAGE_TARGET in targets
+    target_id = target.roi_id if target.roi_id in targets else (AVERAGE_TARGET if AVERAGE_TARGET in targets
                                                                 else targets[0])
     name = analytics.roi_name(rois, target_id)
     ranking = data.anomaly_ranking(ref, request.run_id, request.cohort, target_id)
     provenance = analytics.provenance_text(request.run_id, str(run["method"]), cohort_text, len(ranking))
-    dice_label = "mean Dice over classes" if target_id == data.AVERAGE_TARGET else f"Dice of {name}"
+    dice_label = "mean Dice over classes" if target_id == AVERAGE_TARGET else f"Dice of {name}"
     if ranking.empty:
         for title in titles:
             _page(report, title, provenance, "<p class='note'>No anomaly scores for the cases of this cohort.</p>")

@@ -311,7 +311,7 @@ def attribution_unit(method: str, params: dict | None = None) -> tuple[str, str]
     if method == "kernelshap":
         value = str(params.get("value", "logit"))
         unit = "logit" if value == "logit" else f"{value} score"
-        return (f"Shapley value [{unit}]", f"KernelSHAP: each supervoxel's Shapley value of "
+        return (f"Shapley value [{unit}]", "KernelSHAP: each supervoxel's Shapley value of "
                 + (f"{f_hat}, in logit units" if value == "logit" else f"the {value} score, in its units")
                 + ", shown at every voxel of the unit.")
     if method == "causal":

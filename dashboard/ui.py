@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import analytics, config, data, filters, state
 from dashboard.auth import require_auth
 from dashboard.text import literal, parameter
@@ -375,7 +376,7 @@ def roi_picker(label: str, rois: list[Roi], key: str, default: Roi | None = None
 def kind_picker(ctx: Context, key: str = "kind", container=None) -> str:
     """abs / pos / neg mass; pos and neg are offered only when the run has them."""
     kinds = ["abs", "pos", "neg"] if ctx.has_signed_masses else ["abs"]
-    kind = state.radio("Mass", kinds, key, container=container, format_func=lambda k: data.KIND_LABELS[k],
+    kind = state.radio("Mass", kinds, key, container=container, format_func=MASS_KIND_TITLES.get,
                        what="mass kind")
     if not ctx.has_signed_masses:
         (container or st).caption("Positive/negative masses are not stored for this run (e.g. imported "

@@ -4,6 +4,7 @@ import json
 
 import streamlit as st
 
+from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import case_view, compute, data, export, figures, slices, state, surfaces, ui
 from dashboard.analytics import Roi
 
@@ -16,16 +17,15 @@ artefacts = data.artifact_cases(ctx.ref, ctx.run_id)
 meta = ctx.cases.set_index("case_id")
 
 
-def case_text(case_id: str) -> str:
-    row = meta.loc[case_id]
-    age = "age ?" if row.age != row.age else f"{row.age:g} y"
-    return (f"{case_id} · {row.dataset} · {row.sex if isinstance(row.sex, str) else 'sex ?'} · {age}"
-            + (" · slices" if case_id in artefacts else ""))
-
+# One label per case, built once (a per-option lookup in ``meta`` takes seconds at 20,000 cases).
+case_texts = {case_id: f"{case_id} · {dataset} · {sex if isinstance(sex, str) else 'sex ?'} · "
+                       f"{'age ?' if age != age else f'{age:g} y'}" + (" · slices" if case_id in artefacts else "")
+              for case_id, dataset, sex, age in zip(ctx.cases.case_id, ctx.cases.dataset, ctx.cases.sex,
+                                                    ctx.cases.age)}
 
 controls = st.columns([3, 3, 2])
-case = state.selectbox("Case", ctx.cases.case_id.tolist(), "case", container=controls[0],
-                       format_func=case_text, what="case of this cohort")
+case = state.selectbox("Case", list(case_texts), "case", container=controls[0],
+                       format_func=case_texts.__getitem__, what="case of this cohort")
 classes = ctx.class_rois()
 target = ui.roi_picker("Class", classes, "target", default=classes[1] if len(classes) > 1 else None,
                        container=controls[1])
@@ -127,12 +127,12 @@ cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, 
 local = compute.case_matrix_view(ctx.ref, ctx.run_id, case, kind, cohort_mean)
 left, right = st.columns(2)
 export.show_figure(figures.matrix_heatmap(local.matrix, local.targets, local.sources,
-                                          f"Case {case} ({data.KIND_LABELS[kind]})",
-                                          ctx.provenance(1, f"case {case}"), data.KIND_LABELS[kind]),
+                                          f"Case {case} ({MASS_KIND_TITLES[kind]})",
+                                          ctx.provenance(1, f"case {case}"), MASS_KIND_TITLES[kind]),
                    [f"local-matrix-{case}", kind, ctx.run_id], "local", container=left, compact=True)
 export.show_figure(figures.matrix_heatmap(cohort_mean.matrix, cohort_mean.targets, cohort_mean.sources,
-                                          f"Cohort mean ({data.KIND_LABELS[kind]})", ctx.provenance(),
-                                          data.KIND_LABELS[kind], counts=cohort_mean.counts),
+                                          f"Cohort mean ({MASS_KIND_TITLES[kind]})", ctx.provenance(),
+                                          MASS_KIND_TITLES[kind], counts=cohort_mean.counts),
                    ctx.name_parts("global-heatmap", kind, "group"), "local-mean", container=right, compact=True)
 
 st.subheader("3-D view of the predicted structures")

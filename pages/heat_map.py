@@ -1,7 +1,8 @@
 """Global heat map (target class x source RoI) and the two-cohort comparison with permutation tests."""
 import streamlit as st
 
-from dashboard import analytics, compute, data, export, figures, state, ui
+from agg2exp_core.vocabulary import MASS_KIND_TITLES
+from dashboard import analytics, compute, export, figures, state, ui
 
 ctx = ui.context()
 ui.page_header("Global heat map", ctx, intro="Mean RoI importance e(b → a) over the cohort: how much of the "
@@ -19,15 +20,15 @@ if view == "map":
     scale = state.radio("Colour scale", ["linear", "log"], "scale", container=controls[2], what="scale")
     matrix = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, order)
     if matrix.is_empty:
-        st.info(f"No {data.KIND_LABELS[kind]} values for this run and cohort.")
+        st.info(f"No {MASS_KIND_TITLES[kind]} values for this run and cohort.")
         st.stop()
-    title = f"Global RoI importance ({data.KIND_LABELS[kind]}), ordered by {order}"
+    title = f"Global RoI importance ({MASS_KIND_TITLES[kind]}), ordered by {order}"
     figure = figures.matrix_heatmap(matrix.matrix, matrix.targets, matrix.sources, title, ctx.provenance(),
-                                    value_label=data.KIND_LABELS[kind], log_scale=scale == "log",
+                                    value_label=MASS_KIND_TITLES[kind], log_scale=scale == "log",
                                     counts=matrix.counts, row_tree=matrix.row_tree, column_tree=matrix.column_tree)
     export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order), "heatmap")
     with st.expander("Values as a table"):
-        export.show_table(matrix.long_table(data.KIND_LABELS[kind]), ctx.name_parts("global-matrix", kind),
+        export.show_table(matrix.long_table(MASS_KIND_TITLES[kind]), ctx.name_parts("global-matrix", kind),
                           "heatmap-table")
     st.stop()
 
@@ -75,7 +76,7 @@ n_sig = int(result.significant.sum())
 st.caption(f"A = {split.label_a} (n = {result.n_a}), B = {split.label_b} (n = {result.n_b}); "
            f"{result.n_permutations} permutations (seed {result.seed}); "
            f"{n_sig} significant cell(s) at {'q' if fdr else 'p'} < {alpha}.")
-title = f"Difference of mean {data.KIND_LABELS[kind]}: {split.label_a} − {split.label_b}"
+title = f"Difference of mean {MASS_KIND_TITLES[kind]}: {split.label_a} − {split.label_b}"
 figure = figures.difference_heatmap(result.difference, result.p_values, result.q_values, result.significant,
                                     result.mean_a, result.mean_b, comparison.targets, comparison.sources,
                                     split.label_a, split.label_b, title,

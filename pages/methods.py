@@ -2,6 +2,7 @@
 import streamlit as st
 
 from dashboard import analytics, data, export, figures, ui
+from dashboard.filters import CohortFilter
 
 ctx = ui.context()
 ui.page_header("Attribution methods", ctx, needs_cases=False, intro="Faithfulness, sensitivity, complexity and "
@@ -14,23 +15,29 @@ if not evaluated:
             "`python -m agg2exp_core evaluate --help` (faithfulness, sensitivity, complexity, efficiency, "
             "MoRF/LeRF curves); the results appear here.", icon=":material/science:")
     st.stop()
-if ctx.cases.empty:
-    st.info("No case matches the cohort filter. Widen the filter in the sidebar, or press **Reset filter**.")
+
+# Evaluation runs have cases of their own (not the selected run's): the cohort filter applies
+# to their case metadata; a store without matrix runs offers no filter, so none applies.
+cohort = ctx.cohort if ctx.n_run_cases else CohortFilter()
+summary = data.method_eval_summary(ctx.ref, evaluated, cohort)
+curves = data.perturbation_summary(ctx.ref, evaluated, cohort)
+if summary.empty and curves.empty:
+    n_evaluated = data.evaluated_case_count(ctx.ref, evaluated)
+    st.info(f"None of the {n_evaluated} evaluated case(s) passes the cohort filter. Widen the filter in the "
+            "sidebar, or press **Reset filter**.", icon=":material/filter_alt_off:")
     st.stop()
 
 labels = {r.run_id: analytics.method_label(r.method, r.params) for r in ctx.runs.itertuples()}
-summary = data.method_eval_summary(ctx.ref, evaluated, ctx.cohort)
 st.subheader("Benchmark of attribution methods")
 if summary.empty:
-    st.info("No evaluated case in this cohort.")
+    st.info("No metric values for the evaluated cases of this cohort (only perturbation curves).")
 else:
-    st.caption("↑ higher is better, ↓ lower is better. n: evaluated (case, class) pairs.")
+    st.caption("↑ higher is better, ↓ lower is better. cases: evaluated cases; n: evaluated (case, class) pairs.")
     export.show_table(analytics.method_table(summary, ctx.runs), ctx.name_parts("methods-table"), "methods")
 
 st.subheader("Perturbation curves (median and IQR)")
-curves = data.perturbation_summary(ctx.ref, evaluated, ctx.cohort)
 if curves.empty:
-    st.info("No perturbation curves for this cohort.")
+    st.info("No perturbation curves for the evaluated cases of this cohort.")
 else:
     figure = figures.perturbation_curves(curves, labels, "MoRF and LeRF perturbation curves",
                                          ctx.provenance(int(curves.n.max()),

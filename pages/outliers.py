@@ -1,6 +1,7 @@
 """Outliers: anomaly ranking per class, anomaly vs Dice, inlier-vs-outlier tests; open a case."""
 import streamlit as st
 
+from agg2exp_core.vocabulary import AVERAGE_TARGET
 from dashboard import analytics, data, export, figures, state, ui
 
 ctx = ui.context()
@@ -30,11 +31,11 @@ case = pick.selectbox("Case to open", ranking.case_id.tolist(), key="outlier_cas
                       format_func=lambda c: f"{c} (rank {ranks[c]})")
 if go_button.button("Open in case viewer", icon=":material/radiology:", type="primary"):
     params = {"case": case}
-    if target != data.AVERAGE_TARGET:
+    if target != AVERAGE_TARGET:
         params["target"] = names[target]
     st.switch_page("pages/case_viewer.py", query_params=params)
 
-dice_label = "mean Dice over classes" if target == data.AVERAGE_TARGET else f"Dice of {names[target]}"
+dice_label = "mean Dice over classes" if target == AVERAGE_TARGET else f"Dice of {names[target]}"
 figure = figures.anomaly_scatter(ranking, f"Anomaly score vs Dice · {names[target]}",
                                  ctx.provenance(len(ranking)), dice_label)
 export.show_figure(figure, ctx.name_parts("anomaly-vs-dice", names[target]), "scatter")

@@ -36,14 +36,16 @@ export.show_figure(figures.counts_bars(counts, "Cases by dataset, split, sex and
 export.table_download(analytics.counts_long(counts), ctx.name_parts("case-counts"), "counts-table")
 
 st.subheader("Dice per class")
-dice = data.dice(ctx.ref, ctx.run_id, ctx.cohort)
-if dice.empty:
+dice = data.dice_distribution(ctx.ref, ctx.run_id, ctx.cohort)
+if dice.boxes.empty:
     st.info("No Dice scores for this run's model in the store (no ground-truth labels).")
 else:
-    classes = [r for r in ctx.class_rois() if r.roi_id in set(dice.class_id)]
-    export.show_figure(figures.dice_boxes(dice, classes, "Dice per class", ctx.provenance(dice.case_id.nunique())),
-                       ctx.name_parts("dice-per-class"), "dice")
-    export.show_table(analytics.dice_summary(dice, classes), ctx.name_parts("dice-summary"), "dice-table")
+    classes = [r for r in ctx.class_rois() if r.roi_id in set(dice.boxes.class_id)]
+    figure = figures.dice_boxes(dice.boxes, dice.points, classes, "Dice per class",
+                                ctx.provenance(int(dice.boxes.n.max())))
+    export.show_figure(figure, ctx.name_parts("dice-per-class"), "dice")
+    st.caption(analytics.whisker_caption(dice.n_outside, len(dice.points), data.POINTS_PER_SIDE))
+    export.show_table(analytics.dice_summary(dice.boxes, classes), ctx.name_parts("dice-summary"), "dice-table")
 
 st.subheader("Runs in this store")
 export.show_table(analytics.runs_table(ctx.runs), ["runs", ctx.store_label], "runs")

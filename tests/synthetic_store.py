@@ -4,18 +4,23 @@
 cohort that behaves like the demo: 17 thorax classes plus the two pathology RoIs,
 datasets ``reference`` (train/test) and ``external`` (with pleural effusion and
 consolidation), sex and age (a few unknown), Dice, Isolation-Forest-like anomaly
-scores, the Spearman and inlier/outlier tables, attribution-method metrics,
-perturbation curves and small slice artefacts in the format of docs/ARCHITECTURE.md.
+scores, the Spearman and inlier/outlier tables, small slice artefacts in the format of
+docs/ARCHITECTURE.md, and, as ``python -m agg2exp_core evaluate`` writes them, one
+evaluation run per attribution method (``runs.source = 'evaluate'``, rows in
+``method_eval`` and ``perturbation_curve`` only: no ``case_status``, no matrices).
 
 Planted effects (the tests look for them): female cases put more of the heart's mass on
 the aorta; external cases with a pathology put mass on the pathology RoIs.
 
 Writes go through ``agg2exp_core.store`` (``open_writer``, ``upsert_rois``,
 ``upsert_cases``, ``ensure_run``, ``write_case``, ``record_failure``,
-``replace_table_rows``), except the long ``local_importance`` rows, which are inserted
-as one frame per run (``write_case`` inserts row by row, minutes for 2,000 cases). For
-big stores (``bulk``) the other per-case rows of ``write_case`` are also inserted as
-frames; a test checks both paths write the same tables.
+``replace_table_rows``) and ``store.write_method_eval``, except the
+long ``local_importance`` rows, which are inserted as one frame per run (``write_case``
+inserts row by row, minutes for 2,000 cases). For big stores (``bulk``) the cases and
+the other per-case rows of ``write_case`` are also inserted as frames (DuckDB scans
+numpy-backed frames; ``executemany`` takes minutes for 20,000 cases); a test checks both
+paths write the same tables. Everything is drawn with vectorised numpy, so 20,000 cases
+(≈ 6.5 M matrix rows per run) build in about a minute.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from scipy import ndimage, stats
 from agg2exp_core import store
 from agg2exp_core.pipeline.artifacts import attribution_slices, block_factors, block_mean
 from agg2exp_core.labels import PATHOLOGY_ROIS, THORAX_LABELS, roi_specs
+from agg2exp_core.vocabulary import METHODS
 
 MODEL_SHA = "synthetic0000model0000sha256"
 ARTIFACT_SHAPE = (32, 24, 24)
@@ -45,8 +51,7 @@ METHOD_PROFILE = {
     "ig": dict(faith=0.21, sens=0.85, compl=0.001, secs=210.0),
     "kernelshap": dict(faith=0.16, sens=0.35, compl=0.92, secs=857.0),
 }
-EVAL_METRICS = ("faithfulness", "sensitivity_max", "sensitivity_avg", "complexity", "efficiency_s",
-                "aopc_morf", "aopc_lerf", "abpc")
+EVAL_CASES, EVAL_TARGETS = 8, 7      # evaluated test cases and classes per method (like the demo)
 # Ellipsoids (centre, radii) in unit coordinates of RAS [X, Y, Z] for the phantom labels.
 _SHAPES = {
     "lung_upper_lobe_left": ((0.25, 0.55, 0.70), (0.15, 0.25, 0.20)),
@@ -71,27 +76,33 @@ _HU = {"background": -1000, "body": 40, "lung": -850, "aorta": 200, "heart": 45,
 
 
 def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, with_artifacts: bool | int = True,
-                          run_methods: Sequence[str] = ("vg",), bulk: bool | None = None) -> dict:
+                          run_methods: Sequence[str] = ("vg",), bulk: bool | None = None,
+                          eval_methods: Sequence[str] = tuple(METHODS)) -> dict:
     """Build (or replace) a synthetic store at ``path``; return what was written.
 
     ``with_artifacts``: True for a slice artefact per case, an int ``k`` for the first ``k``
     cases by id only (keeps big benchmark stores small). ``bulk`` (default: more than 200
-    cases) writes the per-case rows of ``store.write_case`` as one frame per table.
+    cases) writes the cases and the per-case rows of ``store.write_case`` as one frame per
+    table. ``eval_methods``: one evaluation run per method (empty: none).
 
-    Returns ``{"path", "run_ids" (method -> run id), "case_ids", "class_names", "roi_ids"
-    (name -> id), "n_cases", "artifact_root"}``.
+    Returns ``{"path", "run_ids" (method -> run id), "eval_run_ids" (method -> evaluation
+    run id), "case_ids", "class_names", "roi_ids" (name -> id), "n_cases", "artifact_root"}``.
     """
     path = Path(path)
     for stale in (path, store.writing_path(path)):
         stale.unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
+    bulk = n_cases > 200 if bulk is None else bulk
     class_names = list(THORAX_LABELS)
     cases = _cases(n_cases, rng)
     base = _base_matrix(class_names, rng)
     run_ids: dict[str, str] = {}
     with store.open_writer(path) as con:
         roi_ids = store.upsert_rois(con, roi_specs(class_names, PATHOLOGY_ROIS))
-        store.upsert_cases(con, cases)
+        if bulk:
+            _insert(con, "cases", cases.reindex(columns=list(store.CASE_COLUMNS)))
+        else:
+            store.upsert_cases(con, cases)
         dice = _dice(cases, class_names, roi_ids, rng)
         for k, method in enumerate(run_methods):
             params = METHOD_PARAMS.get(method, {})
@@ -101,36 +112,36 @@ def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, wi
                              description=f"Synthetic {method} run for tests", code_version="synthetic")
             cube_abs = _local_matrices(cases, base, class_names, np.random.default_rng(seed + 101 * k))
             _write_run(con, path, run_id, cases, cube_abs, class_names, roi_ids, dice if k == 0 else None,
-                       with_artifacts, np.random.default_rng(seed + 7 + k),
-                       bulk=n_cases > 200 if bulk is None else bulk)
-            _write_analysis(con, run_id, cases, cube_abs, dice, class_names, roi_ids, method,
+                       with_artifacts, np.random.default_rng(seed + 7 + k), bulk)
+            _write_analysis(con, run_id, cases, cube_abs, dice, class_names, roi_ids,
                             np.random.default_rng(seed + 13 + k))
-    return {"path": path, "run_ids": run_ids, "case_ids": cases.case_id.tolist(), "class_names": class_names,
-            "roi_ids": roi_ids, "n_cases": n_cases, "artifact_root": path.parent / "artifacts"}
+        eval_run_ids = _write_evaluation(con, cases, class_names, roi_ids, eval_methods,
+                                         np.random.default_rng(seed + 29))
+    return {"path": path, "run_ids": run_ids, "eval_run_ids": eval_run_ids, "case_ids": cases.case_id.tolist(),
+            "class_names": class_names, "roi_ids": roi_ids, "n_cases": n_cases,
+            "artifact_root": path.parent / "artifacts"}
 
 
 def _cases(n: int, rng: np.random.Generator) -> pd.DataFrame:
     """Case metadata: ~70 % reference (train/test), ~30 % external with pathologies."""
     n_external = max(2, int(round(0.3 * n)))
-    rows = []
-    for i in range(n):
-        external = i >= n - n_external
-        sex = rng.choice(["F", "M"])
-        age = float(np.clip(rng.normal(58, 15), 18, 92).round())
-        pathologies = []
-        if external:
-            if rng.random() < 0.45:
-                pathologies.append("pleural_effusion")
-            if rng.random() < 0.35:
-                pathologies.append("consolidation")
-        rows.append({"case_id": f"{'ext' if external else 'ref'}{i:04d}",
-                     "dataset": "external" if external else "reference",
-                     "split": "test" if external or rng.random() < 0.4 else "train",
-                     "sex": sex, "age": age, "image_path": f"images/case{i:04d}.nii.gz",
-                     "label_path": f"labels/case{i:04d}.nii.gz", "pathologies": ";".join(pathologies)})
-    frame = pd.DataFrame(rows)
+    index = np.arange(n)
+    external = index >= n - n_external
+    sex = rng.choice(np.array(["F", "M"], dtype=object), size=n)
+    age = np.clip(rng.normal(58, 15, size=n), 18, 92).round()
+    effusion = external & (rng.random(n) < 0.45)
+    consolidation = external & (rng.random(n) < 0.35)
+    split = np.where(external | (rng.random(n) < 0.4), "test", "train")
+    width = max(4, len(str(n - 1)))
+    names = [f"case{i:0{width}d}" for i in index]
+    frame = pd.DataFrame({
+        "case_id": [f"{'ext' if e else 'ref'}{i:0{width}d}" for i, e in zip(index, external)],
+        "dataset": np.where(external, "external", "reference"), "split": split,
+        "sex": sex, "age": age.astype(object),
+        "image_path": [f"images/{c}.nii.gz" for c in names], "label_path": [f"labels/{c}.nii.gz" for c in names],
+        "pathologies": [";".join(p for p, on in (("pleural_effusion", a), ("consolidation", b)) if on)
+                        for a, b in zip(effusion, consolidation)]})
     unknown = rng.choice(n, size=max(1, n // 30), replace=False)     # a few cases without metadata
-    frame = frame.astype({"sex": object, "age": object})
     frame.loc[unknown, ["sex", "age"]] = None
     return frame
 
@@ -153,39 +164,46 @@ def _base_matrix(class_names: list[str], rng: np.random.Generator) -> np.ndarray
     return base / base.sum(axis=1, keepdims=True)
 
 
+def _dirichlet_rows(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One Dirichlet draw per row of ``alpha [..., k]`` (normalised Gamma draws, all rows at once)."""
+    draws = rng.gamma(alpha)
+    total = draws.sum(axis=-1, keepdims=True)
+    return np.divide(draws, total, out=np.zeros_like(draws), where=total > 0)
+
+
 def _local_matrices(cases: pd.DataFrame, base: np.ndarray, class_names: list[str],
                     rng: np.random.Generator) -> np.ndarray:
     """abs masses ``[cases, targets, class sources + pathology sources]``."""
     n, l = len(cases), base.shape[0]
     idx = {name: i for i, name in enumerate(class_names)}
+    prior = np.broadcast_to(base, (n, l, l)).copy()
+    prior[(cases.sex == "F").to_numpy(), idx["heart"], idx["aorta"]] += 0.15      # planted effect: heart -> aorta
+    age = pd.to_numeric(cases.age, errors="coerce").fillna(40).to_numpy(dtype=float)
+    prior[:, idx["ribs"], idx["vertebrae"]] += 0.001 * np.maximum(age - 40, 0)
+    prior /= prior.sum(axis=2, keepdims=True)
+    rows = _dirichlet_rows(80 * prior + 1e-3, rng)
     cube = np.zeros((n, l, l + len(PATHOLOGY_ROIS)))
-    for c, case in enumerate(cases.itertuples()):
-        prior = base.copy()
-        if case.sex == "F":     # planted effect: heart -> aorta
-            prior[idx["heart"], idx["aorta"]] += 0.15
-        if case.age is not None and not pd.isna(case.age):
-            prior[idx["ribs"], idx["vertebrae"]] += 0.001 * max(case.age - 40, 0)
-        prior /= prior.sum(axis=1, keepdims=True)
-        rows = np.stack([rng.dirichlet(80 * p + 1e-3) for p in prior])
-        cube[c, :, :l] = rows
-        for j, name in enumerate(PATHOLOGY_ROIS):
-            if name in (case.pathologies or "").split(";"):
-                lung_mass = rows[:, [idx[k] for k in class_names if k.startswith("lung")]].sum(axis=1)
-                cube[c, :, l + j] = lung_mass * rng.uniform(0.05, 0.35, size=l)
+    cube[:, :, :l] = rows
+    lung_mass = rows[:, :, [idx[k] for k in class_names if k.startswith("lung")]].sum(axis=2)    # [n, l]
+    lists = cases.pathologies.fillna("").str.split(";")
+    for j, name in enumerate(PATHOLOGY_ROIS):
+        has = lists.map(lambda names: name in names).to_numpy(dtype=bool)
+        cube[has, :, l + j] = lung_mass[has] * rng.uniform(0.05, 0.35, size=(int(has.sum()), l))
     return cube
 
 
 def _dice(cases: pd.DataFrame, class_names: list[str], roi_ids: dict[str, int],
           rng: np.random.Generator) -> pd.DataFrame:
-    rows = []
-    for case in cases.itertuples():
-        penalty = 0.05 if case.dataset == "external" else 0.0
-        for name in class_names:
-            base = 0.99 if name == "background" else 0.88
-            lung_hit = 0.08 if name.startswith("lung") and case.pathologies else 0.0
-            dice = float(np.clip(base - penalty - lung_hit + rng.normal(0, 0.04), 0.2, 0.999))
-            rows.append({"case_id": case.case_id, "class_id": roi_ids[name], "dice": dice})
-    return pd.DataFrame(rows)
+    """Dice per case and class: lower on external cases and on the lungs of cases with a pathology."""
+    n, l = len(cases), len(class_names)
+    base = np.array([0.99 if name == "background" else 0.88 for name in class_names])
+    lung = np.array([name.startswith("lung") for name in class_names])
+    penalty = np.where(cases.dataset == "external", 0.05, 0.0)[:, None]
+    lung_hit = 0.08 * ((cases.pathologies.fillna("") != "").to_numpy()[:, None] & lung[None, :])
+    dice = np.clip(base[None, :] - penalty - lung_hit + rng.normal(0, 0.04, size=(n, l)), 0.2, 0.999)
+    return pd.DataFrame({"case_id": np.repeat(cases.case_id.to_numpy(), l),
+                         "class_id": np.tile([roi_ids[name] for name in class_names], n).astype("int32"),
+                         "dice": dice.ravel()})
 
 
 def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.ndarray,
@@ -193,45 +211,50 @@ def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.n
                with_artifacts: bool | int, rng: np.random.Generator, bulk: bool) -> None:
     targets = [roi_ids[n] for n in class_names]
     sources = targets + [roi_ids[n] for n in PATHOLOGY_ROIS]
-    dice_by_case = dict(tuple(dice.groupby("case_id"))) if dice is not None else {}
     n_artifacts = len(cases) if with_artifacts is True else int(with_artifacts or 0)
-    with_slices = set(sorted(cases.case_id)[:n_artifacts])
-    status, dice_rows, artifacts = [], [], []
-    for case in cases.itertuples():
-        artifact = None
-        if case.case_id in with_slices:
-            artifact = f"artifacts/{run_id}/{case.case_id}.npz"
-            _write_artifact(path.parent / artifact, case, class_names, rng)
-            artifacts.append([run_id, case.case_id, artifact])
-        case_dice = dice_by_case.get(case.case_id)
-        rows = ([[MODEL_SHA, case.case_id, int(r.class_id), float(r.dice)] for r in case_dice.itertuples()]
-                if case_dice is not None else [])
-        seconds = float(rng.uniform(2, 6))
-        if bulk:
-            status.append([run_id, case.case_id, seconds])
-            dice_rows += rows
-        else:
-            store.write_case(con, run_id, case.case_id, rows=[], dice_rows=rows, artifact_path=artifact,
-                             seconds=seconds)
+    with_slices = sorted(cases.case_id)[:n_artifacts]
+    by_id = cases.set_index("case_id", drop=False)
+    artifacts = {}
+    for case_id in with_slices:
+        artifacts[case_id] = f"artifacts/{run_id}/{case_id}.npz"
+        _write_artifact(path.parent / artifacts[case_id], by_id.loc[case_id], class_names, rng)
+    seconds = rng.uniform(2, 6, size=len(cases))
     if bulk:     # the rows write_case writes, one frame per table (write_case costs ~50 ms per case)
-        _insert(con, "case_status", pd.DataFrame(status, columns=["run_id", "case_id", "seconds"]).assign(
-            finished_at=pd.Timestamp.now(tz="UTC").tz_localize(None)))
-        _insert(con, "dice", pd.DataFrame(dice_rows, columns=["model_sha256", "case_id", "class_id", "dice"]))
-        _insert(con, "artifacts", pd.DataFrame(artifacts, columns=["run_id", "case_id", "path"]))
+        _insert(con, "case_status", pd.DataFrame({"run_id": run_id, "case_id": cases.case_id, "seconds": seconds,
+                                                  "finished_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}))
+        if dice is not None:
+            _insert(con, "dice", dice.assign(model_sha256=MODEL_SHA)[["model_sha256", "case_id", "class_id", "dice"]])
+        _insert(con, "artifacts", pd.DataFrame({"run_id": run_id, "case_id": list(artifacts),
+                                                "path": list(artifacts.values())}))
+    else:
+        dice_by_case = dict(tuple(dice.groupby("case_id"))) if dice is not None else {}
+        for case_id, s in zip(cases.case_id, seconds):
+            part = dice_by_case.get(case_id)
+            rows = ([[MODEL_SHA, case_id, int(c), float(d)] for c, d in zip(part.class_id, part.dice)]
+                    if part is not None else [])
+            store.write_case(con, run_id, case_id, rows=[], dice_rows=rows, artifact_path=artifacts.get(case_id),
+                             seconds=float(s))
     # Signed variants: the positive and negative parts spread a little differently.
-    pos = np.stack([rng.dirichlet(60 * r + 1e-3) if r.sum() else r for r in cube_abs.reshape(-1, cube_abs.shape[2])])
-    neg = np.stack([rng.dirichlet(40 * r + 1e-3) if r.sum() else r for r in cube_abs.reshape(-1, cube_abs.shape[2])])
+    pos = _dirichlet_rows(60 * cube_abs + 1e-3, rng) * (cube_abs.sum(axis=2, keepdims=True) > 0)
+    neg = _dirichlet_rows(40 * cube_abs + 1e-3, rng) * (cube_abs.sum(axis=2, keepdims=True) > 0)
     n, l, r = cube_abs.shape
-    frame = pd.DataFrame({
-        "run_id": run_id,
-        "case_id": np.repeat(cases.case_id.to_numpy(), l * r),
-        "target_id": np.tile(np.repeat(targets, r), n).astype("int32"),
-        "source_id": np.tile(sources, n * l).astype("int32"),
-        "mass_abs": cube_abs.ravel(), "mass_pos": pos.ravel(), "mass_neg": neg.ravel()})
+    # Rows refer to cases by position; SQL swaps in the ids (a 6.5 M-row column of strings
+    # would be the slowest part of the insert).
+    frame = pd.DataFrame({"case_index": np.repeat(np.arange(n, dtype=np.int32), l * r),
+                          "target_id": np.tile(np.repeat(np.asarray(targets, np.int32), r), n),
+                          "source_id": np.tile(np.asarray(sources, np.int32), n * l),
+                          "mass_abs": cube_abs.ravel(), "mass_pos": pos.ravel(), "mass_neg": neg.ravel()})
+    ids = pd.DataFrame({"case_index": np.arange(n, dtype=np.int32), "case_id": cases.case_id.to_numpy()})
     # One case that failed in this run (the failures table), with no results.
     store.record_failure(con, run_id, "failed0000", "explain", "synthetic failure: out of memory")
     con.execute("DELETE FROM local_importance WHERE run_id = ?", [run_id])
-    _insert(con, "local_importance", frame)
+    con.register("_rows", frame)
+    con.register("_ids", ids)
+    con.execute("INSERT INTO local_importance SELECT ?, i.case_id, r.target_id, r.source_id, r.mass_abs, "
+                "r.mass_pos, r.mass_neg FROM _rows r JOIN _ids i USING (case_index) "
+                "ORDER BY r.case_index, r.target_id, r.source_id", [run_id])
+    con.unregister("_rows")
+    con.unregister("_ids")
 
 
 def _insert(con, table: str, frame: pd.DataFrame) -> None:
@@ -310,9 +333,8 @@ def _phantom(case, class_names: list[str], rng: np.random.Generator):
 
 
 def _write_analysis(con, run_id: str, cases: pd.DataFrame, cube_abs: np.ndarray, dice: pd.DataFrame,
-                    class_names: list[str], roi_ids: dict[str, int], method: str,
-                    rng: np.random.Generator) -> None:
-    """anomaly, anomaly_dice, outlier_tests, method_eval and perturbation_curve of one run."""
+                    class_names: list[str], roi_ids: dict[str, int], rng: np.random.Generator) -> None:
+    """anomaly, anomaly_dice and outlier_tests of one run."""
     targets = [roi_ids[n] for n in class_names]
     reference = (cases.dataset == "reference").to_numpy()
     mean = cube_abs[reference].mean(axis=0)
@@ -358,29 +380,49 @@ def _write_analysis(con, run_id: str, cases: pd.DataFrame, cube_abs: np.ndarray,
         rows_ot, columns=["run_id", "target_id", "variable", "test", "statistic", "p_value",
                           "n_inliers", "n_outliers"]))
 
-    profile = METHOD_PROFILE.get(method, METHOD_PROFILE["vg"])
-    eval_cases = cases.case_id[cases.split == "test"].head(8).tolist()
-    eval_targets = targets[1:8]
-    rows_me, rows_pc = [], []
-    for case_id in eval_cases:
-        for target in eval_targets:
-            values = {"faithfulness": rng.normal(profile["faith"], 0.12),
-                      "sensitivity_max": abs(rng.normal(profile["sens"], 0.2)),
-                      "sensitivity_avg": abs(rng.normal(profile["sens"] * 0.6, 0.1)),
-                      "complexity": float(np.clip(rng.normal(profile["compl"], 0.05 * profile["compl"] + 1e-4), 0, 1)),
-                      "efficiency_s": abs(rng.normal(profile["secs"], 0.3 * profile["secs"]))}
-            decay = 4 + 6 * profile["faith"] + rng.normal(0, 0.5)
-            fractions = np.linspace(0, 1, 11)
-            morf = np.exp(-decay * fractions) + rng.normal(0, 0.02, 11)
-            lerf = 1 - 0.4 * fractions ** 2 + rng.normal(0, 0.02, 11)
-            values["aopc_morf"] = float(np.mean(1 - morf))
-            values["aopc_lerf"] = float(np.mean(1 - lerf))
-            values["abpc"] = float(np.mean(lerf - morf))
-            rows_me += [[run_id, case_id, target, metric, float(values[metric])] for metric in EVAL_METRICS]
-            for ordering, curve in (("morf", morf), ("lerf", lerf)):
-                rows_pc += [[run_id, case_id, target, ordering, step, float(f), float(v)]
-                            for step, (f, v) in enumerate(zip(fractions, curve))]
-    store.replace_table_rows(con, "method_eval", run_id, pd.DataFrame(
-        rows_me, columns=["run_id", "case_id", "target_id", "metric", "value"]))
-    store.replace_table_rows(con, "perturbation_curve", run_id, pd.DataFrame(
-        rows_pc, columns=["run_id", "case_id", "target_id", "ordering", "step", "fraction", "value"]))
+
+def _write_evaluation(con, cases: pd.DataFrame, class_names: list[str], roi_ids: dict[str, int],
+                      methods: Sequence[str], rng: np.random.Generator) -> dict[str, str]:
+    """One evaluation run per method, written as ``python -m agg2exp_core evaluate`` writes it.
+
+    Metric names are the ones ``agg2exp_core.analysis.evaluation`` writes (``efficiency_s``,
+    ``complexity``, ``faithfulness``, ``sensitivity_*`` and ``curve_metrics``' AOPC/ABPC
+    family), through the core's ``store.write_method_eval``; the runs get no case_status rows.
+    """
+    if not methods:
+        return {}
+    # agg2exp_core.analysis.evaluation imports torch: only when evaluation runs are written
+    from agg2exp_core.analysis.evaluation import CURVE_COLUMNS, METRIC_COLUMNS, curve_metrics
+
+    settings = {"metrics": ["faithfulness", "sensitivity", "complexity", "efficiency", "curves"], "seed": 0}
+    run_ids = {}
+    for name in methods:
+        params = {"evaluation": settings, **METHOD_PARAMS.get(name, {})}
+        run_ids[name] = store.run_id_for(f"eval-{name}", params, MODEL_SHA, "evaluate")
+        store.ensure_run(con, run_ids[name], name, params, MODEL_SHA, class_names, source="evaluate",
+                         description="attribution-method evaluation", code_version="synthetic")
+    channels = list(range(1, 1 + EVAL_TARGETS))
+    fractions = np.linspace(0, 1, 11)
+    for case_id in cases.case_id[cases.split == "test"].head(EVAL_CASES):
+        scores, curves = [], []
+        for name in methods:
+            profile = METHOD_PROFILE.get(name, METHOD_PROFILE["vg"])
+            seconds = abs(rng.normal(profile["secs"], 0.3 * profile["secs"]))
+            for c in channels:
+                decay = 4 + 6 * profile["faith"] + rng.normal(0, 0.5)
+                morf = np.exp(-decay * fractions) + rng.normal(0, 0.02, 11)
+                lerf = 1 - 0.4 * fractions ** 2 + rng.normal(0, 0.02, 11)
+                values = {"efficiency_s": seconds / len(channels),
+                          "complexity": float(np.clip(rng.normal(profile["compl"], 0.05 * profile["compl"] + 1e-4),
+                                                      0, 1)),
+                          "faithfulness": rng.normal(profile["faith"], 0.12),
+                          "sensitivity_avg": abs(rng.normal(profile["sens"] * 0.6, 0.1)),
+                          "sensitivity_max": abs(rng.normal(profile["sens"], 0.2)),
+                          **curve_metrics(morf, lerf)}
+                scores += [(name, c, metric, float(value)) for metric, value in values.items()]
+                for ordering, curve in (("morf", morf), ("lerf", lerf)):
+                    curves += [(name, c, ordering, step, float(f), float(v))
+                               for step, (f, v) in enumerate(zip(fractions, curve))]
+        store.write_method_eval(con, run_ids, case_id, pd.DataFrame(scores, columns=METRIC_COLUMNS),
+                           pd.DataFrame(curves, columns=CURVE_COLUMNS), {c: roi_ids[class_names[c]] for c in channels})
+    return run_ids

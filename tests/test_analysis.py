@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from agg2exp_core import store
-from agg2exp_core.analysis.outliers import AVERAGE, AnalysisConfig, analyze, pathology_auroc, spearman_table
+from agg2exp_core.analysis.outliers import AnalysisConfig, analyze, pathology_auroc, spearman_table
 from agg2exp_core.labels import roi_specs
 
 

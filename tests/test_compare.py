@@ -1,4 +1,4 @@
-"""Permutation test of two cohorts' mean matrices (agg2exp_core.compare) and matrix orders."""
+"""Permutation test of two cohorts' mean matrices (agg2exp_core.analysis.compare) and matrix orders."""
 from __future__ import annotations
 
 import numpy as np

@@ -212,9 +212,9 @@ def test_republished_store_is_reopened(tmp_path):
     from synthetic_store import build_synthetic_store
     from dashboard import data
 
-    first = build_synthetic_store(tmp_path / "a" / "store.duckdb", n_cases=6, with_artifacts=False)
+    first = build_synthetic_store(tmp_path / "a" / "store.duckdb", n_cases=6, with_artifacts=False, eval_methods=())
     second = build_synthetic_store(tmp_path / "b" / "store.duckdb", n_cases=6, with_artifacts=False,
-                                   run_methods=("ig",))
+                                   run_methods=("ig",), eval_methods=())
     path = first["path"]
     ref = data.store_ref(path)
     assert data.runs(ref).method.tolist() == ["vg"]
@@ -232,3 +232,104 @@ def test_several_stores_are_offered_by_name(monkeypatch, synthetic_store, tsv2_s
     app = open_app(monkeypatch, both, "overview", {"store": "../../etc/passwd"})
     assert any("store='../../etc/passwd'" in w for w in texts(app, "warning"))
     assert "60** of 60 cases" in case_count_caption(app)
+
+
+# ------------------------------------------------------------------ Methods page: evaluation runs, vocabulary
+METHOD_TITLES = {"Vanilla Gradient", "SmoothGrad", "Integrated Gradients", "KernelSHAP (semantic)"}
+
+
+def methods_table(app: AppTest):
+    return next(d.value for d in app.dataframe if "n (case × class)" in d.value.columns)
+
+
+def test_methods_page_shows_evaluation_runs_that_have_no_case_status(monkeypatch, synthetic_store):
+    """As in the demo store, evaluation runs (runs.source = 'evaluate') hold method_eval and
+    perturbation_curve rows only; the page filters their cases through the cases table."""
+    from dashboard import data
+
+    ref = data.store_ref(synthetic_store["path"])
+    shape = data.query(ref, """
+        SELECT count(*) AS runs, (SELECT count(*) FROM case_status WHERE run_id IN
+                                  (SELECT run_id FROM runs WHERE source = 'evaluate')) AS status
+        FROM runs WHERE source = 'evaluate'""").iloc[0]
+    assert shape.runs == 4 and shape.status == 0                       # shaped like the demo store
+    app = open_app(monkeypatch, synthetic_store["path"], "methods")
+    assert not any("No evaluated case" in t for t in texts(app, "info"))
+    table = methods_table(app).set_index("method")
+    assert set(table.index) == METHOD_TITLES and (table["cases"] == 8).all()
+    assert (table["n (case × class)"] == 8 * 7).all()
+    faithfulness = table["Faithfulness ↑"].map(lambda cell: float(cell.split(" ± ")[0]))
+    assert faithfulness["Vanilla Gradient"] > faithfulness["KernelSHAP (semantic)"]      # the synthetic profile
+    figure = json.loads(charts(app)[0].proto.spec)
+    assert {t.get("name") for t in figure["data"]} >= METHOD_TITLES
+    assert {t["xaxis"] for t in figure["data"]} == {"x", "x2"}                            # MoRF and LeRF panels
+
+    # The filter applies to the evaluated cases' metadata: they are reference test cases.
+    app.multiselect(key="w_dataset").set_value(["external"]).run()
+    assert any("None of the 8 evaluated case(s) passes the cohort filter" in t for t in texts(app, "info"))
+    app.multiselect(key="w_dataset").set_value(["reference"])
+    app.multiselect(key="w_sex").set_value(["F"]).run()
+    evaluated = data.query(ref, "SELECT DISTINCT e.case_id FROM method_eval e JOIN cases c USING (case_id) "
+                                "WHERE c.sex = 'F'")
+    assert (methods_table(app)["cases"] == len(evaluated)).all() and 0 < len(evaluated) < 8
+
+
+@pytest.fixture(scope="module")
+def core_evaluated_store(tmp_path_factory) -> dict:
+    """A store whose evaluation rows the core wrote: names from ``evaluate_case`` on a tiny linear
+    model (with the bootstrap interval), rows from ``store.write_method_eval``, runs as ``evaluate`` makes them."""
+    import torch
+
+    from agg2exp_core import store
+    from agg2exp_core.analysis import evaluation
+    from agg2exp_core.attribution.partitions import cube_partition
+    from synthetic_store import MODEL_SHA, build_synthetic_store
+
+    class LinearSeg(torch.nn.Module):      # class 1 logit = w * x everywhere, class 0 never predicted
+        def __init__(self, w):
+            super().__init__()
+            self.register_buffer("w", w)
+
+        def forward(self, x):
+            return torch.cat([torch.full_like(x, -100.0), self.w * x], dim=1)
+
+    info = build_synthetic_store(tmp_path_factory.mktemp("core-eval") / "store.duckdb", n_cases=6,
+                                 with_artifacts=False, eval_methods=())
+    generator = torch.Generator().manual_seed(0)
+    shape = (8, 6, 4)
+    model = LinearSeg(torch.rand(shape, generator=generator) * 2 - 0.5)
+    methods = {"vg": {}, "smoothgrad": {"n_samples": 2}}
+    run_ids = {name: store.run_id_for(f"eval-{name}", params, MODEL_SHA, "evaluate")
+               for name, params in methods.items()}
+    with store.open_writer(info["path"]) as con:
+        for name, run_id in run_ids.items():
+            store.ensure_run(con, run_id, name, methods[name], MODEL_SHA, info["class_names"], source="evaluate",
+                             description="attribution-method evaluation")
+        for case_id in info["case_ids"][:2]:
+            image = torch.rand(1, *shape, generator=generator)
+            config = evaluation.EvaluationConfig(
+                faithfulness=evaluation.FaithfulnessConfig(n_subsets=20, n_bootstrap=20),
+                sensitivity=evaluation.SensitivityConfig(n=2),
+                curves=evaluation.CurveConfig(partition=cube_partition(shape, (2, 2, 1))))
+            scores, curves = evaluation.evaluate_case(model, image, methods, [1], config)
+            store.write_method_eval(con, run_ids, case_id, scores, curves, {1: info["roi_ids"]["aorta"]})
+    return info
+
+
+def test_methods_table_titles_every_metric_the_core_writes(monkeypatch, core_evaluated_store):
+    from agg2exp_core import vocabulary
+    from agg2exp_core.analysis.evaluation import curve_metrics
+    from dashboard import data
+
+    ref = data.store_ref(core_evaluated_store["path"])
+    written = set(data.query(ref, "SELECT DISTINCT metric FROM method_eval").metric)
+    assert set(curve_metrics([1.0, 0.6, 0.2, 0.0], [1.0, 0.9, 0.7, 0.0])) <= written
+    assert {"faithfulness", "faithfulness_ci_low", "sensitivity_max", "complexity", "efficiency_s"} <= written
+    assert written <= set(vocabulary.METRICS), f"the vocabulary lacks {written - set(vocabulary.METRICS)}"
+    app = open_app(monkeypatch, core_evaluated_store["path"], "methods")
+    table = methods_table(app)
+    for name in written:
+        title = vocabulary.METRICS[name].label
+        assert title in table.columns, f"{name}: no column {title!r} in {list(table.columns)}"
+    assert set(table.method) == {"Vanilla Gradient", "SmoothGrad"}
+    assert all(" ± " in cell for cell in table[vocabulary.METRICS["naopc"].label])

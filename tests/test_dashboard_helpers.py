@@ -212,16 +212,13 @@ def test_view_planes_show_attribution_only_at_the_stored_slice():
     assert slices.view_planes(artifact, "axial", 3, 7).attr is None
 
 
-def test_matrix_cube_edges_and_layout():
+def test_matrix_edges_and_layout():
     long = pd.DataFrame({"target_id": [1, 1, 2, 2], "source_id": [1, 2, 1, 2], "mean": [0.7, 0.3, 0.4, 0.6]})
     targets, sources, matrix = analytics.matrix_from_long(long)
     assert targets == [1, 2] and matrix[1, 0] == 0.4
     edges = analytics.top_k_edges(matrix, targets, sources, k=1)
     assert list(zip(edges.source_id, edges.target_id)) == [(2, 1), (1, 2)]
     assert len(analytics.top_k_edges(matrix, targets, sources, k=1, include_self=True)) == 2
-    values = long.rename(columns={"mean": "value"}).assign(case_id=["x", "x", "y", "y"])
-    cases, _, _, cube = analytics.cube_from_long(values)
-    assert cases == ["x", "y"] and cube.shape == (2, 2, 2) and np.isnan(cube[0, 1, 0])
     layout = analytics.circular_layout([5, 6, 7], ["bone", "cardiovascular", "organ"])
     assert layout[6] == pytest.approx((0.0, 1.0))        # cardiovascular first, at the top
     assert all(abs(np.hypot(*p) - 1) < 1e-9 for p in layout.values())
@@ -276,11 +273,12 @@ def test_synthetic_store_bulk_and_per_case_paths_agree(tmp_path):
 
 def test_context_mass_summary_and_permutation_choice():
     rois = [analytics.Roi(1, "heart", "cardiovascular", "#d62728", True), analytics.Roi(2, "ribs", "bone", "#1f77b4", True)]
-    frame = analytics.context_mass(pd.DataFrame({"case_id": list("abcd"), "target_id": [2, 2, 1, 1],
-                                                 "self_mass": [0.6, 0.8, 0.5, 0.7], "dataset": ["r", "r", "r", "e"]}))
-    summary = analytics.context_mass_summary(frame, rois)
-    assert summary["class"].tolist() == ["heart", "heart", "ribs"]
-    assert summary.iloc[2]["mean"] == pytest.approx(0.3)
+    boxes = pd.DataFrame({"target_id": [2, 1, 1, 3], "dataset": ["r", "r", "e", "r"], "n": [2, 1, 1, 5],
+                          "mean": [0.3, 0.5, 0.3, 0.1], "q1": [0.25, 0.5, 0.3, 0.1], "median": [0.3, 0.5, 0.3, 0.1],
+                          "q3": [0.35, 0.5, 0.3, 0.1]})
+    summary = analytics.context_mass_summary(boxes, rois)
+    assert summary["class"].tolist() == ["heart", "heart", "ribs"]       # class order, then dataset; 3 left out
+    assert summary.dataset.tolist() == ["e", "r", "r"] and summary.iloc[2]["mean"] == pytest.approx(0.3)
     assert analytics.permutation_count("5000", 323, 0.05, True) == 5000
     assert analytics.permutation_count("auto", 323, 0.05, True) == 13000
     assert analytics.permutation_count("auto", 323, 0.05, False) == 1000

@@ -43,9 +43,11 @@ MARKERS = ("DROP", "DELETE", "passwd", "win.ini", "OR '1'", "duckdb_settings", "
 SQL_CALLS = {"execute", "executemany", "sql", "from_query", "query_df", "install_extension", "load_extension"}
 SQL_WORDS = ("SELECT ", "FROM ", "WHERE ", "WITH ", " IN (", " IS NULL", "contains(")
 # Names that may be interpolated into SQL text, per file: each holds a fixed fragment
-# (a column from KIND_COLUMNS, a condition from filters.where_clause, a constant
-# sub-query, a validated identifier, a fixed column name or a run of '?' placeholders).
-ALLOWED_SQL_NAMES = {"data.py": {"column", "condition", "dice_of_case"},
+# (a column from vocabulary.MASS_KINDS, a condition from filters.where_clause, a constant
+# sub-query, fixed value/group fragments of the box statistics, a validated identifier, a
+# fixed column name or a run of '?' placeholders).
+ALLOWED_SQL_NAMES = {"data.py": {"column", "condition", "dice_of_case", "rows", "values", "groups",
+                                 "details"},
                      "filters.py": {"alias", "column", "pathologies", "known"}}
 
 
@@ -83,7 +85,7 @@ def test_only_data_py_runs_sql_and_its_sql_text_has_only_fixed_fragments():
                     isinstance(node.func.value, ast.Constant) and any(w in str(node.func.value.value) for w in SQL_WORDS):
                 raise AssertionError(f"{name}:{node.lineno} formats SQL with .format()")
     # the fixed fragments really are fixed
-    assert set(data.KIND_COLUMNS.values()) == {"mass_abs", "mass_pos", "mass_neg"}
+    assert set(data.MASS_KINDS.values()) == {"mass_abs", "mass_pos", "mass_neg"}
     for kind in ("abs; DROP TABLE cases", "mass_abs", "", "ABS"):
         with pytest.raises(ValueError):
             data._column(kind)
@@ -98,9 +100,9 @@ def recorded(monkeypatch):
     log: list[tuple[str, list]] = []
     original = data.query
 
-    def spy(ref, sql, params=()):
+    def spy(ref, sql, params=(), **kwargs):
         log.append((sql, list(params)))
-        return original(ref, sql, params)
+        return original(ref, sql, params, **kwargs)
 
     monkeypatch.setattr(data, "query", spy)
     data.st.cache_data.clear()
@@ -139,19 +141,24 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
                    data.artifact_cases):
             result = call(fn, value)
             assert len(result) == 0, (fn.__name__, value)
-        for fn in (data.cohort_cases, data.global_matrix, data.local_values, data.self_mass, data.dice):
+        for fn in (data.cohort_cases, data.global_matrix):
             assert call(fn, value, filters.CohortFilter()).empty
-        assert call(data.target_values, value, filters.CohortFilter(), 1).empty
+        for fn in (data.context_mass_distribution, data.dice_distribution):
+            assert call(fn, value, filters.CohortFilter()).boxes.empty
+        assert call(data.source_distribution, value, filters.CohortFilter(), 1).points.empty
         assert call(data.anomaly_ranking, value, filters.CohortFilter(), -1).empty
         assert call(data.case_matrix, run_id, value).empty, "an unknown case id matches nothing"
         assert call(data.case_matrix, value, real_case).empty
+        assert call(data.local_cube, run_id, [value, real_case])[0] == [real_case]
+        assert call(data.local_cube, value, [real_case])[0] == []
         for fn in (data.method_eval_summary, data.perturbation_summary):
             assert call(fn, (value, run_id + value), filters.CohortFilter()).empty
-        for fn in (data.global_matrix, data.local_values, data.case_matrix):
+        assert call(data.evaluated_case_count, (value,)) == 0
+        for fn in (data.global_matrix, data.case_matrix, data.local_cube):
             with pytest.raises(ValueError):
-                fn(ref, run_id, *((filters.CohortFilter(),) if fn is not data.case_matrix else (real_case,)),
-                   kind=value)
-        for fn in (data.target_values, data.anomaly_ranking):
+                fn(ref, run_id, *({data.global_matrix: (filters.CohortFilter(),), data.case_matrix: (real_case,),
+                                   data.local_cube: ([real_case],)}[fn]), kind=value)
+        for fn in (data.source_distribution, data.anomaly_ranking):
             with pytest.raises((ValueError, TypeError)):
                 fn(ref, run_id, filters.CohortFilter(), value)
     for cohort in hostile_filters():
