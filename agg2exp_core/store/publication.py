@@ -98,10 +98,15 @@ def _identity(path: Path) -> dict | None:
 
 
 def record_seed(db_path: Path) -> None:
+    """Record the published file's identity; if that fails, no record: the next writer reseeds (safe)."""
     record = _seed_path(db_path)
     tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"published": _identity(db_path)}))
-    os.replace(tmp, record)
+    try:
+        tmp.write_text(json.dumps({"published": _identity(db_path)}))
+        os.replace(tmp, record)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
 
 
 def seed_matches(db_path: Path) -> bool:
