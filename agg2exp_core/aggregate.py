@@ -5,6 +5,8 @@ For target class a and RoI b, ``e_{b->a} = ||e_a * R_b||_1 / ||e_a||_1``; the ``
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -76,14 +78,22 @@ def local_matrices(attributions, pred_labels, n_classes: int,
     return out
 
 
-def context_mass(matrix: np.ndarray) -> np.ndarray:
-    """``1 - e_{a->a}`` per class ``[l]``: evidence outside the class's own predicted region.
+def context_mass(matrix: np.ndarray, classes: Sequence[int] | None = None) -> np.ndarray:
+    """``1 - e_{a->a}`` per explained class ``[C]``: evidence outside the class's own predicted region.
 
-    ``matrix`` is ``[l, r]`` (or ``[n, l, r]``) with the l class RoIs as its first columns.
+    ``matrix`` is ``[C, r]`` (or ``[n, C, r]``) as ``local_matrices`` returns it: one row per
+    explained class, the model's class RoIs as its first columns (column ``c`` = class ``c``).
+    ``classes``: the class id of each row (default ``0..C-1``, i.e. all classes explained);
+    with a subset, row ``i`` is read at column ``classes[i]``, not ``i``.
     """
     matrix = np.asarray(matrix)
-    l = matrix.shape[-2]
-    return 1.0 - np.diagonal(matrix[..., :l], axis1=-2, axis2=-1)
+    rows = matrix.shape[-2]
+    classes = list(range(rows)) if classes is None else [int(c) for c in classes]
+    if len(classes) != rows:
+        raise ValueError(f"{len(classes)} class ids for a matrix of {rows} rows")
+    if classes and (min(classes) < 0 or max(classes) >= matrix.shape[-1]):
+        raise ValueError(f"class ids must lie in 0..{matrix.shape[-1] - 1}")
+    return 1.0 - matrix[..., np.arange(rows), classes]
 
 
 def global_matrix(local: np.ndarray) -> np.ndarray:

@@ -69,3 +69,19 @@ def test_global_matrix_is_the_mean_ignoring_nan_rows():
     np.testing.assert_allclose(global_matrix(a), [[0.3, 0.7]])
     with pytest.raises(ValueError):
         global_matrix(np.zeros((0, 2, 2)))
+
+
+def test_context_mass_of_a_class_subset_reads_each_row_at_its_own_class():
+    """Explaining classes [2, 0] of three gives rows 2 and 0: the self mass of row i is column classes[i]."""
+    attr = np.zeros((2, 6, 1, 1))
+    attr[0, :, 0, 0] = [0, 0, 1, 1, 2, 6]     # class 2: 8/10 inside its own region (voxels 4, 5)
+    attr[1, :, 0, 0] = [1, 3, 0, 0, 0, 4]     # class 0: 4/8 inside its own region (voxels 0, 1)
+    pred = np.array([0, 0, 1, 1, 2, 2]).reshape(6, 1, 1)
+    m = local_matrices(attr, pred, 3)["abs"]
+    np.testing.assert_allclose(m, [[0.0, 0.2, 0.8], [0.5, 0.0, 0.5]])
+    np.testing.assert_allclose(context_mass(m, classes=[2, 0]), [0.2, 0.5])
+    np.testing.assert_allclose(context_mass(np.stack([m, m]), classes=[2, 0]), [[0.2, 0.5]] * 2)
+    full = local_matrices(np.concatenate([attr[1:], np.ones((1, 6, 1, 1)), attr[:1]]), pred, 3)["abs"]
+    np.testing.assert_allclose(context_mass(full), [0.5, 2 / 3, 0.2])  # all classes: the diagonal
+    with pytest.raises(ValueError):
+        context_mass(m, classes=[2])

@@ -13,7 +13,6 @@ from streamlit.testing.v1 import AppTest
 
 from agg2exp_core.pipeline.artifacts import attribution_slices, block_factors, block_mean
 from dashboard import case_view, figures, slices, surfaces
-from dashboard.analytics import Roi
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,13 +1,11 @@
 """Manifest validation and NIfTI loading: affine kept, bad input named in one line."""
 from __future__ import annotations
 
-import gzip
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from agg2exp_core.io.images import load_case, load_nifti, save_like
 from agg2exp_core.io.manifest import read_manifest, read_metadata

@@ -92,3 +92,18 @@ def test_permutations_for_fdr_allow_a_discovery():
     n = permutations_for_fdr(323, 0.05)
     assert n == 13000 and 323 / (n + 1) < 0.05
     assert permutations_for_fdr(4, 0.05) == 1000 and permutations_for_fdr(10**6, 0.01) == 20000
+
+
+def test_permutations_without_a_statistic_do_not_count_as_not_extreme():
+    """A cell observed once in each cohort: every permutation that keeps the two observations
+    apart gives the same |difference|, all the others give none (NaN). Counting those as
+    "not extreme" made p about 0.02 (significant) where the test has no evidence: p = 1."""
+    n_a, n_b = 100, 1
+    a, b = np.full((n_a, 2), np.nan), np.full((n_b, 2), np.nan)
+    a[0, 0], b[0, 0] = 0.9, 0.1
+    a[:, 1] = np.random.default_rng(0).random(n_a)   # a fully observed cell for comparison
+    b[:, 1] = 0.5
+    result = permutation_test(a, b, n_permutations=2000, seed=0, fdr=False)
+    assert result.difference[0] == pytest.approx(0.8)
+    assert result.p_values[0] == 1.0 and not result.significant[0]
+    assert 0 < result.p_values[1] <= 1

@@ -1,6 +1,5 @@
 """Attribution-method metrics with known answers, evaluate_case, and the evaluate command."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -7,9 +7,7 @@ function behind ``python -m agg2exp_core``) and a few through the real interpret
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agg2exp_core.io.manifest import AGE_RANGE, read_manifest, read_metadata
+from agg2exp_core.io.manifest import AGE_RANGE, CASE_ID, read_manifest, read_metadata
 from agg2exp_core.errors import InputError
 from agg2exp_core.pipeline.importer import import_agg2exp_csv, mass_cube, read_published_csv
 
@@ -78,7 +78,7 @@ def check_sex_age(frame: pd.DataFrame) -> None:
 
 
 def check_manifest(frame: pd.DataFrame) -> None:
-    assert frame.case_id.map(lambda c: isinstance(c, str) and c != "").all()
+    assert frame.case_id.map(lambda c: isinstance(c, str) and CASE_ID.fullmatch(c) is not None).all()
     assert not frame.case_id.duplicated().any()
     check_sex_age(frame)
     assert frame.image.map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()

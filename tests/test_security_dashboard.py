@@ -15,7 +15,6 @@ import inspect
 import os
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -10,6 +10,9 @@ so p lies in (0, 1]. All cells share the same permutations (one label shuffle te
 every cell), and each batch of permutations is two matrix products over all cells.
 Missing values (NaN, e.g. positive-only masses of an imported run) are left out of
 each cell's means; a cell without an observation in one of the cohorts gets p = NaN.
+A permutation that leaves a cell without observations on one side gives no statistic for
+that cell and is left out of its count: ``p = (1 + #extreme) / (1 + #permutations with a
+statistic)`` (conditioning on the permutations where the difference exists keeps p valid).
 With ``fdr=True`` the p-values are adjusted by Benjamini-Hochberg
 (``scipy.stats.false_discovery_control``) before comparing with ``alpha``.
 """
@@ -81,12 +84,16 @@ def permutation_test(a: np.ndarray, b: np.ndarray, n_permutations: int = 1000, s
     threshold = np.abs(observed32) - _TIE_TOLERANCE * np.maximum(1.0, np.abs(observed32))
 
     exceed = np.zeros(observed.shape)
+    defined = np.zeros(observed.shape)  # permutations whose statistic exists (both sides observed)
     for labels in _label_batches(membership, n_permutations, batch_size, seed):
         permuted, _, _ = _mean_difference(labels, values32, counts32, sum32, count32)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):  # NaN compares False; such permutations are not counted below
             exceed += (np.abs(permuted) >= threshold).sum(axis=0)
+        defined += (~np.isnan(permuted)).sum(axis=0)
 
-    p_values = (1.0 + exceed) / (1.0 + n_permutations)
+    # A permutation that leaves one side of a cell without observations has no statistic: it
+    # is neither extreme nor not, so it drops out of the count (else it would shrink p).
+    p_values = (1.0 + exceed) / (1.0 + defined)
     p_values[np.isnan(observed)] = np.nan
     q_values = benjamini_hochberg(p_values) if fdr else p_values.copy()
     with np.errstate(invalid="ignore"):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.limits import check_voxels
 from agg2exp_core.io.manifest import ROI_PREFIX
 from agg2exp_core.io.preprocessing import Preprocessing
 
@@ -38,14 +39,22 @@ class Case:
         return (self.image[0].numpy() * (hi - lo) + lo).astype(np.float32)
 
 
-def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(3-D float array, affine) of a NIfTI file; corrupt, non-3-D or non-finite data raise."""
+def load_nifti(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """(3-D float array, affine) of a NIfTI file; corrupt, non-3-D or non-finite data raise.
+
+    The header's size (and, with ``target_spacing``, the resampled size) is checked against
+    ``io.limits`` before any voxel is read.
+    """
     path = Path(path)
     try:
         img = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for truncated/corrupt files
+        raise _unreadable(path, err) from None
+    check_voxels(path, img.shape, img.affine, target_spacing)
+    try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for truncated/corrupt files
-        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'corrupt'})") from None
+        raise _unreadable(path, err) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -60,10 +69,14 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return data, np.asarray(affine, dtype=np.float64)
 
 
+def _unreadable(path: Path, err: Exception) -> InputError:
+    return InputError(path, f"cannot read NIfTI ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'corrupt'})")
+
+
 def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
               n_labels: int | None = None) -> Case:
     """Load one manifest row: validate, reorient to RAS, resample, scale HU to [0, 1]."""
-    image, affine = load_nifti(row["image"])
+    image, affine = load_nifti(row["image"], preprocessing.spacing)
     label = _load_label(row, image, affine, n_labels) if row.get("label") else None
     rois = {}
     for column in [c for c in row.keys() if str(c).startswith(ROI_PREFIX)]:

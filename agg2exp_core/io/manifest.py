@@ -5,7 +5,9 @@ Every problem is raised as an ``InputError`` naming the file and the row's case 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -17,8 +19,10 @@ ROI_PREFIX = "roi:"
 SEX_CODES = {"F": "F", "M": "M", "FEMALE": "F", "MALE": "M"}
 AGE_RANGE = (0.0, 120.0)
 SPLITS = {"train", "val", "test", ""}
-
-
+# Case ids name files (artefacts, NIfTI exports): letters, digits, '.', '_', '-', no leading dot,
+# so an id can never leave its folder ('../x', '/tmp/x') or hide a file ('.x').
+CASE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+CASE_ID_RULE = "use letters, digits, '.', '_' and '-', not starting with '.'"
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read and validate a cohort manifest; paths become absolute (relative to the manifest)."""
@@ -75,9 +79,42 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _check_case_ids(path: Path, ids: pd.Series) -> None:
     if (ids == "").any():
         raise InputError(path, f"empty case_id in row {int((ids == '').to_numpy().argmax()) + 2}")
+    bad = ids[~ids.map(lambda c: CASE_ID.fullmatch(c) is not None)]
+    if len(bad):
+        raise InputError(path, f"case_id {bad.iloc[0]!r} in row {int(bad.index[0]) + 2} is not a safe file name "
+                               f"({CASE_ID_RULE})")
     dup = ids[ids.duplicated()]
     if len(dup):
         raise InputError(path, f"duplicate case_id '{dup.iloc[0]}'")
+
+
+def file_safe_name(name: str) -> str:
+    """``name`` as one file-name component: characters outside ``[A-Za-z0-9._-]`` become '_',
+    a leading dot too (label names of a checkpoint are not trusted as paths)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(name))
+    return "_" + safe[1:] if safe.startswith(".") else (safe or "_")
+
+
+def check_roi_names(manifest: str | Path, frame: pd.DataFrame, class_names: Sequence[str],
+                    model: str | Path = "model") -> list[str]:
+    """The manifest's extra RoI names, after checking that every RoI has its own name.
+
+    Duplicate label names of the model or a ``roi:<name>`` column named like one of its
+    classes would give two RoIs one name in the store: one ``InputError`` up front.
+    """
+    seen: dict[str, int] = {}
+    for channel, name in enumerate(class_names):
+        if name in seen:
+            raise InputError(model, f"duplicate label name '{name}' (channels {seen[name]} and {channel})")
+        seen[name] = channel
+    extra = [str(c)[len(ROI_PREFIX):] for c in roi_columns(frame)]
+    for name in extra:
+        if not name.strip():
+            raise InputError(manifest, f"RoI column '{ROI_PREFIX}' has no name (use '{ROI_PREFIX}<name>')")
+        if name in seen:
+            raise InputError(manifest, f"RoI column '{ROI_PREFIX}{name}' has the name of the model's class "
+                                       f"'{name}'; rename the column")
+    return extra
 
 
 def _sex(path: Path, case_id: str, value) -> str | None:

@@ -54,7 +54,16 @@ def predict_labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 def dice_per_class(pred: torch.Tensor, label: torch.Tensor, n_classes: int) -> np.ndarray:
-    """Dice of every class ``[n_classes]`` (MONAI); NaN where the class is absent from the truth."""
+    """Dice of every class ``[n_classes]`` (MONAI).
+
+    A class predicted but absent from the truth is a false positive: Dice 0 (MONAI's
+    ``ignore_empty=True`` would drop it as NaN, hiding exactly the failures the Spearman
+    analysis of anomaly vs Dice should see). NaN only where the class is absent from both
+    the truth and the prediction: nothing to score.
+    """
     p = one_hot(pred[None, None].long(), n_classes)
     t = one_hot(label[None, None].long(), n_classes)
-    return compute_dice(p, t, include_background=True, ignore_empty=True)[0].cpu().numpy()
+    dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0].cpu().numpy()
+    absent = (t[0].flatten(1).sum(1) == 0) & (p[0].flatten(1).sum(1) == 0)
+    dice[absent.cpu().numpy()] = np.nan
+    return dice

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from agg2exp_core import store
-from agg2exp_core.io.manifest import read_metadata
+from agg2exp_core.io.manifest import CASE_ID, CASE_ID_RULE, read_metadata
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import NAME_ALIASES, roi_specs
 
@@ -46,7 +46,7 @@ def read_published_csv(csv_path: str | Path) -> tuple[list[str], pd.DataFrame]:
     """Validated (label names as in the file, frame) of a published aggregate CSV."""
     csv_path = Path(csv_path)
     try:
-        frame = pd.read_csv(csv_path)
+        frame = pd.read_csv(csv_path, dtype={"patient": str})  # ids are names: 00123 stays 00123
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise InputError(csv_path, f"cannot read CSV ({type(err).__name__}: {err})") from None
     if "patient" not in frame.columns:
@@ -60,6 +60,9 @@ def read_published_csv(csv_path: str | Path) -> tuple[list[str], pd.DataFrame]:
     ids = frame["patient"].astype(str)
     if ids.duplicated().any():
         raise InputError(csv_path, f"duplicate patient id '{ids[ids.duplicated()].iloc[0]}'")
+    unsafe = ids[~ids.map(lambda c: CASE_ID.fullmatch(c) is not None)]
+    if len(unsafe):
+        raise InputError(csv_path, f"patient id {unsafe.iloc[0]!r} is not a safe case id ({CASE_ID_RULE})")
     masses = mass_cube(csv_path, frame, names)
     missing = np.isnan(masses)
     partly = np.argwhere(missing.any(axis=2) & ~missing.all(axis=2))  # all-NaN: class absent

@@ -19,7 +19,7 @@ from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices
 from agg2exp_core.attribution.registry import check_params, explain, get_method
 from agg2exp_core.io.images import Case, load_case, save_like
-from agg2exp_core.io.manifest import ROI_PREFIX, read_manifest, roi_columns
+from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class, load_checkpoint
@@ -83,6 +83,7 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     params = dict(params or {})
     check_params(method, params)
     frame = _select_cases(read_manifest(manifest), case_ids)
+    model_source = "model" if isinstance(model, Segmenter) else model
     model = model if isinstance(model, Segmenter) else load_checkpoint(model, device)
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
@@ -92,7 +93,7 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     runner = _CaseRunner(model, method, params, classes, Path(data_dir) if data_dir else db.parent, db,
                          Path(nifti_dir) if nifti_dir else None,
                          PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256)))
-    extra_names = [c[len(ROI_PREFIX):] for c in roi_columns(frame)]
+    extra_names = check_roi_names(manifest, frame, model.label_names, model_source)
     with store.open_writer(db) as con:
         runner.roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
         store.ensure_run(con, runner.run_id, method, run_params, model.checkpoint_sha256, model.label_names,
@@ -163,7 +164,7 @@ class _CaseRunner:
         if self.nifti_dir is None:
             return
         for row, c in enumerate(self.classes):
-            name = f"{case.case_id}_{self.model.label_names[c]}.nii.gz"
+            name = f"{case.case_id}_{file_safe_name(self.model.label_names[c])}.nii.gz"
             save_like(result.attributions[row], case, self.nifti_dir / self.run_id / name)
 
     def _importance_rows(self, case_id: str, result: CaseResult, case: Case) -> list[list]:

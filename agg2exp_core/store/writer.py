@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+import logging
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +22,11 @@ import pandas as pd
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
+from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, remove_leftover_temporaries,
+                                            remove_work_files, seed_matches, writing_path)
 from agg2exp_core.store.schema import ANALYSIS_TABLES, connect
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -38,15 +41,16 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
-def writing_path(db_path: str | Path) -> Path:
-    """The writer's private file for a published store path."""
-    return Path(str(db_path) + ".writing")
-
-
 @contextmanager
 def open_writer(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the writer's file (seeded from the published store if any); publish on exit.
 
+    One writer per store: an exclusive lock (``<db>.lock``) is taken before anything else,
+    and a second writer gets an ``InputError``. A ``.writing`` file left by an earlier
+    writer is resumed only while the published store is the one it was seeded from (or
+    last published); when the published file was replaced meanwhile (restored from a
+    backup, copied in), the published file wins: the writer's file is seeded again from
+    it (unpublished cases of the old copy are recomputed) and a warning says so.
     Bad input (``InputError``) publishes nothing, so a rejected command leaves the
     published store byte for byte as it was.
     """
@@ -54,41 +58,54 @@ def open_writer(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     work = writing_path(db_path)
     if db_path.exists() and not db_path.is_file():
         raise InputError(db_path, "not a store file (a folder?)")
-    seeded = not work.exists() and db_path.exists()
-    if seeded:  # copy then rename: a crash never leaves a half-copied writer file
-        tmp = work.with_name(f".{work.name}.{os.getpid()}.tmp")
-        try:
-            shutil.copyfile(db_path, tmp)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise InputError(db_path, f"cannot copy the store ({err.strerror or err})") from None
-        os.replace(tmp, work)
-    try:
-        con = connect(work)
-    except InputError:
+    with exclusive_lock(db_path):
+        remove_leftover_temporaries(db_path)
+        if work.exists() and not seed_matches(db_path):
+            log.warning("%s: the published store changed since %s was made (replaced or restored?); "
+                        "starting again from the published store", db_path, work.name)
+            remove_work_files(db_path)
+        seeded = not work.exists()
+        if seeded and db_path.exists():  # copy then rename: a crash never leaves a half-copied writer file
+            durable_copy(db_path, work, f"cannot copy the store to {work.name}: {{error}}")
         if seeded:
-            work.unlink()
-        raise
-    bad_input = False
-    try:
-        yield con
-    except InputError:
-        bad_input = True
-        raise
-    finally:
-        if not bad_input:
-            publish(con, db_path)
-        con.close()
+            record_seed(db_path)
+        try:
+            con = connect(work)
+        except InputError:
+            if seeded:
+                remove_work_files(db_path)
+            raise
+        bad_input = False
+        try:
+            yield con
+        except InputError:
+            bad_input = True
+            raise
+        finally:
+            try:
+                if not bad_input:
+                    publish(con, db_path)
+            finally:
+                con.close()
 
 
 def publish(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> None:
-    """Atomically replace the published store with a snapshot of the writer's file."""
+    """Atomically replace the published store with a snapshot of the writer's file.
+
+    The snapshot is on disk (fsync) before the rename. When it cannot be written (disk
+    full), the temporary copy is removed, the published store stays as it was and an
+    ``InputError`` says why; the writer's file keeps every committed case.
+    """
     db_path = Path(db_path)
-    con.execute("CHECKPOINT")
+    unpublished = "cannot publish the store: {error} (the published store is unchanged; rerun to publish)"
+    try:
+        con.execute("CHECKPOINT")  # a full disk may stop DuckDB itself; its log keeps the committed work
+    except duckdb.Error as err:
+        raise InputError(db_path, unpublished.format(error=str(err).splitlines()[0])) from None
     work = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
-    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
-    shutil.copyfile(work, tmp)
-    os.replace(tmp, db_path)
+    durable_copy(work, db_path, unpublished)
+    if work == writing_path(db_path):
+        record_seed(db_path)
 
 
 def upsert_rois(con: duckdb.DuckDBPyConnection, specs: Sequence[RoiSpec]) -> dict[str, int]:
@@ -227,9 +244,19 @@ def write_method_eval(con: duckdb.DuckDBPyConnection, run_ids: dict[str, str], c
 
 def write_imported_run(con: duckdb.DuckDBPyConnection, run_id: str, cases: pd.DataFrame,
                        importance: list[list], dice_rows: list[list]) -> None:
-    """Replace an imported run's cases, matrices and Dice in one transaction (the run row exists)."""
+    """Replace an imported run's cases, matrices and Dice in one transaction (the run row exists).
+
+    Cases the store already knows (from another run) keep their metadata; only the sex and
+    age the import brings (from its metadata file) are written over them.
+    """
     with transaction(con):
-        upsert_cases(con, cases)
+        register_new_cases(con, cases)
+        given = cases.reindex(columns=["case_id", "sex", "age"]).astype(object)
+        given = given.where(pd.notna(given), None)
+        given = given[given.sex.notna() | given.age.notna()]
+        if len(given):
+            con.executemany("UPDATE cases SET sex = coalesce(?, sex), age = coalesce(?, age) WHERE case_id = ?",
+                            [[sex, age, case_id] for case_id, sex, age in given.values.tolist()])
         for table in ("local_importance", "case_status"):  # a smaller re-import leaves no ghosts
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         if importance:

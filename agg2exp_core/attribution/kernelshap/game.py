@@ -189,15 +189,20 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
         logits = predict_logits(network, image, engine_spec.window)
         prediction, n_classes = logits.argmax(dim=0).numpy(), int(logits.shape[0])
     else:
-        prediction, n_classes = config.mask, int(config.mask.max()) + 1
-    classes = list(range(n_classes)) if classes is None else [int(c) for c in classes]
-    rois_full = default_rois(prediction, classes, value.value, value.roi, value.roi_margin)
-    if value.value == "logit" and classes:  # the logit value reads only the predicted voxels
-        rois_full &= np.stack([prediction == c for c in classes])
+        prediction, n_classes = config.mask, _class_count(model, value.roi, prediction_shape=config.mask.shape)
+    # With only a mask and a plain callable the count is unknown until the clean logits below:
+    # a class above the mask's largest label is absent, its ROI empty, so the box is the same.
+    counted = classes is not None or n_classes is not None
+    if classes is None:
+        classes = list(range(n_classes if n_classes is not None else int(prediction.max()) + 1))
+    classes = [int(c) for c in classes]
+    rois_full = _class_rois(prediction, classes, value)
     units = config.units.build(shape, prediction)
     out_box = bounding_box(rois_full.any(axis=0)) if classes else None
     per_call = engine_spec.coalitions_per_call
     if out_box is None:
+        if not counted:  # nothing to perturb, no clean logits: one pass tells the class count
+            classes = list(range(int(predict_logits(network, image, engine_spec.window).shape[0])))
         return UnitGame(None, classes, np.full(shape, -1, np.int64), np.zeros(0, np.int64), prediction,
                         torch.zeros(0), torch.zeros(0), value.value, value.aggregation, None, None, per_call)
     region = _perturbable_box(out_box, shape, engine_spec)
@@ -214,7 +219,29 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
     clean = engine.logits(np.ones((1, len(unit_ids)), bool))
     game.p0 = clean[0].argmax(dim=0)  # P0: the game's own unperturbed prediction
     game.clean_logits = clean
+    if not counted and clean.shape[1] > len(classes):  # the classes absent from the mask, as the contract says
+        game.classes = list(range(int(clean.shape[1])))
+        game.rois = torch.as_tensor(_class_rois(prediction, game.classes, value)[(slice(None), *out_box)])
     return game
+
+
+def _class_count(model, roi, prediction_shape) -> int | None:
+    """The model's class count without a forward pass: a Segmenter's label names, or the
+    rows of a per-class ROI; None when only the clean logits can tell."""
+    names = getattr(model, "label_names", None)
+    if names is not None and isinstance(getattr(model, "window", None), WindowSpec):
+        return len(names)
+    if roi is not None and np.ndim(roi) == len(prediction_shape) + 1:
+        return int(np.shape(roi)[0])
+    return None
+
+
+def _class_rois(prediction: np.ndarray, classes: list[int], value: ValueSpec) -> np.ndarray:
+    """The ROI ``[C, *S]`` of each class; the logit value reads only the predicted voxels."""
+    rois = default_rois(prediction, classes, value.value, value.roi, value.roi_margin)
+    if value.value == "logit" and classes:
+        rois &= np.stack([prediction == c for c in classes])
+    return rois
 
 
 def _effective_units(units: np.ndarray, region: Box) -> tuple[np.ndarray, np.ndarray]:
