@@ -11,6 +11,7 @@ naive reference).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -54,12 +55,19 @@ class DirectEngine:
         self.device = model_device(model)
         self.dtype = model_dtype(model)
         self.crop = crop or tuple(slice(0, s) for s in units.shape)
+        self.full_shape = tuple(units.shape)
         self.x = image[0][self.crop].to(torch.float32)
         self.base = _baseline_like(baseline, image[0])[self.crop]
         self.units = torch.as_tensor(units[self.crop])
         self.out = shift(out_box, [s.start for s in self.crop])
         self.batch_size = max(int(batch_size), 1)
         self.stats = EngineStats()
+
+    def with_baseline(self, baseline, cache_mb: float = 0.0) -> "DirectEngine":
+        """The same engine (and statistics) whose removed voxels take ``baseline``'s values."""
+        other = copy.copy(self)
+        other.base = _baseline_like(baseline, torch.empty(self.full_shape))[self.crop]
+        return other
 
     def logits(self, keep: np.ndarray) -> torch.Tensor:
         """Region logits ``[b, l, *r]`` (float32, CPU) for keep-masks ``[b, M]``."""
@@ -177,6 +185,22 @@ class SlidingWindowEngine:
             self.memo[p][key] = part
             self.memo_used += part.numel() * part.element_size()
             self.clean_sum[(slice(None), *in_region)] += part
+
+    def with_baseline(self, baseline, cache_mb: float = 0.0) -> "SlidingWindowEngine":
+        """The same engine whose removed voxels take ``baseline``'s values (a scalar or ``[*S]``).
+
+        Window grid, clean cache and statistics are shared (the clean input does not
+        change); memoised patterns of recomputed patches are not (they depend on the
+        replacement), and ``cache_mb`` bounds the new engine's own memo (default: none).
+        """
+        other = copy.copy(self)
+        other.base = _baseline_like(baseline, self.image)
+        other.base_pad = other._pad(other.base, self.window.cval)
+        other.memo = [{key: memo[key]} for key, memo in zip(self.clean_keys, self.memo)] \
+            if self.clean_keys else [{} for _ in self.patches]
+        other.memo_used = sum(part.numel() * part.element_size() for memo in other.memo for part in memo.values())
+        other.cache_bytes = other.memo_used + int(cache_mb * 2**20)
+        return other
 
     def logits(self, keep: np.ndarray) -> torch.Tensor:
         """Region logits ``[b, l, *r]`` (float64, CPU) for keep-masks ``[b, M]``."""
