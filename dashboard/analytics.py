@@ -18,7 +18,7 @@ from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
 
 AGE_BANDS = ((0, 40, "< 40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥ 80"))
 METHOD_NAMES = {"vg": "Vanilla Gradient", "smoothgrad": "SmoothGrad", "ig": "Integrated Gradients",
-                "kernelshap": "KernelSHAP"}
+                "kernelshap": "KernelSHAP", "causal": "Causal effect (ATE)"}
 # Known evaluation metrics: column title and whether higher is better (Table 1 of the paper).
 METRIC_TITLES = {
     "faithfulness": ("Faithfulness ↑", True), "faithfulness_correlation": ("Faithfulness ↑", True),

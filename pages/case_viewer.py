@@ -1,7 +1,7 @@
 """Case viewer: CT slices with prediction, ground truth and attribution overlays; local matrix; 3-D view."""
 import streamlit as st
 
-from dashboard import compute, data, export, figures, slices, state, surfaces, ui
+from dashboard import causal_views, compute, data, export, figures, slices, state, surfaces, ui
 from dashboard.analytics import Roi
 
 ctx = ui.context()
@@ -87,6 +87,9 @@ else:
     st.caption(f"Prediction in label colours (outlined while the attribution is shown), ground truth as white "
                f"outlines. Attribution of {target.name}: red positive, blue negative, symmetric scale per slice; "
                f"values below the {percentile:g}th percentile of |attribution| hidden. Window W{width:g}/L{level:g}.")
+
+causal_views.case_section(ctx, case, target, slices.CaseArtifact(data.load_artifact(str(path), path.stat().st_mtime_ns))
+                          if path is not None else None)  # signed ATE, components, relevance mask of causal runs
 
 st.subheader("Local matrix vs cohort mean")
 cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, "group")

@@ -1,7 +1,7 @@
 """Class distributions: e(b → a) over cases for every source b of one target class a."""
 import streamlit as st
 
-from dashboard import analytics, data, export, figures, state, ui
+from dashboard import analytics, causal_views, data, export, figures, state, ui
 from agg2exp_core.analysis.ordering import group_order
 
 ctx = ui.context()
@@ -15,6 +15,7 @@ target = ui.roi_picker("Target class", classes, "target", default=classes[1] if 
 kind = ui.kind_picker(ctx, container=controls[1])
 log_scale = state.toggle("Log scale", "log", container=controls[2])
 
+causal_views.distribution_section(ctx, target)  # signed ATE of causal runs
 values = data.target_values(ctx.ref, ctx.run_id, ctx.cohort, target.roi_id, kind)
 if values.empty or values.value.isna().all():
     st.info(f"No {data.KIND_LABELS[kind]} values of {target.name} for this cohort.")

@@ -1,7 +1,7 @@
 """Global heat map (target class x source RoI) and the two-cohort comparison with permutation tests."""
 import streamlit as st
 
-from dashboard import analytics, compute, data, export, figures, state, ui
+from dashboard import analytics, causal_views, compute, data, export, figures, state, ui
 
 ctx = ui.context()
 ui.page_header("Global heat map", ctx, intro="Mean RoI importance e(b → a) over the cohort: how much of the "
@@ -13,6 +13,7 @@ controls = st.columns([2, 2, 2])
 kind = ui.kind_picker(ctx, container=controls[0])
 
 if view == "map":
+    causal_views.heat_map_section(ctx)  # signed ATE of causal runs, above their mass map
     order = state.radio("Order", ["group", "cluster", "id"], "order", container=controls[1], what="order",
                         format_func={"group": "anatomical group", "cluster": "hierarchical clustering",
                                      "id": "label id"}.get)
