@@ -1,8 +1,8 @@
 """Causal runs on the dashboard: signed ATE matrices with their standard errors, class
 distributions of effects, the case's effects, network components and relevance masks.
 
-Reads the tables ``causal_effect``, ``component_effect`` and ``relevance_mask`` (stores
-written before they existed lack them: every section then draws nothing). Sections are
+Reads the tables ``causal_effect``, ``component_effect`` and ``relevance_mask`` through
+``dashboard.data`` (stores written before they existed lack them: every section then draws nothing). Sections are
 called by the pages and draw only when the chosen run has such rows. Colours: a diverging
 scale centred at 0 (red: the region's real content supports the class, blue: opposes it).
 """
@@ -14,74 +14,9 @@ import streamlit as st
 
 from dashboard import analytics, data, export, figures, slices
 from dashboard.analytics import Roi
-from dashboard.filters import CohortFilter
 
 ATE_LABEL = "ATE"
 RELEVANCE_RGB = np.array([46.0, 204.0, 113.0])
-
-
-def _has(ref: data.StoreRef, table: str) -> bool:
-    return table in data.table_names(ref)
-
-
-# --- reads -----------------------------------------------------------------------------------------
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def causal_summary(ref: data.StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
-    """Per target and source over the cohort: mean ATE, std and n of cases, mean per-case SE."""
-    if not _has(ref, "causal_effect"):
-        return pd.DataFrame(columns=["target_id", "source_id", "mean", "std", "n", "mean_se"])
-    cte, params = data._cohort_cte(run_id, cohort)
-    return data.query(ref, cte + """
-        SELECT e.target_id, e.source_id, avg(e.ate) AS mean, stddev_samp(e.ate) AS std, count(e.ate) AS n,
-               avg(e.se) AS mean_se
-        FROM causal_effect e JOIN cohort USING (case_id) WHERE e.run_id = ?
-        GROUP BY e.target_id, e.source_id ORDER BY 1, 2""", params + [run_id])
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def causal_target_values(ref: data.StoreRef, run_id: str, cohort: CohortFilter, target_id: int) -> pd.DataFrame:
-    """Every case's effects on one target: case_id, source_id, ate, se, n, dataset."""
-    if not _has(ref, "causal_effect"):
-        return pd.DataFrame(columns=["case_id", "source_id", "ate", "se", "n", "dataset"])
-    cte, params = data._cohort_cte(run_id, cohort)
-    return data.query(ref, cte + """
-        SELECT e.case_id, e.source_id, e.ate, e.se, e.n, c.dataset
-        FROM causal_effect e JOIN cohort c USING (case_id) WHERE e.run_id = ? AND e.target_id = ?
-        ORDER BY e.source_id, e.case_id""", params + [run_id, int(target_id)])
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def causal_case(ref: data.StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
-    """One case's effects: target_id, source_id, ate, se, n."""
-    if not _has(ref, "causal_effect"):
-        return pd.DataFrame(columns=["target_id", "source_id", "ate", "se", "n"])
-    return data.query(ref, "SELECT target_id, source_id, ate, se, n FROM causal_effect "
-                           "WHERE run_id = ? AND case_id = ? ORDER BY 1, 2", [run_id, case_id])
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def component_effects(ref: data.StoreRef, run_id: str, cohort: CohortFilter, case_id: str | None = None
-                      ) -> pd.DataFrame:
-    """Component effects per target and component: mean ATE, std, n cases, mean SE (one case or the cohort)."""
-    if not _has(ref, "component_effect"):
-        return pd.DataFrame(columns=["target_id", "component", "position", "mean", "std", "n", "mean_se"])
-    cte, params = data._cohort_cte(run_id, cohort)
-    where, extra = ("AND e.case_id = ?", [case_id]) if case_id is not None else ("", [])
-    return data.query(ref, cte + f"""
-        SELECT e.target_id, e.component, min(e.position) AS position, avg(e.ate) AS mean,
-               stddev_samp(e.ate) AS std, count(e.ate) AS n, avg(e.se) AS mean_se
-        FROM component_effect e JOIN cohort USING (case_id) WHERE e.run_id = ? {where}
-        GROUP BY e.target_id, e.component ORDER BY 1, 3""", params + [run_id] + extra)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def relevance(ref: data.StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
-    """A case's relevance masks: target_id, share, n_units, n_voxels, dice_keep, dice_remove."""
-    if not _has(ref, "relevance_mask"):
-        return pd.DataFrame(columns=["target_id", "share", "n_units", "n_voxels", "dice_keep", "dice_remove"])
-    return data.query(ref, "SELECT target_id, share, n_units, n_voxels, dice_keep, dice_remove "
-                           "FROM relevance_mask WHERE run_id = ? AND case_id = ? ORDER BY 1", [run_id, case_id])
 
 
 # --- matrices ---------------------------------------------------------------------------------------
@@ -111,7 +46,7 @@ def cohort_matrix(summary: pd.DataFrame, rois: dict[int, Roi]):
 
 def heat_map_section(ctx) -> bool:
     """Cohort mean of the signed ATE (hover: its SE over cases, mean Monte-Carlo SE). True if drawn."""
-    summary = causal_summary(ctx.ref, ctx.run_id, ctx.cohort)
+    summary = data.causal_summary(ctx.ref, ctx.run_id, ctx.cohort)
     if summary.empty:
         return False
     st.subheader("Causal effects (signed ATE)")
@@ -134,7 +69,7 @@ def heat_map_section(ctx) -> bool:
 
 def distribution_section(ctx, target: Roi) -> bool:
     """Per source region, the cases' signed ATE on one target (hover: each case's SE). True if drawn."""
-    values = causal_target_values(ctx.ref, ctx.run_id, ctx.cohort, target.roi_id)
+    values = data.causal_target_values(ctx.ref, ctx.run_id, ctx.cohort, target.roi_id)
     if values.empty:
         return False
     st.subheader(f"Causal effects on {target.name}")
@@ -147,9 +82,9 @@ def distribution_section(ctx, target: Roi) -> bool:
 
 def case_section(ctx, case_id: str, target: Roi, artifact: slices.CaseArtifact | None) -> bool:
     """The case's signed ATE matrix with its SE, its component effects and the relevance overlay."""
-    local = causal_case(ctx.ref, ctx.run_id, case_id)
-    components = component_effects(ctx.ref, ctx.run_id, ctx.cohort, case_id)
-    masks = relevance(ctx.ref, ctx.run_id, case_id)
+    local = data.causal_case(ctx.ref, ctx.run_id, case_id)
+    components = data.component_effects(ctx.ref, ctx.run_id, ctx.cohort, case_id)
+    masks = data.relevance_masks(ctx.ref, ctx.run_id, case_id)
     if local.empty and components.empty and masks.empty:
         return False
     st.subheader("Causal effects of this case")
@@ -170,7 +105,7 @@ def case_section(ctx, case_id: str, target: Roi, artifact: slices.CaseArtifact |
 
 def components_section(ctx) -> bool:
     """Which network components each class depends on: cohort mean ATE of ablating them."""
-    components = component_effects(ctx.ref, ctx.run_id, ctx.cohort)
+    components = data.component_effects(ctx.ref, ctx.run_id, ctx.cohort)
     if components.empty:
         return False
     st.subheader("Network components each class depends on")
