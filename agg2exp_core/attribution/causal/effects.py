@@ -31,7 +31,7 @@ import torch
 from agg2exp_core.attribution import options
 from agg2exp_core.attribution.causal.donors import DonorSet, donor_set
 from agg2exp_core.attribution.kernelshap import GAME_PARAMS, EngineStats, GameConfig, UnitGame, build_game
-from agg2exp_core.attribution.kernelshap.values import coalition_values
+from agg2exp_core.attribution.kernelshap.engines import SlidingWindowEngine
 
 SAMPLING_PARAMS = ("donor", "donors", "n_samples", "n_screen", "tolerance", "seed")
 CAUSAL_PARAMS = GAME_PARAMS + SAMPLING_PARAMS
@@ -109,9 +109,9 @@ def causal_run(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
     ate, se, n = np.zeros((c, r)), np.zeros((c, r)), np.zeros(r, np.int64)
     v_clean = np.zeros(c)
     if game.engine is not None and game.n_units:
-        v_clean = coalition_values(game.clean_logits, game.classes, game.p0, game.rois, game.value,
-                                   game.aggregation).numpy()[0]
-        diffs = _sample_effects(game, donor_pool, sampling, v_clean)
+        values = _value_function(game)
+        v_clean = values(game.engine, np.ones((1, game.n_units), bool))[0]
+        diffs = _sample_effects(game, values, donor_pool, sampling, v_clean)
         column = np.searchsorted(region_ids, game.unit_ids)
         for j, samples in enumerate(diffs):
             ate[:, column[j]], se[:, column[j]] = _mean_and_se(samples, donor_pool.deterministic)
@@ -120,7 +120,8 @@ def causal_run(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
                          config.value.value, game.stats, time.perf_counter() - start)
 
 
-def _sample_effects(game: UnitGame, pool: DonorSet, sampling: SamplingSpec, v_clean: np.ndarray) -> list[np.ndarray]:
+def _sample_effects(game: UnitGame, values: Callable, pool: DonorSet, sampling: SamplingSpec,
+                    v_clean: np.ndarray) -> list[np.ndarray]:
     """Per effective unit, the effects ``[n_j, C]`` of its donors (screen, then until the SE is small)."""
     m = game.n_units
     n_max = 1 if pool.deterministic else min(sampling.n_samples, pool.size)
@@ -138,21 +139,34 @@ def _sample_effects(game: UnitGame, pool: DonorSet, sampling: SamplingSpec, v_cl
             regions = wanted[k]
             keep = np.ones((len(regions), m), bool)
             keep[np.arange(len(regions)), regions] = False
-            values = _with_engine(game, engines, pool, k).values(keep)
-            for j, v in zip(regions, values):
+            for j, v in zip(regions, values(_engine_for(game, engines, pool, k), keep)):
                 samples[j].append(v_clean - v)
         target = {j: min(len(samples[j]) + sampling.n_screen, n_max) for j in target
                   if len(samples[j]) < n_max and not _precise(samples[j], sampling.tolerance, scale)}
     return [np.asarray(s) for s in samples]
 
 
-def _with_engine(game: UnitGame, engines: dict, pool: DonorSet, k: int) -> UnitGame:
-    """The game whose removed voxels take donor ``k`` (engines share the clean cache)."""
+def _value_function(game: UnitGame) -> Callable[[object, np.ndarray], np.ndarray]:
+    """``values(engine, keep) -> [n, C]``. The logit value on the cached sliding window is a
+    sum over patches of their masked logits: only the patches an intervention touches run and
+    nothing is fused (``SlidingWindowEngine.masked_sums``); other values go through the game."""
+    engine = game.engine
+    if game.value != "logit" or not isinstance(engine, SlidingWindowEngine) or engine.inference != "cached":
+        return lambda e, keep: dataclasses.replace(game, engine=e).values(keep)
+    select = torch.stack([(game.p0 == c) & game.rois[i] for i, c in enumerate(game.classes)])
+    counts = select.flatten(1).sum(dim=1).clamp(min=1).numpy().astype(np.float64)
+    divide = counts if game.aggregation == "mean" else np.ones(len(game.classes))
+    engine.masked_sums(np.ones((0, game.n_units), bool), select, game.classes)  # clean terms, shared by donors
+    return lambda e, keep: e.masked_sums(keep, select, game.classes) / divide
+
+
+def _engine_for(game: UnitGame, engines: dict, pool: DonorSet, k: int):
+    """The engine whose removed voxels take donor ``k`` (engines share the clean cache)."""
     if pool.deterministic:
-        return game
+        return game.engine
     if k not in engines:
         engines[k] = game.engine.with_baseline(pool.volumes[k])
-    return dataclasses.replace(game, engine=engines[k])
+    return engines[k]
 
 
 def _precise(samples: list[np.ndarray], tolerance: float, scale: np.ndarray) -> bool:
