@@ -21,7 +21,9 @@ from agg2exp_core.io.phantoms import generate_cohort
 from agg2exp_core.io.preprocessing import Preprocessing
 from agg2exp_core.labels import THORAX_LABELS
 from agg2exp_core.models import build_network, load_checkpoint, save_checkpoint
-from agg2exp_core.pipeline.causal_stage import CohortDonors, fit_to_grid
+from agg2exp_core.attribution.causal import unit_values
+from agg2exp_core.attribution.partitions import semantic_partition
+from agg2exp_core.pipeline.causal_stage import CohortDonors, ExtrasSpec, explain_case, fit_to_grid
 from agg2exp_core.pipeline.precompute import precompute
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +94,26 @@ def test_stored_effects_equal_a_direct_computation_with_the_same_donors(causal_s
     for _, r in stored.iterrows():
         i, j = CLASSES.index(THORAX_LABELS.index(r.target)), int(np.flatnonzero(present == THORAX_LABELS.index(r.source))[0])
         assert np.isclose(r.ate, result.ate[i, j], rtol=1e-6, atol=1e-9) and np.isclose(r.se, result.se[i, j], rtol=1e-6)
+
+
+def test_relevance_mask_of_a_kernelshap_map_holds_the_share_of_its_positive_values(causal_store):
+    model = load_checkpoint(causal_store["checkpoint"], "cpu")
+    row = read_manifest(causal_store["manifest"]).to_dict("records")[0]
+    case = load_case(row, model.preprocessing, n_labels=model.n_classes)
+    pred = model.predict(case.image).argmax(0)
+    attributions, extras = explain_case(model, case, pred, "kernelshap", {"partition": "semantic", "n_coalitions": 16},
+                                        [8], ExtrasSpec(relevance_share=0.8))
+    mask, n_units, keep, remove = extras.relevance[8]
+    part = semantic_partition(pred.numpy())
+    values = unit_values(attributions[0], part)
+    positive = np.clip(values, 0, None)
+    chosen = np.unique(part[mask])   # whole units, the largest values, the fewest reaching 80 %
+    top = np.sort(positive)[::-1]
+    assert len(chosen) == n_units and np.all(mask == np.isin(part, chosen))
+    assert values[chosen].sum() == pytest.approx(top[:n_units].sum())
+    assert top[:n_units].sum() >= 0.8 * positive.sum() > top[:n_units - 1].sum()
+    assert 0 <= remove <= 1 and 0 <= keep <= 1 and extras.effects is None
+    assert set(extras.artifact()) == {"relevance_8"}
 
 
 def test_donors_of_another_grid_are_resampled_and_centred():
