@@ -13,7 +13,8 @@
 
 Regions map to RoIs by the predicted label holding most of their voxels (``semantic``: one
 region per predicted class); several regions of one RoI (``cubes``, ``fcc``, ``hybrid``)
-add up, with standard errors combined as independent (each region draws its own donors).
+add up, with standard errors combined as if independent (each region draws its own seeded
+donor order; from a small pool the same donors recur, so this is an approximation).
 ``explain_case`` and ``CaseExtras.rows`` are the compute and write halves a scheduler calls.
 """
 from __future__ import annotations
