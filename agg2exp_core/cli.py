@@ -223,7 +223,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="cohort manifest CSV (case_id,image,label,...)")
     _add_model(p)
     p.add_argument("--db", required=True, type=Path, help="DuckDB store to write into")
-    p.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated (default: all four)")
+    p.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated (default: all)")
     p.add_argument("--classes", default="", help="class names or ids, comma-separated (default: all but background)")
     p.add_argument("--max-cases", type=int, default=3, help="evaluate at most this many cases (default 3)")
     p.add_argument("--split", default="", help="only cases of this manifest split (train/val/test)")

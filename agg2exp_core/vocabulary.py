@@ -15,6 +15,7 @@ METHODS: dict[str, str] = {
     "smoothgrad": "SmoothGrad",
     "ig": "Integrated Gradients",
     "kernelshap": "KernelSHAP",
+    "causal": "Causal effect (ATE)",
 }
 GRADIENT_METHODS: tuple[str, ...] = ("vg", "smoothgrad", "ig")
 

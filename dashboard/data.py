@@ -442,3 +442,74 @@ def load_artifact(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
     """All arrays of one npz artefact (``mtime_ns`` keys the cache to the file's version)."""
     with np.load(path, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
+
+
+# --- causal runs (tables older stores lack: empty frames there) ---------------------------------
+
+def _has(ref: StoreRef, table: str) -> bool:
+    """Whether the store has a table that older stores lack (the causal tables)."""
+    return table in table_names(ref)
+
+
+def _cohort_cte(ref: StoreRef, run_id: str, cohort: CohortFilter) -> tuple[str, list]:
+    """``WITH cohort AS (...)``: the run's cases passing the filter, with their dataset."""
+    condition, params = where_clause(cohort, "c")
+    return (f"WITH cohort AS (SELECT c.case_id, c.dataset FROM cases c "
+            f"WHERE c.case_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}) ", [_members(ref, run_id)] + params)
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def causal_summary(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
+    """Per target and source over the cohort: mean ATE, std and n of cases, mean per-case SE."""
+    if not _has(ref, "causal_effect"):
+        return pd.DataFrame(columns=["target_id", "source_id", "mean", "std", "n", "mean_se"])
+    cte, params = _cohort_cte(ref, run_id, cohort)
+    return query(ref, cte + """
+        SELECT e.target_id, e.source_id, avg(e.ate) AS mean, stddev_samp(e.ate) AS std, count(e.ate) AS n,
+               avg(e.se) AS mean_se
+        FROM causal_effect e JOIN cohort USING (case_id) WHERE e.run_id = ?
+        GROUP BY e.target_id, e.source_id ORDER BY 1, 2""", params + [run_id])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def causal_target_values(ref: StoreRef, run_id: str, cohort: CohortFilter, target_id: int) -> pd.DataFrame:
+    """Every case's effects on one target: case_id, source_id, ate, se, n, dataset."""
+    if not _has(ref, "causal_effect"):
+        return pd.DataFrame(columns=["case_id", "source_id", "ate", "se", "n", "dataset"])
+    cte, params = _cohort_cte(ref, run_id, cohort)
+    return query(ref, cte + """
+        SELECT e.case_id, e.source_id, e.ate, e.se, e.n, c.dataset
+        FROM causal_effect e JOIN cohort c USING (case_id) WHERE e.run_id = ? AND e.target_id = ?
+        ORDER BY e.source_id, e.case_id""", params + [run_id, int(target_id)])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def causal_case(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
+    """One case's effects: target_id, source_id, ate, se, n."""
+    if not _has(ref, "causal_effect"):
+        return pd.DataFrame(columns=["target_id", "source_id", "ate", "se", "n"])
+    return query(ref, "SELECT target_id, source_id, ate, se, n FROM causal_effect "
+                           "WHERE run_id = ? AND case_id = ? ORDER BY 1, 2", [run_id, case_id])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def component_effects(ref: StoreRef, run_id: str, cohort: CohortFilter, case_id: str | None = None
+                      ) -> pd.DataFrame:
+    """Component effects per target and component: mean ATE, std, n cases, mean SE (one case or the cohort)."""
+    if not _has(ref, "component_effect"):
+        return pd.DataFrame(columns=["target_id", "component", "position", "mean", "std", "n", "mean_se"])
+    cte, params = _cohort_cte(ref, run_id, cohort)
+    return query(ref, cte + """
+        SELECT e.target_id, e.component, min(e.position) AS position, avg(e.ate) AS mean,
+               stddev_samp(e.ate) AS std, count(e.ate) AS n, avg(e.se) AS mean_se
+        FROM component_effect e JOIN cohort USING (case_id)
+        WHERE e.run_id = ? AND (CAST(? AS VARCHAR) IS NULL OR e.case_id = ?)
+        GROUP BY e.target_id, e.component ORDER BY 1, 3""", params + [run_id, case_id, case_id])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def relevance_masks(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
+    """A case's relevance masks: target_id, share, n_units, n_voxels, dice_keep, dice_remove."""
+    if not _has(ref, "relevance_mask"):
+        return pd.DataFrame(columns=["target_id", "share", "n_units", "n_voxels", "dice_keep", "dice_remove"])
+    return query(ref, "SELECT target_id, share, n_units, n_voxels, dice_keep, dice_remove "
+                           "FROM relevance_mask WHERE run_id = ? AND case_id = ? ORDER BY 1", [run_id, case_id])

@@ -551,3 +551,91 @@ def perturbation_curves(summary: pd.DataFrame, labels: dict[str, str], title: st
     fig.update_yaxes(title_text="model output (normalised)", row=1, col=1)
     fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return _base_layout(fig, title, provenance, 440)
+
+
+# --- causal effects (signed) ------------------------------------------------------------------------
+
+def signed_bound(values) -> float:
+    """Half-width of a zero-centred colour scale: the largest |value| (1 when there is none)."""
+    finite = np.abs(np.asarray(values, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def signed_text(value, signed: bool = True) -> str:
+    """A signed effect as text: '+12.3', '−0.0451' (4 significant digits); 'n/a' when missing."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not np.isfinite(value):
+        return "n/a"
+    return (f"{value:+.4g}" if signed else f"{value:.4g}").replace("-", "−")
+
+
+def _label(item) -> str:
+    return _tick(item) if isinstance(item, Roi) else html.escape(str(item))
+
+
+def _name(item) -> str:
+    return item.name if isinstance(item, Roi) else str(item)
+
+
+def signed_heatmap(matrix: np.ndarray, se: np.ndarray, counts: np.ndarray, targets: Sequence, sources: Sequence,
+                   title: str, provenance: str, value_label: str = "ATE", se_label: str = "SE",
+                   count_label: str = "n", column_title: str = "source region b",
+                   height: int | None = None) -> go.Figure:
+    """Signed target x source matrix on a diverging scale centred at 0; value ± SE and n on hover.
+
+    ``targets``/``sources``: RoIs (coloured ticks) or plain names (e.g. network components).
+    """
+    values = np.asarray(matrix, dtype=float)
+    n_rows, n_cols = values.shape
+    custom = np.empty((n_rows, n_cols, 5), dtype=object)
+    for i, t in enumerate(targets):
+        for j, s in enumerate(sources):
+            custom[i, j] = (_name(t), _name(s), signed_text(values[i, j]), signed_text(se[i, j], signed=False),
+                            "" if counts is None else int(counts[i, j]))
+    hover = ("target <b>%{customdata[0]}</b><br>source <b>%{customdata[1]}</b><br>"
+             f"{html.escape(value_label)}: %{{customdata[2]}}<br>{html.escape(se_label)}: %{{customdata[3]}}"
+             + (f"<br>{html.escape(count_label)}: %{{customdata[4]}}" if counts is not None else "") + "<extra></extra>")
+    bound = signed_bound(values)
+    fig = go.Figure(go.Heatmap(z=values, x=list(range(n_cols)), y=list(range(n_rows)), customdata=custom,
+                               hovertemplate=hover, colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound,
+                               xgap=1, ygap=1,
+                               colorbar=dict(title=dict(text=f"{value_label} (+ supports, − opposes)", side="right"),
+                                             thickness=12)))
+    fig.update_xaxes(tickvals=list(range(n_cols)), ticktext=[_label(s) for s in sources], tickangle=-45,
+                     title_text=column_title, range=[-0.5, n_cols - 0.5])
+    fig.update_yaxes(tickvals=list(range(n_rows)), ticktext=[_label(t) for t in targets],
+                     title_text="target class a", range=[n_rows - 0.5, -0.5])
+    fig.update_layout(showlegend=False, plot_bgcolor="white")
+    return _base_layout(fig, title, provenance, height or max(420, 60 + 28 * n_rows + 140))
+
+
+def signed_boxplot(values: pd.DataFrame, sources: Sequence[Roi], target: Roi, title: str, provenance: str,
+                   value_label: str = "ATE") -> go.Figure:
+    """Per source region, the distribution over cases of a signed effect on ``target`` (0 marked).
+
+    ``values``: ``case_id, source_id, ate, se, n, dataset`` (one row per case and source).
+    """
+    fig = go.Figure()
+    frame = values.copy()
+    frame["se_text"] = frame["se"].map(lambda v: signed_text(v, signed=False))
+    for source in sources:
+        part = frame[frame.source_id == source.roi_id]
+        fig.add_trace(go.Box(
+            y=part["ate"].to_numpy(dtype=float, na_value=np.nan), x=[source.name] * len(part), name=source.name,
+            boxpoints="all", jitter=0.3, pointpos=0, marker=dict(color=source.color, size=5),
+            line=dict(color=source.color, width=1.2), fillcolor=_alpha(source.color, 0.25),
+            customdata=part[["case_id", "se_text", "n", "dataset"]].to_numpy(),
+            hovertemplate=("case <b>%{customdata[0]}</b> (%{customdata[3]})<br>" + html.escape(value_label)
+                           + ": %{y:.4g} ± %{customdata[1]} (SE, %{customdata[2]} donors)<extra>"
+                           + html.escape(source.name) + "</extra>"),
+            showlegend=False))
+    fig.add_hline(y=0.0, line=dict(color="#444", width=1, dash="dot"))
+    _group_legend(fig, [s.grp for s in sources])
+    fig.update_xaxes(title_text="source region b", tickangle=-45)
+    fig.update_yaxes(title_text=f"{value_label} of b on {target.name} (+ supports, − opposes)", zeroline=True)
+    fig.update_layout(legend=dict(title="group", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return _base_layout(fig, title, provenance, 560)

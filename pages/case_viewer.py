@@ -5,7 +5,7 @@ import json
 import streamlit as st
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import case_view, compute, data, export, figures, slices, state, surfaces, ui
+from dashboard import case_view, causal_views, compute, data, export, figures, slices, state, surfaces, ui
 from dashboard.analytics import Roi
 
 ctx = ui.context()
@@ -121,6 +121,9 @@ else:
                f"symmetric scale for the stored full-resolution planes (planes from the block-averaged volume "
                f"have their own, marked 'block means'); values below the {percentile:g}th percentile of |value| "
                f"hidden. {meaning} Window W{width:g} / L{level:g}.")
+
+causal_views.case_section(ctx, case, target, slices.CaseArtifact(data.load_artifact(str(path), path.stat().st_mtime_ns))
+                          if path is not None else None)  # signed ATE, components, relevance mask of causal runs
 
 st.subheader("Local matrix vs cohort mean")
 cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, "group")

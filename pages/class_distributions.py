@@ -3,7 +3,7 @@ import streamlit as st
 
 from agg2exp_core.analysis.ordering import group_order
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, data, export, figures, state, ui
+from dashboard import analytics, causal_views, data, export, figures, state, ui
 
 ctx = ui.context()
 ui.page_header("Class distributions", ctx, intro="For a chosen target class, the distribution over cases of "
@@ -16,6 +16,7 @@ target = ui.roi_picker("Target class", classes, "target", default=classes[1] if 
 kind = ui.kind_picker(ctx, container=controls[1])
 log_scale = state.toggle("Log scale", "log", container=controls[2])
 
+causal_views.distribution_section(ctx, target)  # signed ATE of causal runs
 distribution = data.source_distribution(ctx.ref, ctx.run_id, ctx.cohort, target.roi_id, kind)
 boxes = distribution.boxes
 if boxes.empty:

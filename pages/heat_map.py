@@ -2,7 +2,7 @@
 import streamlit as st
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, compute, export, figures, state, ui
+from dashboard import analytics, causal_views, compute, export, figures, state, ui
 
 ctx = ui.context()
 ui.page_header("Global heat map", ctx, intro="Mean RoI importance e(b → a) over the cohort: how much of the "
@@ -14,6 +14,7 @@ controls = st.columns([2, 2, 2])
 kind = ui.kind_picker(ctx, container=controls[0])
 
 if view == "map":
+    causal_views.heat_map_section(ctx)  # signed ATE of causal runs, above their mass map
     order = state.radio("Order", ["group", "cluster", "id"], "order", container=controls[1], what="order",
                         format_func={"group": "anatomical group", "cluster": "hierarchical clustering",
                                      "id": "label id"}.get)

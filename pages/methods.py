@@ -1,7 +1,7 @@
 """Methods: evaluation of attribution methods (Table 1 of the paper) and MoRF/LeRF perturbation curves."""
 import streamlit as st
 
-from dashboard import analytics, data, export, figures, ui
+from dashboard import analytics, causal_views, data, export, figures, ui
 from dashboard.filters import CohortFilter
 
 ctx = ui.context()
@@ -9,6 +9,7 @@ ui.page_header("Attribution methods", ctx, needs_cases=False, intro="Faithfulnes
                "efficiency of each explained run (mean ± std over the cohort's evaluated case × class pairs), and "
                "perturbation curves: model output while the most (MoRF) or least (LeRF) relevant input is removed.")
 
+causal_views.components_section(ctx)  # which network blocks each class depends on (causal runs)
 evaluated = tuple(data.evaluated_runs(ctx.ref))
 if not evaluated:
     st.info("No attribution-method evaluation in this store yet. Compute it with "

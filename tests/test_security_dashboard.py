@@ -160,6 +160,12 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         for fn in (data.source_distribution, data.anomaly_ranking):
             with pytest.raises((ValueError, TypeError)):
                 fn(ref, run_id, filters.CohortFilter(), value)
+        # the causal tables (signed effects, components, relevance masks)
+        for fn in (data.causal_summary, data.component_effects):
+            assert call(fn, value, filters.CohortFilter()).empty
+        assert call(data.causal_target_values, value, filters.CohortFilter(), 1).empty
+        assert call(data.component_effects, run_id, filters.CohortFilter(), value).empty
+        assert call(data.causal_case, run_id, value).empty and call(data.relevance_masks, value, real_case).empty
     for cohort in hostile_filters():
         assert call(data.cohort_cases, run_id, cohort).empty
         assert call(data.global_matrix, run_id, cohort).empty

@@ -13,6 +13,7 @@ import torch
 
 from agg2exp_core import vocabulary
 from agg2exp_core.attribution import gradients, options
+from agg2exp_core.attribution.causal import CAUSAL_PARAMS, causal_explain
 from agg2exp_core.attribution.kernelshap import GAME_PARAMS, kernelshap_explain
 from agg2exp_core.errors import InputError
 
@@ -36,6 +37,7 @@ def _gradient(name: str) -> Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     _gradient("vg"), _gradient("smoothgrad"), _gradient("ig"),
     Method("kernelshap", GAME_PARAMS + ("n_coalitions", "seed"), kernelshap_explain),
+    Method("causal", CAUSAL_PARAMS, causal_explain),
 )}
 assert set(METHODS) == set(vocabulary.METHODS), "the registry and the vocabulary name the same methods"
 
@@ -63,7 +65,7 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             the call and moved back; its parameters are left untouched). Use eval mode:
             samples are batched, so train-mode BatchNorm would mix them.
         image: ``[1,*S]`` floating-point tensor (3 spatial dims).
-        method: ``"vg"``, ``"smoothgrad"``, ``"ig"`` or ``"kernelshap"``.
+        method: ``"vg"``, ``"smoothgrad"``, ``"ig"``, ``"kernelshap"`` or ``"causal"``.
         classes: channel ids to explain (order kept); ``None`` = all ``l``.
         **params: common to all methods: ``mask`` (``[*S]`` predicted label map; skips the
             clean forward pass), ``aggregation`` (``"sum"`` | ``"mean"``), ``seed`` (0),
@@ -77,6 +79,8 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             ``rule`` (``"gausslegendre"`` default, as Captum; or ``"riemann_middle"``,
             ``"riemann_trapezoid"``, ``"riemann_left"``, ``"riemann_right"`` = paper Eq. 5).
             kernelshap: see :func:`agg2exp_core.attribution.kernelshap.kernelshap_explain`.
+            causal: see :func:`agg2exp_core.attribution.causal.causal_explain` (``partition``,
+            ``donor``, ``donors``, ``baseline``, ``n_samples``, ``tolerance``, ``seed``, ...).
 
     Returns:
         ``[len(classes) or l, *S]`` attributions in ``image.dtype``, on CPU. A class with

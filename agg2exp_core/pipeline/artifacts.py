@@ -68,6 +68,16 @@ def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, class
     return arrays
 
 
+def relevance_key(channel: int) -> str:
+    """npz key of a class's supervoxel relevance mask (uint8 ``[X, Y, Z]``, 1 = relevant)."""
+    return f"relevance_{int(channel)}"
+
+
+def relevance_arrays(masks: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Relevance masks per class channel as artefact arrays."""
+    return {relevance_key(c): np.asarray(mask, bool).astype(np.uint8) for c, mask in masks.items()}
+
+
 def write_artifact(arrays: dict, path: Path) -> None:
     """Write an npz atomically, so a crash never leaves a half-written artefact."""
     path.parent.mkdir(parents=True, exist_ok=True)

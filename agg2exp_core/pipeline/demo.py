@@ -25,9 +25,9 @@ PUBLISHED_CSV = REPO / "data" / "agg2exp-tsv2" / "tsv2_test_aggregated_sg_explan
 COHORT = {"n_reference": 20, "n_test": 8, "n_external": 16, "shape": (64, 48, 48), "spacing": (6.0, 6.0, 6.0), "seed": 0}
 DEMO_RUNS = (("vg", {}), ("smoothgrad", {"n_samples": 4, "sigma": 0.1, "seed": 0}))
 LUNG_CLASSES = [THORAX_LABELS.index(n) for n in THORAX_LABELS if n.startswith("lung_")]
-# Attribution-method evaluation for the Methods page: all four methods, three classes,
+# Attribution-method evaluation for the Methods page: all five methods, three classes,
 # two reference test cases (a few minutes on 2 cores; the paper evaluates more).
-EVALUATION = {"methods": ("vg", "smoothgrad", "ig", "kernelshap"),
+EVALUATION = {"methods": ("vg", "smoothgrad", "ig", "kernelshap", "causal"),
               "classes": ("aorta", "heart", "lung_lower_lobe_left"), "max_cases": 2, "split": "test",
               "config": EvaluationConfig(faithfulness=FaithfulnessConfig(n_subsets=30))}
 

@@ -21,7 +21,7 @@ from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, load_checkpoint
 
-DEFAULT_METHODS = ("vg", "smoothgrad", "ig", "kernelshap")
+DEFAULT_METHODS = ("vg", "smoothgrad", "ig", "kernelshap", "causal")
 
 
 @dataclass

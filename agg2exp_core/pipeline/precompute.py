@@ -23,6 +23,7 @@ from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manif
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class, load_checkpoint
+from agg2exp_core.pipeline import causal_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
 
 PUBLISH_EVERY_S = 5.0
@@ -55,19 +56,29 @@ class CaseResult:
     dice: np.ndarray | None
     artifact: dict
     attributions: np.ndarray
+    extras: causal_stage.CaseExtras | None = None  # causal matrices, component effects, relevance masks
 
 
-def process_case(model: Segmenter, case: Case, method: str, params: dict,
-                 classes: Sequence[int]) -> CaseResult:
+def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
+                 extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
+                 donors: causal_stage.CohortDonors | None = None) -> CaseResult:
     """Prediction, Dice, attributions of every class and their RoI-importance matrices."""
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
-    if method == "kernelshap":  # fcc / hybrid units are laid out in mm on the case's grid
-        params = {"spacing": case.spacing, **params}
-    attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
-                           **params).float().numpy()
+    case_extras = None
+    if method == "causal" or extras.relevance_share is not None:
+        attributions, case_extras = causal_stage.explain_case(model, case, pred, method, params, classes, extras,
+                                                              donors)
+    else:
+        if method == "kernelshap":  # fcc / hybrid units are laid out in mm on the case's grid
+            params = {"spacing": case.spacing, **params}
+        attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
+                               **params).float().numpy()
     matrices = local_matrices(attributions, pred.numpy(), model.n_classes, case.rois)
-    return CaseResult(matrices, dice, slice_artifact(case, pred.numpy(), attributions, classes), attributions)
+    artifact = slice_artifact(case, pred.numpy(), attributions, classes)
+    if case_extras is not None:
+        artifact.update(case_extras.artifact())
+    return CaseResult(matrices, dice, artifact, attributions, case_extras)
 
 
 def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Path, method: str = "vg",
@@ -81,18 +92,22 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     """
     method = get_method(method).name
     params = dict(params or {})
+    run_params = {**params}
+    extras = causal_stage.ExtrasSpec.pop_from(method, params)
     check_params(method, params)
-    frame = _select_cases(read_manifest(manifest), case_ids)
+    cohort = read_manifest(manifest)
+    frame = _select_cases(cohort, case_ids)
     model_source = "model" if isinstance(model, Segmenter) else model
     model = model if isinstance(model, Segmenter) else load_checkpoint(model, device)
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
         raise InputError("--classes", f"class ids must lie in 0..{model.n_classes - 1}")
     db = Path(db)
-    run_params = {**params, "classes": classes}
+    run_params = {**run_params, "classes": classes}
     runner = _CaseRunner(model, method, params, classes, Path(data_dir) if data_dir else db.parent, db,
                          Path(nifti_dir) if nifti_dir else None,
-                         PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256)))
+                         PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256)),
+                         extras=extras, donors=_cohort_donors(method, params, cohort, model))
     extra_names = check_roi_names(manifest, frame, model.label_names, model_source)
     with store.open_writer(db) as con:
         runner.roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
@@ -109,6 +124,14 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
                 store.publish(con, db)
                 last_publish = time.time()
     return runner.summary
+
+
+def _cohort_donors(method: str, params: dict, frame, model: Segmenter) -> causal_stage.CohortDonors | None:
+    """Donor images of a causal run: other cases of the manifest (see ``causal_stage``)."""
+    if not causal_stage.needs_donors(method, params):
+        return None
+    return causal_stage.CohortDonors(frame.to_dict("records"), model.preprocessing,
+                                     int(params.get("n_samples", 20)), int(params.get("seed", 0) or 0))
 
 
 def _select_cases(frame, case_ids: Sequence[str] | None):
@@ -133,6 +156,8 @@ class _CaseRunner:
     nifti_dir: Path | None
     summary: PrecomputeSummary
     roi_ids: dict[str, int] = field(default_factory=dict)
+    extras: causal_stage.ExtrasSpec = field(default_factory=causal_stage.ExtrasSpec)
+    donors: causal_stage.CohortDonors | None = None
 
     @property
     def run_id(self) -> str:
@@ -144,7 +169,7 @@ class _CaseRunner:
             started = time.time()
             case = load_case(row, self.model.preprocessing, n_labels=self.model.n_classes)
             stage = "explain"
-            result = process_case(self.model, case, self.method, self.params, self.classes)
+            result = process_case(self.model, case, self.method, self.params, self.classes, self.extras, self.donors)
             stage = "store"
             artifact = self.data_dir / "artifacts" / self.run_id / f"{case_id}.npz"
             write_artifact(result.artifact, artifact)
@@ -152,7 +177,7 @@ class _CaseRunner:
             seconds = time.time() - started
             store.write_case(con, self.run_id, case_id, self._importance_rows(case_id, result, case),
                              self._dice_rows(case_id, result), os.path.relpath(artifact, self.db.parent),
-                             seconds, case_row=case_record(row, case))
+                             seconds, case_row=case_record(row, case), results=self._result_rows(case_id, result))
             self.summary.done.append(case_id)
             self.summary.seconds.append(seconds)
         except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
@@ -174,6 +199,13 @@ class _CaseRunner:
         source_ids = [self.roi_ids[s] for s in list(names) + list(case.rois)]
         m = result.matrices
         return store.importance_rows(self.run_id, case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
+
+    def _result_rows(self, case_id: str, result: CaseResult) -> dict[str, list[list]]:
+        """Rows of the causal tables (causal_effect, component_effect, relevance_mask), if any."""
+        if result.extras is None:
+            return {}
+        class_roi_ids = [self.roi_ids[n] for n in self.model.label_names]
+        return result.extras.rows(self.run_id, case_id, self.classes, class_roi_ids)
 
     def _dice_rows(self, case_id: str, result: CaseResult) -> list[list]:
         if result.dice is None:

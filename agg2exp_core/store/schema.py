@@ -53,11 +53,29 @@ CREATE TABLE IF NOT EXISTS perturbation_curve(
     run_id VARCHAR, case_id VARCHAR, target_id INTEGER, ordering VARCHAR,
     step INTEGER, fraction DOUBLE, value DOUBLE,
     PRIMARY KEY(run_id, case_id, target_id, ordering, step));
+CREATE TABLE IF NOT EXISTS causal_effect(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER,
+    ate DOUBLE, se DOUBLE, n INTEGER,
+    PRIMARY KEY(run_id, case_id, target_id, source_id));
+CREATE TABLE IF NOT EXISTS component_effect(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, component VARCHAR, position INTEGER,
+    ate DOUBLE, se DOUBLE, n INTEGER,
+    PRIMARY KEY(run_id, case_id, target_id, component));
+CREATE TABLE IF NOT EXISTS relevance_mask(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, share DOUBLE, n_units INTEGER, n_voxels INTEGER,
+    dice_keep DOUBLE, dice_remove DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id));
 """
 
 
 # anomaly.target_id / anomaly_dice.target_id: AVERAGE_TARGET (-1) stands for "averaged over classes".
 ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve")
+# Per-case results of causal runs (written with the case, in its transaction), by column count:
+# causal_effect: signed ATE of replacing source RoI b on target class a, its standard error and the
+# donors behind it; component_effect: the same for ablating a network component (``position``:
+# order in the network); relevance_mask: the supervoxel relevance mask of a class and its
+# faithfulness (Dice of the prediction keeping only / removing the mask).
+CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask": 8}
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:

@@ -24,7 +24,7 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
 from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, remove_leftover_temporaries,
                                             remove_work_files, seed_matches, writing_path)
-from agg2exp_core.store.schema import ANALYSIS_TABLES, connect
+from agg2exp_core.store.schema import ANALYSIS_TABLES, CASE_RESULT_TABLES, connect
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,13 @@ def importance_rows(run_id: str, case_id: str, target_ids: Sequence[int], source
     return rows
 
 
+def causal_rows(run_id: str, case_id: str, target_ids: Sequence[int], source_ids: Sequence[int],
+                ate: np.ndarray, se: np.ndarray, n: Sequence[int]) -> list[list]:
+    """Rows of ``causal_effect`` from a case's ``[targets, sources]`` ATE and SE and ``n`` per source."""
+    return [[run_id, case_id, int(t), int(s), _num(ate[i, j]), _num(se[i, j]), int(n[j])]
+            for i, t in enumerate(target_ids) for j, s in enumerate(source_ids)]
+
+
 def _num(x) -> float | None:
     x = float(x)
     return None if np.isnan(x) else x
@@ -169,14 +176,28 @@ def _num(x) -> float | None:
 
 def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: list[list],
                dice_rows: list[list] = (), artifact_path: str | None = None,
-               seconds: float = 0.0, case_row: dict | None = None) -> None:
-    """All results of one case in one transaction: either all land or none."""
+               seconds: float = 0.0, case_row: dict | None = None,
+               results: dict[str, list[list]] | None = None) -> None:
+    """All results of one case in one transaction: either all land or none.
+
+    ``results``: rows of the tables of ``CASE_RESULT_TABLES`` (e.g. ``causal_effect``), which
+    replace the case's earlier rows of those tables.
+    """
+    results = dict(results or {})
+    unknown = set(results) - set(CASE_RESULT_TABLES)
+    if unknown:
+        raise ValueError(f"not a per-case result table: {', '.join(sorted(unknown))}")
     with transaction(con):
         if case_row is not None:
             upsert_cases(con, pd.DataFrame([case_row]))
         con.execute("DELETE FROM local_importance WHERE run_id = ? AND case_id = ?", [run_id, case_id])
         if rows:
             con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        for table, table_rows in results.items():
+            con.execute(f"DELETE FROM {table} WHERE run_id = ? AND case_id = ?", [run_id, case_id])
+            if table_rows:
+                marks = ", ".join("?" * CASE_RESULT_TABLES[table])
+                con.executemany(f"INSERT INTO {table} VALUES ({marks})", [list(r) for r in table_rows])
         if dice_rows:
             con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", list(dice_rows))
         if artifact_path is not None:

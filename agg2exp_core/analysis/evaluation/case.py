@@ -23,6 +23,7 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import METRICS
 
 DEFAULT_METRICS = ("faithfulness", "sensitivity", "complexity", "efficiency", "curves")
+UNIT_METHODS = ("kernelshap", "causal")  # maps holding one value per supervoxel
 METRIC_COLUMNS = ["method", "target_id", "metric", "value"]
 CURVE_COLUMNS = ["method", "target_id", "ordering", "step", "fraction", "value"]
 
@@ -108,8 +109,9 @@ def evaluate_case(model: Callable, image: torch.Tensor, methods: Mapping[str, Ma
                                            config.sensitivity.noise, config.seed)]
             rows += probe.sensitivity_metrics(name, attr, noisy, image)
         if probe.game is not None and probe.game.n_units:
-            # a KernelSHAP map is constant per unit: its mean over the unit is the Shapley value
-            metric_rows, rows_of_curves = probe.curve_metrics(name, attr, "mean" if method == "kernelshap" else "sum")
+            # a KernelSHAP or causal map is constant per unit: its mean over the unit is the unit's value
+            per_unit = method in UNIT_METHODS
+            metric_rows, rows_of_curves = probe.curve_metrics(name, attr, "mean" if per_unit else "sum")
             rows += metric_rows
             curve_rows += rows_of_curves
     assert all(r[2] in METRICS for r in rows), "metric names come from the vocabulary"

@@ -7,10 +7,13 @@ the baseline logits of every window that overlaps the output region are cached, 
 coalition recomputes only the windows holding a removed voxel, and cached and fresh
 windows are fused with MONAI's importance map and normalisation, so the result equals
 ``sliding_window_inference`` on the whole perturbed volume (``inference="full"``, the
-naive reference).
+naive reference). ``with_baseline`` gives the same engine with another replacement volume
+(causal donors share the clean cache); ``masked_sums`` sums the fused logits over a mask
+patch by patch, without fusing (the aggregated logit of the causal effects).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -54,12 +57,19 @@ class DirectEngine:
         self.device = model_device(model)
         self.dtype = model_dtype(model)
         self.crop = crop or tuple(slice(0, s) for s in units.shape)
+        self.full_shape = tuple(units.shape)
         self.x = image[0][self.crop].to(torch.float32)
         self.base = _baseline_like(baseline, image[0])[self.crop]
         self.units = torch.as_tensor(units[self.crop])
         self.out = shift(out_box, [s.start for s in self.crop])
         self.batch_size = max(int(batch_size), 1)
         self.stats = EngineStats()
+
+    def with_baseline(self, baseline, cache_mb: float = 0.0) -> "DirectEngine":
+        """The same engine (and statistics) whose removed voxels take ``baseline``'s values."""
+        other = copy.copy(self)
+        other.base = _baseline_like(baseline, torch.empty(self.full_shape))[self.crop]
+        return other
 
     def logits(self, keep: np.ndarray) -> torch.Tensor:
         """Region logits ``[b, l, *r]`` (float32, CPU) for keep-masks ``[b, M]``."""
@@ -177,6 +187,60 @@ class SlidingWindowEngine:
             self.memo[p][key] = part
             self.memo_used += part.numel() * part.element_size()
             self.clean_sum[(slice(None), *in_region)] += part
+
+    def with_baseline(self, baseline, cache_mb: float = 0.0) -> "SlidingWindowEngine":
+        """The same engine whose removed voxels take ``baseline``'s values (a scalar or ``[*S]``).
+
+        Window grid, clean cache and statistics are shared (the clean input does not
+        change); memoised patterns of recomputed patches are not (they depend on the
+        replacement), and ``cache_mb`` bounds the new engine's own memo (default: none).
+        """
+        other = copy.copy(self)
+        other.base = _baseline_like(baseline, self.image)
+        other.base_pad = other._pad(other.base, self.window.cval)
+        other.memo = [{key: memo[key]} for key, memo in zip(self.clean_keys, self.memo)] \
+            if self.clean_keys else [{} for _ in self.patches]
+        other.memo_used = sum(part.numel() * part.element_size() for memo in other.memo for part in memo.values())
+        other.cache_bytes = other.memo_used + int(cache_mb * 2**20)
+        return other
+
+    def masked_sums(self, keep: np.ndarray, select: torch.Tensor, classes: list[int]) -> np.ndarray:
+        """``Σ_v fused_c(v) · select_i(v)`` per keep row and class ``c = classes[i]``: ``[n, C]``.
+
+        The fused logit is ``Σ_p w_p y_p / count``, so the sum is one number per patch and
+        class: only patches whose kept-unit pattern differs from the clean one are run, and
+        nothing is fused (``select``: ``[C, *region]``, e.g. the clean mask of each class).
+        """
+        if self.inference != "cached":
+            raise InputError("inference", "masked sums need the patch cache (inference='cached')")
+        keep = np.asarray(keep, bool)
+        clean = self._clean_terms(select, classes)                     # [P, C]
+        out = np.tile(clean.sum(axis=0), (len(keep), 1))
+        jobs = [(j, p) for j in range(len(keep)) for p in range(len(self.patches))
+                if self._key(keep[j], p) != self.clean_keys[p]]
+        self.stats.coalitions += len(keep)
+        self.stats.patch_misses += len(jobs)
+        self.stats.patch_hits += len(keep) * len(self.patches) - len(jobs)
+        for i in range(0, len(jobs), self.window.sw_batch_size):
+            chunk = jobs[i:i + self.window.sw_batch_size]
+            parts = self._forward([self._patch_input(keep[j], p) for j, p in chunk], [p for _, p in chunk])
+            for (j, p), part in zip(chunk, parts):
+                out[j] += self._terms(part, p, select, classes) - clean[p]
+        return out
+
+    def _clean_terms(self, select: torch.Tensor, classes: list[int]) -> np.ndarray:
+        cached = getattr(self, "_terms_of", None)
+        if cached is None or cached[0] is not select or cached[1] != classes:
+            terms = np.stack([self._terms(self.memo[p][key], p, select, classes)
+                              for p, key in enumerate(self.clean_keys)])
+            self._terms_of = (select, list(classes), terms)
+        return self._terms_of[2]
+
+    def _terms(self, part: torch.Tensor, p: int, select: torch.Tensor, classes: list[int]) -> np.ndarray:
+        """One patch's share ``Σ_v w_p y_p,c / count · select_i`` of each class's masked sum."""
+        in_region = self.patches[p][1]
+        weight = select[(slice(None), *in_region)].to(torch.float64) / self.count[in_region]
+        return np.array([float((part[c] * weight[i]).sum()) for i, c in enumerate(classes)])
 
     def logits(self, keep: np.ndarray) -> torch.Tensor:
         """Region logits ``[b, l, *r]`` (float64, CPU) for keep-masks ``[b, M]``."""

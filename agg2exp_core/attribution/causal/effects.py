@@ -1,0 +1,216 @@
+"""Causal regional effects (PdCR for volumes): the average treatment effect of replacing a region.
+
+For region ``r`` of a partition and class ``c``::
+
+    ATE[c, r] = E_donor[ f̂_c(x) - f̂_c(x with r replaced by the donor's content) ]
+
+``f̂_c`` is the value function of the KernelSHAP game (default the aggregated class logit of
+Agg2Exp, summed over the clean predicted mask of ``c``, which stays fixed). Positive: the
+region's real content supports class ``c``. The intervention is a coalition that removes
+exactly one unit, so the game's engines serve it: with a sliding window only the windows
+that overlap ``r`` are recomputed (the clean windows are cached once), all classes come
+from the same forward passes, and a donor only changes what removed voxels take
+(``engine.with_baseline``).
+
+Monte-Carlo over donor images: every region first gets ``n_screen`` donors (the coarse
+screen), then ``n_screen`` more at a time until the standard error of every class is at
+most ``tolerance * |f̂_c(x)|`` or ``n_samples`` donors (at most all of them) were used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from agg2exp_core.attribution import options
+from agg2exp_core.attribution.causal.donors import DonorSet, donor_set
+from agg2exp_core.attribution.kernelshap import GAME_PARAMS, EngineStats, GameConfig, UnitGame, build_game
+from agg2exp_core.attribution.kernelshap.engines import SlidingWindowEngine
+
+SAMPLING_PARAMS = ("donor", "donors", "n_samples", "n_screen", "tolerance", "seed")
+CAUSAL_PARAMS = GAME_PARAMS + SAMPLING_PARAMS
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Monte-Carlo over donors: screen, budget, stopping tolerance (relative to |f̂_c(x)|), seed."""
+
+    n_samples: int = 20
+    n_screen: int = 3
+    tolerance: float = 0.01
+    seed: int | None = 0
+
+    def __post_init__(self):
+        options.positive_int("n_samples", self.n_samples)
+        options.positive_int("n_screen", self.n_screen)
+        options.finite_number("tolerance", self.tolerance, low=0.0)
+        if self.seed is not None:
+            options.check_seed(self.seed)
+
+
+@dataclass
+class RegionEffects:
+    """The class x region effects of one image.
+
+    Attributes:
+        ate, se: ``[C, R]`` effect and its standard error (0 for a deterministic donor, NaN
+            from a single donor image); ``n``: ``[R]`` donors evaluated (0: the region lies
+            outside every window that reaches the explained voxels, so its effect is exactly 0).
+        region_ids: ``[R]`` ids of the regions in ``partition`` (``[*S]``, -1: no region).
+        v_clean: ``[C]`` value of the clean image.
+    """
+
+    ate: np.ndarray
+    se: np.ndarray
+    n: np.ndarray
+    region_ids: np.ndarray
+    partition: np.ndarray
+    classes: list[int]
+    v_clean: np.ndarray
+    donor: str
+    value: str
+    stats: EngineStats = field(default_factory=EngineStats)
+    seconds: float = 0.0
+
+    def voxel_map(self, what: str = "ate") -> np.ndarray:
+        """``[C, *S]``: each region's ``ate`` (or ``se``) at every voxel of the region, 0 elsewhere."""
+        table = getattr(self, what)
+        out = np.zeros((len(self.classes), *self.partition.shape))
+        inside = self.partition >= 0
+        if table.size and inside.any():
+            column = np.searchsorted(self.region_ids, self.partition[inside])
+            out[:, inside] = np.nan_to_num(table[:, column])
+        return out
+
+
+def causal_run(model: Callable, image: torch.Tensor, classes: Sequence[int] | None = None, *,
+               donor: str = "constant", donors: Sequence | None = None, n_samples: int = 20, n_screen: int = 3,
+               tolerance: float = 0.01, seed: int | None = 0, **params) -> RegionEffects:
+    """Effects of every region of one image on every class (see :func:`causal_explain`)."""
+    start = time.perf_counter()
+    image = options.check_image(image).detach().cpu()
+    sampling = SamplingSpec(n_samples, n_screen, tolerance, seed)
+    params = dict(params)
+    donor_pool = donor_set(image, donor, donors, params.pop("baseline", 0.0))
+    params.setdefault("cache_mb", 0.0)  # every intervention is new: memoising fresh patches only costs memory
+    network, window = options.split_model(model)
+    first = donor_pool.volumes[0]
+    config = GameConfig.from_params({**params, "baseline": first.numpy() if first.dim() else float(first)}, window)
+    game = build_game(model, image, classes, config=config)
+    partition = config.units.build(tuple(image.shape[1:]), game.prediction)
+    region_ids = np.unique(partition[partition >= 0])
+    c, r = len(game.classes), len(region_ids)
+    ate, se, n = np.zeros((c, r)), np.zeros((c, r)), np.zeros(r, np.int64)
+    v_clean = np.zeros(c)
+    if game.engine is not None and game.n_units:
+        values = _value_function(game)
+        v_clean = values(game.engine, np.ones((1, game.n_units), bool))[0]
+        diffs = _sample_effects(game, values, donor_pool, sampling, v_clean)
+        column = np.searchsorted(region_ids, game.unit_ids)
+        for j, samples in enumerate(diffs):
+            ate[:, column[j]], se[:, column[j]] = _mean_and_se(samples, donor_pool.deterministic)
+            n[column[j]] = len(samples)
+    return RegionEffects(ate, se, n, region_ids, partition, game.classes, v_clean, donor_pool.kind,
+                         config.value.value, game.stats, time.perf_counter() - start)
+
+
+def _sample_effects(game: UnitGame, values: Callable, pool: DonorSet, sampling: SamplingSpec,
+                    v_clean: np.ndarray) -> list[np.ndarray]:
+    """Per effective unit, the effects ``[n_j, C]`` of its donors (screen, then until the SE is small)."""
+    m = game.n_units
+    n_max = 1 if pool.deterministic else min(sampling.n_samples, pool.size)
+    orders = [pool.order(sampling.seed, int(u)) for u in game.unit_ids]
+    samples: list[list[np.ndarray]] = [[] for _ in range(m)]
+    target = {j: min(sampling.n_screen, n_max) for j in range(m)}
+    scale = np.maximum(np.abs(v_clean), 1e-12)
+    engines: dict[int, object] = {}
+    while target:
+        wanted = defaultdict(list)  # donor -> regions that draw it in this round
+        for j, goal in target.items():
+            for t in range(len(samples[j]), goal):
+                wanted[int(orders[j][t])].append(j)
+        for k in sorted(wanted):
+            regions = wanted[k]
+            keep = np.ones((len(regions), m), bool)
+            keep[np.arange(len(regions)), regions] = False
+            for j, v in zip(regions, values(_engine_for(game, engines, pool, k), keep)):
+                samples[j].append(v_clean - v)
+        target = {j: min(len(samples[j]) + sampling.n_screen, n_max) for j in target
+                  if len(samples[j]) < n_max and not _precise(samples[j], sampling.tolerance, scale)}
+    return [np.asarray(s) for s in samples]
+
+
+def _value_function(game: UnitGame) -> Callable[[object, np.ndarray], np.ndarray]:
+    """``values(engine, keep) -> [n, C]``. The logit value on the cached sliding window is a
+    sum over patches of their masked logits: only the patches an intervention touches run and
+    nothing is fused (``SlidingWindowEngine.masked_sums``); other values go through the game."""
+    engine = game.engine
+    if game.value != "logit" or not isinstance(engine, SlidingWindowEngine) or engine.inference != "cached":
+        return lambda e, keep: dataclasses.replace(game, engine=e).values(keep)
+    select = torch.stack([(game.p0 == c) & game.rois[i] for i, c in enumerate(game.classes)])
+    counts = select.flatten(1).sum(dim=1).clamp(min=1).numpy().astype(np.float64)
+    divide = counts if game.aggregation == "mean" else np.ones(len(game.classes))
+    engine.masked_sums(np.ones((0, game.n_units), bool), select, game.classes)  # clean terms, shared by donors
+    return lambda e, keep: e.masked_sums(keep, select, game.classes) / divide
+
+
+def _engine_for(game: UnitGame, engines: dict, pool: DonorSet, k: int):
+    """The engine whose removed voxels take donor ``k`` (engines share the clean cache)."""
+    if pool.deterministic:
+        return game.engine
+    if k not in engines:
+        engines[k] = game.engine.with_baseline(pool.volumes[k])
+    return engines[k]
+
+
+def _precise(samples: list[np.ndarray], tolerance: float, scale: np.ndarray) -> bool:
+    if tolerance <= 0 or len(samples) < 2:
+        return False
+    se = np.std(np.asarray(samples), axis=0, ddof=1) / math.sqrt(len(samples))
+    return bool(np.all(se <= tolerance * scale))
+
+
+def _mean_and_se(samples: np.ndarray, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
+    mean = samples.mean(axis=0)
+    if deterministic:
+        return mean, np.zeros_like(mean)
+    if len(samples) < 2:
+        return mean, np.full_like(mean, np.nan)
+    return mean, samples.std(axis=0, ddof=1) / math.sqrt(len(samples))
+
+
+def causal_explain(model: Callable, image: torch.Tensor, classes: Sequence[int] | None = None,
+                   **params) -> torch.Tensor:
+    """Causal regional effects as a voxel map: each region's ATE at every voxel of the region.
+
+    Args:
+        model: a ``Segmenter`` (its network and window) or a callable ``[B, 1, *S] -> [B, l, *S]``.
+        image: ``[1, *S]`` scaled CT.
+        classes: channels to explain (default: all ``l``), all from the same forward passes.
+        partition: the regions, as for KernelSHAP: ``semantic`` (default), ``cubes``, ``fcc``,
+            ``hybrid`` or an integer label map ``[*S]`` (-1: voxels of no region); with
+            ``labels``, ``spacing``, ``n_per_axis``, ``scale_mm``, ``offset_mm``, ``exclude_labels``.
+        donor: ``constant`` (default; ``baseline``, a scalar or ``[*S]``, default 0.0 = air),
+            ``mean`` (voxel-wise mean of ``donors``) or ``images`` (Monte-Carlo over ``donors``:
+            volumes ``[*S]`` or ``[1, *S]`` on the image's grid, preprocessed like it).
+        n_samples: most donors per region (default 20; at most ``len(donors)``).
+        n_screen: donors of the first round, and of each further round (default 3).
+        tolerance: stop a region once every class's standard error is at most
+            ``tolerance * |f̂_c(x)|`` (default 0.01; 0 = always ``n_samples``).
+        seed: the donor order of each region (deterministic for a seed).
+        value: ``logit`` (default: Agg2Exp's f̂_c), ``dice``, ``softdice``, ``tp``, ``fp`` against
+            the clean prediction; ``aggregation``, ``roi``, ``roi_margin``, ``mask`` as for KernelSHAP.
+        window (or roi_size, overlap, ...), inference (``cached`` default; ``full``: MONAI on the
+            whole volume per intervention, the naive reference), receptive_field, batch_size.
+
+    Returns:
+        ``[len(classes) or l, *S]`` in the image's dtype, on the CPU.
+    """
+    result = causal_run(model, image, classes, **params)
+    return torch.from_numpy(result.voxel_map()).to(torch.as_tensor(image).dtype)
