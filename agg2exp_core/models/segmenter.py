@@ -61,8 +61,13 @@ class Segmenter:
     def provenance(self) -> dict:
         """What a run records about its model: source, network, preprocessing, window, weights."""
         window = None if self.window is None else {"kind": self.window.kind, **self.window.to_dict()}
+        try:
+            air = self.air_value()
+        except ValueError:  # per-image scaling: the air value depends on the image
+            air = None
         return {"source": self.source, "network": self.network_config, "labels": list(self.label_names),
-                "preprocessing": self.preprocessing.to_dict(), "window": window, "sha256": self.checkpoint_sha256}
+                "preprocessing": self.preprocessing.to_dict(), "air_value": air, "window": window,
+                "sha256": self.checkpoint_sha256}
 
 
 def predict_labels(logits: torch.Tensor) -> torch.Tensor:
