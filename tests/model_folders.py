@@ -146,8 +146,8 @@ def nnunet_plans(transpose=(0, 1, 2)) -> dict:
 
 
 def write_nnunet(folder: Path, folds=(0,), seed: int = 0, transpose=(0, 1, 2), mirror_axes=(0, 1, 2),
-                 weight_scale: float = 1.0) -> Path:
-    """A trained-model folder (random weights; ``weight_scale`` sharpens the logits)."""
+                 train_on: list[tuple[Path, Path]] | None = None, steps: int = 60) -> Path:
+    """A trained-model folder: random weights, or trained for ``steps`` (seconds) on scans."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -162,12 +162,33 @@ def write_nnunet(folder: Path, folds=(0,), seed: int = 0, transpose=(0, 1, 2), m
         torch.manual_seed(seed + i)
         network = nnUNetTrainer.build_network_architecture(manager, manager.get_configuration("3d_fullres"), 1, 3,
                                                            enable_deep_supervision=True)
-        with torch.no_grad():
-            for p in network.parameters():
-                p.mul_(weight_scale)
+        if train_on:
+            _train(network, manager, dataset, train_on, steps, seed + i)
         (folder / f"fold_{fold}").mkdir(exist_ok=True)
         torch.save({"network_weights": network.state_dict(), "trainer_name": "nnUNetTrainer",
                     "init_args": {"configuration": "3d_fullres", "fold": fold},
                     "inference_allowed_mirroring_axes": list(mirror_axes)},
                    folder / f"fold_{fold}" / "checkpoint_final.pth")
     return folder
+
+
+def _train(network, manager, dataset: dict, scans, steps: int, seed: int) -> None:
+    """A few Adam steps on random patches of the scans, preprocessed by nnU-Net itself."""
+    configuration = manager.get_configuration("3d_fullres")
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    cases = [preprocessor.run_case([str(image)], str(seg), manager, configuration, dataset)[:2] for image, seg in scans]
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    weights = torch.tensor([0.2, 1.0, 1.0])
+    network.train()
+    for _ in range(steps):
+        data, seg = cases[rng.integers(len(cases))]
+        start = [rng.integers(0, max(s - p, 0) + 1) for s, p in zip(data.shape[1:], NNUNET_PATCH)]
+        box = tuple(slice(a, a + p) for a, p in zip(start, NNUNET_PATCH))
+        x = torch.from_numpy(np.ascontiguousarray(data[(slice(None), *box)]))[None]
+        y = torch.from_numpy(np.ascontiguousarray(seg[(0, *box)])).long().clamp_min(0)[None]
+        loss = torch.nn.functional.cross_entropy(network(x)[0], y, weight=weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    network.eval()
