@@ -59,7 +59,8 @@ class Intensity:
     def apply(self, hu: torch.Tensor) -> torch.Tensor:
         if self.kind == "window":
             scale = ScaleIntensityRange(a_min=self.lo, a_max=self.hi, b_min=self.b_min, b_max=self.b_max, clip=self.clip)
-            return torch.as_tensor(scale(hu))
+            out = scale(hu)
+            return out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)  # no MetaTensor
         if self.kind == "ct":
             return (hu.clamp(self.lo, self.hi) - self.mean) / self.std
         if self.kind == "zscore":
