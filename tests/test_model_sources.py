@@ -304,3 +304,17 @@ def test_cli_precompute_with_an_nnunet_folder_records_its_provenance(folder, tmp
     assert n_rows == 2 * 2 * 3  # cases x explained classes x class RoIs
     assert main(["predict", "--manifest", str(manifest), "--model", str(folder / "bundle")]) == 0
     assert "mean over 2 cases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_cli_predict_takes_every_source_as_the_readme_shows(folder, tmp_path, capsys, source):
+    manifest = mf.write_manifest(tmp_path / "cohort", n=1)
+    argv = {"agg2exp": ["--model", str(folder / "ours.pt")],
+            "bundle": ["--model", str(folder / "bundle")],
+            "nnunet": ["--model", str(folder / "nnunet"), "--fold", "0", "--checkpoint-name", "checkpoint_final.pth"],
+            "torchscript": ["--model", str(folder / "ts" / "model.ts")],
+            "state_dict": ["--checkpoint", str(folder / "weights.pt"), "--network", "unet", "--network-params",
+                           json.dumps(mf.TINY_UNET["params"]), "--labels", str(folder / "labels.txt")]}[source]
+    assert main(["predict", "--manifest", str(manifest), "--device", "cpu", *argv]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("c0\tmean foreground Dice ") and "mean over 1 cases" in out
