@@ -23,7 +23,7 @@ from typing import Sequence
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.segmenter import Segmenter
-from agg2exp_core.models.sources.common import Description, read_description
+from agg2exp_core.models.sources.common import Description, check_names, read_description
 
 FORMATS = "a self-describing .pt, a plain state dict (with --network, --labels), TorchScript, " \
           "a MONAI bundle folder or an nnU-Net v2 trained-model folder"
@@ -126,10 +126,7 @@ def _description(labels) -> Description:
         return Description()
     if isinstance(labels, (str, Path)):
         return read_description(labels)
-    names = [str(n) for n in labels]
-    from agg2exp_core.models.sources.common import check_names
-
-    return Description(labels=check_names("labels", names))
+    return Description(labels=check_names("labels", [str(n) for n in labels]))
 
 
 __all__ = ["FORMATS", "ModelSpec", "detect_source", "load_model"]
