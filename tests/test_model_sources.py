@@ -345,3 +345,17 @@ def test_window_settings_of_a_call_go_over_the_models_own(folder):
     coarse = explain(model, case.image, "vg", classes=[1], device="cpu")
     finer = explain(model, case.image, "vg", classes=[1], tile_step_size=0.25, device="cpu")
     assert not torch.allclose(coarse, finer)  # the call's tile step took effect
+
+
+def test_a_yaml_bundle_with_a_simple_inferer_runs_on_whole_volumes(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    bundle = mf.write_bundle(tmp_path / "yaml_bundle")
+    (bundle / "configs" / "inference.json").unlink()
+    config = {**mf.BUNDLE_CONFIG, "inferer": {"_target_": "SimpleInferer"}}
+    (bundle / "configs" / "inference.yaml").write_text(yaml.safe_dump(config))
+    model = load_model(bundle, device="cpu")
+    assert model.window is None and model.provenance()["window"] is None
+    x = torch.rand(1, 16, 12, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(x), mf.tiny_unet()(x[None])[0])
+    assert explain(model, x, "vg", classes=[1], device="cpu").shape == (1, 16, 12, 8)
