@@ -78,8 +78,9 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
                progress: bool = True, case_ids: Sequence[str] | None = None) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
-    ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). All bad input (method,
-    parameters, classes, case ids, manifest) is an ``InputError`` before anything is written.
+    ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). All
+    bad input (method, parameters, classes, case ids, manifest, model) is an ``InputError``
+    before anything is written.
     """
     method = get_method(method).name
     params = dict(params or {})
