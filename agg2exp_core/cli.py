@@ -55,9 +55,30 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----------------------------------------------------------------------------- shared parsing
 def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "--checkpoint", dest="model", required=True, type=Path,
-                        help="model: a self-describing checkpoint (.pt) written by 'train'")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
+    group = parser.add_argument_group("model", "any of: a checkpoint written by 'train', a MONAI bundle folder, "
+                                               "an nnU-Net v2 trained-model folder, TorchScript with a sidecar "
+                                               "JSON, or a plain state dict with --network and --labels")
+    group.add_argument("--model", "--checkpoint", dest="model", required=True, type=Path,
+                       help="model file or folder (format recognised from its content)")
+    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
+    group.add_argument("--fold", help="nnU-Net: fold(s) to use, e.g. 0, 0,1 or all (default: every fold found)")
+    group.add_argument("--checkpoint-name", help="nnU-Net: checkpoint file in fold_K (default checkpoint_final.pth)")
+    group.add_argument("--mirroring", action="store_true", help="nnU-Net: test-time mirroring (up to 8x the cost)")
+    group.add_argument("--tile-step-size", type=float, help="nnU-Net: tile step as a fraction of the patch (0.5)")
+    group.add_argument("--network", help="state dict: unet, basicunet, swinunetr, segresnet, dynunet or unetr")
+    group.add_argument("--network-params", help="state dict: the network's keyword arguments as JSON")
+    group.add_argument("--labels", type=Path, help="label names: a text file (one per line), a JSON list, or a "
+                                                    "sidecar JSON with labels, preprocessing and window")
+
+
+def _model_spec(args):
+    """The model named on the command line, loaded by the stage (models.sources.load_model)."""
+    from agg2exp_core.models.sources import ModelSpec
+
+    params = _json_object("--network-params", args.network_params) if args.network_params else None
+    return ModelSpec(args.model, fold=args.fold, checkpoint_name=args.checkpoint_name, network=args.network,
+                     network_params=params, labels=args.labels, mirroring=args.mirroring,
+                     tile_step_size=args.tile_step_size)
 
 
 def _json_object(flag: str, text: str) -> dict:
@@ -156,7 +177,7 @@ def _run_predict(args) -> int:
 
     from agg2exp_core.models.train import evaluate_dice
 
-    scores = evaluate_dice(args.manifest, args.model, args.split, args.dataset, args.device)
+    scores = evaluate_dice(args.manifest, _model_spec(args), args.split, args.dataset, args.device)
     for case_id, dice in scores.items():
         print(f"{case_id}\tmean foreground Dice {np.nanmean(dice[1:]):.3f}")
     if scores:
@@ -182,7 +203,7 @@ def _add_precompute(subparsers) -> None:
 def _run_precompute(args) -> int:
     from agg2exp_core.pipeline.precompute import precompute
 
-    summary = precompute(args.manifest, args.model, args.db, args.method, _json_object("--params", args.params),
+    summary = precompute(args.manifest, _model_spec(args), args.db, args.method, _json_object("--params", args.params),
                          _class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
                          case_ids=_comma_list(args.cases) or None)
     print(summary.line())
@@ -245,7 +266,7 @@ def _run_evaluate(args) -> int:
                               faithfulness=FaithfulnessConfig(n_subsets=args.n_subsets),
                               sensitivity=SensitivityConfig(n=args.sensitivity_n),
                               curves=CurveConfig(value=args.curve_value, steps=args.curve_steps), seed=args.seed)
-    summary = evaluate_cohort(args.manifest, args.model, args.db, _comma_list(args.methods),
+    summary = evaluate_cohort(args.manifest, _model_spec(args), args.db, _comma_list(args.methods),
                               _comma_list(args.classes), config, args.max_cases, args.split, args.device)
     print(summary.line())
     return 1 if summary.failed else 0

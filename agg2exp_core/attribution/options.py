@@ -5,7 +5,9 @@ map, fixed under perturbation), ``aggregation`` (``sum`` | ``mean`` of the class
 over the mask), ``seed``, ``device``, and the sliding-window settings of
 :class:`~agg2exp_core.models.inference.WindowSpec` (``window=WindowSpec(...)`` or its
 fields ``roi_size``, ``overlap``, ``mode``, ``sigma_scale``, ``padding_mode``, ``cval``,
-``sw_batch_size``). A ``Segmenter`` as the model brings its own window.
+``sw_batch_size``; nnU-Net's ``tile_step_size``). A ``Segmenter`` as the model brings its
+own window (MONAI's or nnU-Net's) and its own baseline: ``air_value``, -1024 HU in the
+model's intensity space, wherever a method removes or replaces voxels by default.
 """
 from __future__ import annotations
 
@@ -17,43 +19,55 @@ import numpy as np
 import torch
 
 from agg2exp_core.errors import InputError
-from agg2exp_core.models.inference import WindowSpec
+from agg2exp_core.models.inference import Window, WindowSpec
+from agg2exp_core.models.nnunet_window import NnUNetWindow
 
 AGGREGATIONS = ("sum", "mean")
-WINDOW_KEYS = tuple(f.name for f in fields(WindowSpec))
+WINDOW_KEYS = tuple(dict.fromkeys(f.name for spec in (WindowSpec, NnUNetWindow) for f in fields(spec)))
 
 
-def split_model(model) -> tuple[Callable, WindowSpec | None]:
+def split_model(model) -> tuple[Callable, Window | None]:
     """(network, its window) of a ``Segmenter``; (model, None) for a plain callable."""
     window = getattr(model, "window", None)
-    if isinstance(window, WindowSpec) and hasattr(model, "network"):
+    if isinstance(window, Window) and hasattr(model, "network"):
         return model.network, window
     return model, None
 
 
-def pop_window(params: dict, default: WindowSpec | None) -> WindowSpec | None:
+def default_baseline(model, image: torch.Tensor) -> float:
+    """The baseline of a call that names none: the model's air (-1024 HU in its input
+    space) for a ``Segmenter``, 0.0 (= -1024 HU of the default [0, 1] window) otherwise."""
+    air = getattr(model, "air_value", None)
+    return float(air(image)) if callable(air) else 0.0
+
+
+def pop_window(params: dict, default: Window | None) -> Window | None:
     """The window of a call: ``window=``, else fields given by name over ``default``, else ``default``.
 
-    ``roi_size=None`` switches sliding windows off (whole-volume forward passes).
+    ``roi_size=None`` switches sliding windows off (whole-volume forward passes); without a
+    default window, the fields make a MONAI ``WindowSpec``.
     """
     given = {k: params.pop(k) for k in WINDOW_KEYS if k in params}
     window = params.pop("window", default)
-    if window is not None and not isinstance(window, WindowSpec):
-        raise InputError("window", f"expected a WindowSpec, got {type(window).__name__}")
+    if window is not None and not isinstance(window, Window):
+        raise InputError("window", f"expected a WindowSpec or NnUNetWindow, got {type(window).__name__}")
     if not given:
         return window
     if "roi_size" in given and given["roi_size"] is None:
         return None
-    base = window.to_dict() if window is not None else {}
-    merged = {**base, **given}
-    if merged.get("roi_size") is None:
+    if window is not None:
+        return window.replace(**given)
+    if given.get("roi_size") is None:
         raise InputError("roi_size", f"sliding-window settings {sorted(given)} need a roi_size")
-    roi = merged["roi_size"]
-    merged["roi_size"] = tuple(roi) if isinstance(roi, (tuple, list)) else roi
-    return WindowSpec(**merged)
+    roi = given["roi_size"]
+    given["roi_size"] = tuple(roi) if isinstance(roi, (tuple, list)) else roi
+    unknown = sorted(set(given) - {f.name for f in fields(WindowSpec)})
+    if unknown:
+        raise InputError(unknown[0], "not a setting of MONAI's sliding window (WindowSpec)")
+    return WindowSpec(**given)
 
 
-def check_window(window: WindowSpec | None, image: torch.Tensor) -> WindowSpec | None:
+def check_window(window: Window | None, image: torch.Tensor) -> Window | None:
     """A window with one size per spatial axis of the image."""
     if window is not None and len(window.roi_size) != image.dim() - 1:
         raise InputError("roi_size", f"expected {image.dim() - 1} ints, got {window.roi_size!r}")

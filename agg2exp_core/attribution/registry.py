@@ -69,13 +69,17 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
         classes: channel ids to explain (order kept); ``None`` = all ``l``.
         **params: common to all methods: ``mask`` (``[*S]`` predicted label map; skips the
             clean forward pass), ``aggregation`` (``"sum"`` | ``"mean"``), ``seed`` (0),
-            ``device`` (``"auto"`` = CUDA when available), ``window`` (a ``WindowSpec``) or
-            its fields ``roi_size`` / ``overlap`` (0.25) / ``sw_batch_size`` (1) / ``mode``
+            ``device`` (``"auto"`` = CUDA when available), ``window`` (a ``WindowSpec`` or an
+            ``NnUNetWindow``; a Segmenter brings its own) or its fields over the model's:
+            ``roi_size`` / ``overlap`` (0.25) / ``sw_batch_size`` (1) / ``mode``
             (``"gaussian"``) / ``sigma_scale`` (0.125) / ``padding_mode`` / ``cval``
-            (MONAI's sliding-window inference; ``roi_size=None`` turns it off).
+            (MONAI's sliding-window inference), ``tile_step_size`` (nnU-Net's);
+            ``roi_size=None`` turns windows off.
             vg/smoothgrad/ig: ``batch_size`` (samples per forward pass, default 4).
             smoothgrad: ``n_samples`` (20), ``sigma`` (0.1, times the image's value range).
-            ig: ``steps`` (20), ``baseline`` (0.0; scalar or ``[1,*S]``/``[*S]`` tensor),
+            ig: ``steps`` (20), ``baseline`` (scalar or ``[1,*S]``/``[*S]`` tensor; default
+            the model's air, ``Segmenter.air_value()`` = -1024 HU in its intensity space,
+            0.0 for a plain callable),
             ``rule`` (``"gausslegendre"`` default, as Captum; or ``"riemann_middle"``,
             ``"riemann_trapezoid"``, ``"riemann_left"``, ``"riemann_right"`` = paper Eq. 5).
             kernelshap: see :func:`agg2exp_core.attribution.kernelshap.kernelshap_explain`.

@@ -44,40 +44,58 @@ def save_checkpoint(path: str | Path, network: torch.nn.Module, network_config: 
 def load_checkpoint(path: str | Path, device: str | torch.device = "auto", *,
                     network: dict | None = None, label_names: Sequence[str] | None = None,
                     preprocessing: Preprocessing | None = None, roi_size: Sequence[int] | None = None,
-                    overlap: float | None = None) -> Segmenter:
+                    overlap: float | None = None, window: WindowSpec | None = None,
+                    whole_volume: bool = False, blob=None) -> Segmenter:
     """Load a self-describing checkpoint, or a plain state dict given its network config and labels.
 
-    Keyword arguments override (or, for a plain state dict, supply) the stored description;
+    Keyword arguments override (or, for a plain state dict, supply) the stored description
+    (``window`` replaces ``roi_size``/``overlap``; ``whole_volume`` = no sliding window);
     any mismatch between labels, config and weights is an ``InputError`` naming the file.
+    ``blob``: the file's content when the caller has read it already.
     """
     path = Path(path)
-    blob = _read_checkpoint(path)
+    blob = read_checkpoint(path) if blob is None else blob
     described = isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT
-    state = blob["state_dict"] if described else blob
+    state = blob["state_dict"] if described else unwrap_state_dict(blob)
     config = network or (blob.get("network") if described else None)
     names = list(label_names or (blob.get("label_names") if described else []) or [])
     if not config or not names:
-        raise InputError(path, "plain state dict: give the network config and the label names")
+        raise InputError(path, "plain state dict: give the network (--network NAME) and the label names (--labels FILE)")
     if described and label_names is not None and len(label_names) != len(blob["label_names"]):
         raise InputError(path, f"checkpoint has {len(blob['label_names'])} labels, expected {len(label_names)}")
     inference = blob.get("inference", {}) if described else {}
     prep = preprocessing or Preprocessing.from_dict(blob.get("preprocessing", {}) if described else {})
+    roi = tuple(int(r) for r in (roi_size or inference.get("roi_size") or config.get("roi_size") or (96, 96, 96)))
+    if window is None and not whole_volume:
+        window = WindowSpec(roi, float(overlap if overlap is not None else inference.get("overlap", 0.25)),
+                            sw_batch_size=PREDICT_SW_BATCH)
     try:
-        net = build_network(config, len(names))
+        net = build_network(config, len(names), roi_size=window.roi_size if window is not None else roi)
         net.load_state_dict(state, strict=True)
     except (ValueError, RuntimeError, TypeError) as err:
         first = str(err).strip().splitlines()[0]
         raise InputError(path, f"weights do not match network config {config} with {len(names)} labels ({first})") from None
     dev = resolve_device(device)
     net = net.to(dev).eval()
-    roi = roi_size or inference.get("roi_size") or config.get("roi_size") or (96, 96, 96)
-    window = WindowSpec(tuple(int(r) for r in roi), float(overlap if overlap is not None else inference.get("overlap", 0.25)),
-                        sw_batch_size=PREDICT_SW_BATCH)
-    return Segmenter(network=net, network_config=config, label_names=names, preprocessing=prep, window=window,
-                     checkpoint_sha256=file_sha256(path), device=dev)
+    return Segmenter(network=net, network_config=config, label_names=names, preprocessing=prep,
+                     window=None if whole_volume else window, checkpoint_sha256=file_sha256(path), device=dev,
+                     source="agg2exp" if described else "state_dict")
 
 
-def _read_checkpoint(path: Path):
+STATE_DICT_KEYS = ("state_dict", "model", "network_weights", "model_state_dict")
+
+
+def unwrap_state_dict(blob):
+    """The tensors of a plain state dict, also when saved as ``{"state_dict": ...}`` (Lightning),
+    ``{"model": ...}`` (MONAI's CheckpointSaver) or ``{"network_weights": ...}`` (nnU-Net)."""
+    if isinstance(blob, dict) and not any(isinstance(v, torch.Tensor) for v in blob.values()):
+        for key in STATE_DICT_KEYS:
+            if isinstance(blob.get(key), dict):
+                return blob[key]
+    return blob
+
+
+def read_checkpoint(path: Path):
     if not path.is_file():
         raise InputError(path, "checkpoint file not found")
     try:

@@ -1,18 +1,22 @@
-"""Sliding-window inference: one frozen ``WindowSpec`` and the geometry MONAI derives from it.
+"""Sliding-window inference: a frozen window (MONAI's ``WindowSpec`` or nnU-Net's) and its geometry.
 
-``WindowSpec`` holds the settings of ``monai.inferers.sliding_window_inference`` (as
-MONAI's ``SlidingWindowInferer`` does); ``WindowSpec.geometry(shape)`` derives, once and
-in one place, what the explainers need to reproduce MONAI's fusion exactly: the padding
-of volumes smaller than a window, the window grid, the importance map of one window and
-the count map ``Σ_w importance_w``. The fused logit at voxel v is then
-``Σ_w imp_w[v] · y_w[v] / count[v]``, which gradients (window by window) and the
-KernelSHAP patch cache (only windows touched by a perturbation) both rely on.
+A ``Window`` says how a volume is tiled, padded and fused. ``WindowSpec`` holds the
+settings of ``monai.inferers.sliding_window_inference`` (as MONAI's
+``SlidingWindowInferer`` does); ``models.nnunet_window.NnUNetWindow`` those of nnU-Net's
+predictor (tile positions from ``tile_step_size``, its Gaussian). ``window.geometry(shape)``
+derives, once and in one place, what the explainers need to reproduce the fusion
+exactly: the padding of volumes smaller than a window, the window grid, the importance
+map of one window and the count map ``Σ_w importance_w``. The fused logit at voxel v is
+then ``Σ_w imp_w[v] · y_w[v] / count[v]``, which gradients (window by window) and the
+KernelSHAP patch cache (only windows touched by a perturbation) both rely on, whatever
+the window's origin.
 
 ``predict_logits`` is the single clean forward pass of the core: a whole volume through
-the network, directly or through MONAI's sliding window.
+the network, directly or through the window.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,10 +33,58 @@ BLEND_MODES = ("gaussian", "constant")
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 Box = tuple[slice, ...]
+Layout = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[Box, ...]]  # roi, before, after, slices
+
+
+class Window:
+    """How a volume is tiled, padded and fused; subclasses are frozen dataclasses with
+    at least ``roi_size`` and ``sw_batch_size`` (windows per network call)."""
+
+    roi_size: tuple[int, ...]
+    sw_batch_size: int
+    padding_mode: str = "constant"
+    cval: float = 0.0
+
+    def layout(self, shape: tuple[int, ...]) -> Layout:
+        """Window size, padding before/after per axis and the windows on the padded grid."""
+        raise NotImplementedError
+
+    def importance_map(self, patch: tuple[int, ...], device, dtype: torch.dtype) -> torch.Tensor:
+        """``[*patch]`` blending weights of one window."""
+        raise NotImplementedError
+
+    def infer(self, network: Callable, x: torch.Tensor) -> torch.Tensor:
+        """Fused logits ``[B,l,*S]`` of a batch ``[B,1,*S]`` (float accumulation in x's dtype)."""
+        return fused_logits(network, x, self.geometry(x.shape[2:]))
+
+    def geometry(self, shape: Sequence[int]) -> "WindowGeometry":
+        return WindowGeometry.build(self, tuple(int(s) for s in shape))
+
+    def with_batch(self, sw_batch_size: int) -> "Window":
+        """The same windows with another number of windows per network call."""
+        return dataclasses.replace(self, sw_batch_size=sw_batch_size)
+
+    def replace(self, **settings) -> "Window":
+        """These settings over this window's; names it does not have are an ``InputError``."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise InputError(unknown[0], f"not a setting of {type(self).__name__} (its settings: {', '.join(sorted(names))})")
+        if isinstance(settings.get("roi_size"), list):
+            settings["roi_size"] = tuple(settings["roi_size"])
+        return dataclasses.replace(self, **settings)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **{k: (list(v) if isinstance(v, tuple) else v)
+                                      for k, v in dataclasses.asdict(self).items()}}
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
 
 
 @dataclass(frozen=True)
-class WindowSpec:
+class WindowSpec(Window):
     """Settings of MONAI's sliding-window inference (names and defaults as MONAI's)."""
 
     roi_size: tuple[int, ...]
@@ -44,11 +96,8 @@ class WindowSpec:
     sw_batch_size: int = 1
 
     def __post_init__(self):
-        roi = self.roi_size
-        if not isinstance(roi, (tuple, list)) or not roi or \
-                not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in roi):
-            raise InputError("roi_size", f"expected a tuple of ints, got {roi!r}")
-        object.__setattr__(self, "roi_size", tuple(int(r) for r in roi))
+        check_roi_size(self.roi_size)
+        object.__setattr__(self, "roi_size", tuple(int(r) for r in self.roi_size))
         overlaps = self.overlap if isinstance(self.overlap, (tuple, list)) else (self.overlap,)
         if not all(_is_number(o) and 0 <= o < 1 for o in overlaps):
             raise InputError("overlap", f"expected values in [0, 1), got {self.overlap!r}")
@@ -62,14 +111,7 @@ class WindowSpec:
         if not _is_number(self.cval):
             raise InputError("cval", f"expected a finite number, got {self.cval!r}")
         object.__setattr__(self, "cval", float(self.cval))
-        if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, (int, np.integer)) \
-                or self.sw_batch_size < 1:
-            raise InputError("sw_batch_size", f"expected a positive integer, got {self.sw_batch_size!r}")
-
-    def with_batch(self, sw_batch_size: int) -> "WindowSpec":
-        """The same windows with another number of windows per network call."""
-        return WindowSpec(self.roi_size, self.overlap, self.mode, self.sigma_scale, self.padding_mode,
-                          self.cval, sw_batch_size)
+        check_batch(self.sw_batch_size)
 
     def to_dict(self) -> dict:
         return {"roi_size": list(self.roi_size), "overlap": self.overlap, "mode": self.mode,
@@ -84,15 +126,50 @@ class WindowSpec:
             x, self.roi_size, self.sw_batch_size, network, overlap=self.overlap, mode=self.mode,
             sigma_scale=self.sigma_scale, padding_mode=self.padding_mode, cval=self.cval))
 
-    def geometry(self, shape: Sequence[int]) -> "WindowGeometry":
-        return WindowGeometry.build(self, tuple(int(s) for s in shape))
+    def layout(self, shape: tuple[int, ...]) -> Layout:
+        """MONAI 1.x ``sliding_window_inference``'s padding and window grid."""
+        from monai.data.utils import dense_patch_slices
+        from monai.utils import ensure_tuple_rep, fall_back_tuple
+
+        roi = tuple(int(r) for r in fall_back_tuple(self.roi_size, shape))
+        before, after, padded = centred_padding(shape, roi)
+        overlap = ensure_tuple_rep(self.overlap, len(shape))
+        # MONAI's _get_scan_interval (private there): a full-size window does not move.
+        interval = tuple(r if r == p else max(int(r * (1 - o)), 1) for r, p, o in zip(roi, padded, overlap))
+        slices = tuple(tuple(slice(int(s.start), int(s.stop)) for s in sl)
+                       for sl in dense_patch_slices(padded, roi, interval))
+        return roi, before, after, slices
+
+    def importance_map(self, patch: tuple[int, ...], device, dtype: torch.dtype) -> torch.Tensor:
+        from monai.data.utils import compute_importance_map
+
+        return compute_importance_map(patch, mode=self.mode, sigma_scale=self.sigma_scale, device=device, dtype=dtype)
+
+
+def check_roi_size(roi) -> None:
+    if not isinstance(roi, (tuple, list)) or not roi or \
+            not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in roi):
+        raise InputError("roi_size", f"expected a tuple of ints, got {roi!r}")
+
+
+def check_batch(sw_batch_size) -> None:
+    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, (int, np.integer)) or sw_batch_size < 1:
+        raise InputError("sw_batch_size", f"expected a positive integer, got {sw_batch_size!r}")
+
+
+def centred_padding(shape, roi) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Padding of a volume smaller than the window, split as MONAI and nnU-Net's
+    ``pad_nd_image`` both split it (the odd voxel after): before, after, padded shape."""
+    before = tuple(max(r - s, 0) // 2 for r, s in zip(roi, shape))
+    after = tuple(max(r - s, 0) - b for r, s, b in zip(roi, shape, before))
+    return before, after, tuple(max(s, r) for s, r in zip(shape, roi))
 
 
 @dataclass(frozen=True)
 class WindowGeometry:
-    """MONAI's window grid over one volume shape (MONAI 1.x ``sliding_window_inference``)."""
+    """A window's grid over one volume shape."""
 
-    spec: WindowSpec
+    spec: Window
     shape: tuple[int, ...]            # image
     roi: tuple[int, ...]              # window size (non-positive entries fall back to the image)
     pad_before: tuple[int, ...]       # per axis: padding of a volume smaller than the window
@@ -100,21 +177,10 @@ class WindowGeometry:
     slices: tuple[Box, ...]           # windows on the padded grid
 
     @classmethod
-    def build(cls, spec: WindowSpec, shape: tuple[int, ...]) -> "WindowGeometry":
-        from monai.data.utils import dense_patch_slices
-        from monai.utils import ensure_tuple_rep, fall_back_tuple
-
+    def build(cls, spec: Window, shape: tuple[int, ...]) -> "WindowGeometry":
         if len(spec.roi_size) != len(shape):
             raise InputError("roi_size", f"expected {len(shape)} ints for a {len(shape)}-D image, got {spec.roi_size!r}")
-        roi = tuple(int(r) for r in fall_back_tuple(spec.roi_size, shape))
-        before = tuple(max(r - s, 0) // 2 for r, s in zip(roi, shape))
-        after = tuple(max(r - s, 0) - b for r, s, b in zip(roi, shape, before))
-        padded = tuple(max(s, r) for s, r in zip(shape, roi))
-        overlap = ensure_tuple_rep(spec.overlap, len(shape))
-        # MONAI's _get_scan_interval (private there): a full-size window does not move.
-        interval = tuple(r if r == p else max(int(r * (1 - o)), 1) for r, p, o in zip(roi, padded, overlap))
-        slices = tuple(tuple(slice(int(s.start), int(s.stop)) for s in sl)
-                       for sl in dense_patch_slices(padded, roi, interval))
+        roi, before, after, slices = spec.layout(shape)
         return cls(spec, shape, roi, before, after, slices)
 
     @property
@@ -128,21 +194,13 @@ class WindowGeometry:
 
     @cached_property
     def _importance64(self) -> torch.Tensor:
-        from monai.data.utils import compute_importance_map, get_valid_patch_size
-
-        patch = tuple(get_valid_patch_size(self.padded_shape, self.roi))
-        return compute_importance_map(patch, mode=self.spec.mode, sigma_scale=self.spec.sigma_scale,
-                                      device="cpu", dtype=torch.float64)
+        return self.spec.importance_map(self.roi, "cpu", torch.float64)
 
     def importance(self, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``[*roi]`` blending weights of one window (MONAI's importance map)."""
-        from monai.data.utils import compute_importance_map, get_valid_patch_size
-
+        """``[*roi]`` blending weights of one window (the window's importance map)."""
         if dtype == torch.float64 and (device is None or torch.device(device).type == "cpu"):
             return self._importance64
-        patch = tuple(get_valid_patch_size(self.padded_shape, self.roi))
-        return compute_importance_map(patch, mode=self.spec.mode, sigma_scale=self.spec.sigma_scale,
-                                      device=device, dtype=dtype)
+        return self.spec.importance_map(self.roi, device, dtype)
 
     def count(self, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``[*P]`` sum of the windows' importance maps on the padded grid."""
@@ -153,7 +211,7 @@ class WindowGeometry:
         return count
 
     def pad(self, x: torch.Tensor, value: float | None = None) -> torch.Tensor:
-        """``[b,c,*S] -> [b,c,*P]`` as MONAI pads inputs smaller than the window."""
+        """``[b,c,*S] -> [b,c,*P]`` as the window pads inputs smaller than itself."""
         if not any(self.torch_pad):
             return x
         if self.spec.padding_mode != "constant":
@@ -179,22 +237,46 @@ class WindowGeometry:
                      for u, b, s in zip(union, self.pad_before, self.shape))
 
 
-def predict_logits(network: Callable, image: torch.Tensor, window: WindowSpec | None = None) -> torch.Tensor:
+def predict_logits(network: Callable, image: torch.Tensor, window: Window | None = None) -> torch.Tensor:
     """Logits ``[l,*S]`` on the CPU of an image ``[1,*S]``: the one clean forward pass of the core."""
     return infer_logits(network, image[None], window)[0]
 
 
-def infer_logits(network: Callable, x: torch.Tensor, window: WindowSpec | None = None) -> torch.Tensor:
+def infer_logits(network: Callable, x: torch.Tensor, window: Window | None = None) -> torch.Tensor:
     """Logits ``[B,l,*S]`` on the CPU of whole volumes ``[B,1,*S]``, without gradients.
 
     The input goes to the network's device and dtype (a parameter-free callable gets it
-    as it is); ``window`` runs MONAI's sliding window, ``None`` calls the network on the
+    as it is); ``window`` runs its sliding window, ``None`` calls the network on the
     whole volume.
     """
     x = x.to(model_device(network, x.device), model_dtype(network, x.dtype))
     with torch.no_grad():
         logits = window.infer(network, x) if window is not None else checked_forward(network, x, False)
     return torch.as_tensor(logits).detach().cpu()
+
+
+def fused_logits(network: Callable, x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
+    """``Σ_w imp_w · y_w / count`` of a batch ``[B,1,*S]``, accumulated in ``x``'s dtype.
+
+    The fusion of any window from its geometry alone (differentiable; MONAI's own
+    ``sliding_window_inference`` equals it for a ``WindowSpec``, nnU-Net's predictor up to
+    its float16 accumulation for an ``NnUNetWindow``).
+    """
+    padded = geometry.pad(x)
+    importance = geometry.importance(x.device, x.dtype)
+    crop = (slice(None), slice(None), *(slice(b, b + n) for b, n in zip(geometry.pad_before, geometry.shape)))
+    out = []
+    for sample in padded:
+        total = None
+        for start in range(0, len(geometry.slices), geometry.spec.sw_batch_size):
+            group = geometry.slices[start:start + geometry.spec.sw_batch_size]
+            y = network(torch.stack([sample[(slice(None), *s)] for s in group]))
+            if total is None:
+                total = x.new_zeros((y.shape[1], *geometry.padded_shape), dtype=y.dtype)
+            for yi, s in zip(y, group):
+                total[(slice(None), *s)] = total[(slice(None), *s)] + yi * importance.to(y.dtype)
+        out.append(total / geometry.count(x.device, total.dtype))
+    return torch.stack(out)[crop]
 
 
 def checked_forward(network: Callable, inputs: torch.Tensor, differentiable: bool = True) -> torch.Tensor:

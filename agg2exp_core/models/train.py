@@ -22,10 +22,11 @@ from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.io.preprocessing import Preprocessing
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import THORAX_LABELS
-from agg2exp_core.models.checkpoint import load_checkpoint, save_checkpoint
+from agg2exp_core.models.checkpoint import save_checkpoint
 from agg2exp_core.models.devices import resolve_device
 from agg2exp_core.models.networks import build_network
 from agg2exp_core.models.segmenter import dice_per_class
+from agg2exp_core.models.sources import load_model
 
 
 @dataclass
@@ -104,10 +105,11 @@ def train(manifest: str | Path, out_checkpoint: str | Path, config: TrainConfig 
                            config.preprocessing, config.roi_size, extra=extra)
 
 
-def evaluate_dice(manifest: str | Path, checkpoint: str | Path, split: str = "test",
+def evaluate_dice(manifest: str | Path, model, split: str = "test",
                   dataset: str | None = None, device: str = "auto") -> dict[str, np.ndarray]:
-    """Per-case Dice ``{case_id: [l]}`` of a checkpoint on the manifest's labelled cases."""
-    model = load_checkpoint(checkpoint, device)
+    """Per-case Dice ``{case_id: [l]}`` of a model (any source, see ``load_model``) on the
+    manifest's labelled cases, on the model's grid."""
+    model = load_model(model, device=device)
     frame = read_manifest(manifest)
     rows = frame[(frame.split == split) & (frame.label != "")]
     if dataset:

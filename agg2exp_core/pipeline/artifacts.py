@@ -1,7 +1,11 @@
-"""Slice artefacts of a case for the Case viewer: compact arrays in one npz (docs/ARCHITECTURE.md,
-"Slice artefacts"): CT, prediction, labels, RoI masks, attribution planes through each class's
-largest cross-section and block-averaged attribution volumes. numpy only (the Case is only a
-type here), so the dashboard's tests build artefacts with the same functions.
+"""Slice artefacts of a case for the Case viewer: compact arrays in one npz (see docs/ARCHITECTURE.md).
+
+The case lives on its model's grid (for nnU-Net in nnU-Net's axis order); artefacts are
+always written in RAS+ voxel order ``[X, Y, Z]`` (an exact permutation and flip of the
+arrays, from the grid's affine), and the CT in HU through the model's preprocessing. Besides
+CT, prediction, labels and RoI masks: attribution planes through each class's largest
+cross-section and block-averaged attribution volumes. numpy and nibabel only (the Case is
+only a type here), so the dashboard's tests build artefacts with the same functions.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import nibabel as nib
 import numpy as np
 
 if TYPE_CHECKING:
@@ -47,21 +52,43 @@ def largest_cross_sections(mask: np.ndarray) -> np.ndarray:
     return np.array([mask.sum(axis=tuple(a for a in range(3) if a != axis)).argmax() for axis in range(3)])
 
 
+def ras_orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel's orientation that brings a grid with this affine to RAS+ voxel order."""
+    return nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
+
+
+def to_ras(volume: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """``[*S]`` (or ``[k, *S]``) arrays in RAS+ voxel order (identity for a RAS grid)."""
+    if volume.ndim == 4:
+        return np.stack([to_ras(v, orientation) for v in volume])
+    return np.ascontiguousarray(nib.orientations.apply_orientation(volume, orientation))
+
+
 def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, classes: Sequence[int],
-                   volume_max_side: int = ATTRVOL_MAX_SIDE) -> dict:
-    """Compact arrays for the case viewer (see docs/ARCHITECTURE.md, "Slice artefacts")."""
-    arrays = {"ct": np.clip(np.round(case.hu()), -1024, 3071).astype(np.int16),
-              "pred": pred.astype(np.uint8), "spacing": np.asarray(case.spacing, dtype=np.float32)}
+                   preprocessing=None, volume_max_side: int = ATTRVOL_MAX_SIDE) -> dict:
+    """Compact arrays for the case viewer (see docs/ARCHITECTURE.md, "Slice artefacts").
+
+    ``preprocessing``: the model's (``to_hu``, ``display_window``); without it the image is
+    taken as the default [0, 1] HU window.
+    """
+    orientation = ras_orientation(case.affine)
+    hu = preprocessing.to_hu(case.image) if preprocessing is not None else case.hu()
+    window = preprocessing.display_window() if preprocessing is not None else (-1024.0, 1024.0)
+    spacing = np.asarray(case.spacing, dtype=np.float32)[orientation[:, 0].astype(int).argsort()]
+    pred = to_ras(pred, orientation)
+    arrays = {"ct": np.clip(np.round(to_ras(hu, orientation)), -1024, 3071).astype(np.int16),
+              "pred": pred.astype(np.uint8), "spacing": spacing,
+              "ct_window": np.asarray(window, dtype=np.float32)}
     if case.label is not None:
-        arrays["gt"] = case.label.numpy().astype(np.uint8)
+        arrays["gt"] = to_ras(case.label.numpy(), orientation).astype(np.uint8)
     for name, mask in case.rois.items():
-        arrays[f"roi_{name}"] = mask.astype(np.uint8)
+        arrays[f"roi_{name}"] = to_ras(mask, orientation).astype(np.uint8)
     block = block_factors(pred.shape, volume_max_side)
     arrays["attrvol_block"] = block
     for row, c in enumerate(classes):
         index = largest_cross_sections(pred == c)
         arrays[f"index_{c}"] = index.astype(np.int32)
-        volume = attributions[row]
+        volume = to_ras(attributions[row], orientation)
         for axis, plane in attribution_slices(volume, index).items():
             arrays[f"attr_{c}_{axis}"] = plane
         arrays[f"attrvol_{c}"] = block_mean(volume, block)

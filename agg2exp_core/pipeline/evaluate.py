@@ -19,7 +19,8 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.io.images import load_case
 from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.labels import roi_specs
-from agg2exp_core.models import Segmenter, load_checkpoint
+from agg2exp_core.models import Segmenter
+from agg2exp_core.models.sources import ModelSpec, load_model
 
 DEFAULT_METHODS = ("vg", "smoothgrad", "ig", "kernelshap", "causal")
 
@@ -35,7 +36,7 @@ class EvaluationSummary:
                 f"{f'; {len(self.failed)} failed' if self.failed else ''}")
 
 
-def evaluate_cohort(manifest: str | Path, model: str | Path | Segmenter, db: str | Path,
+def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, db: str | Path,
                     methods: Sequence[str] = DEFAULT_METHODS, classes: Sequence[str | int] | None = None,
                     config: EvaluationConfig = EvaluationConfig(), max_cases: int | None = 3,
                     split: str = "", device: str = "auto", progress: bool = True) -> EvaluationSummary:
@@ -51,7 +52,7 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | Segmenter, db: str
         frame = frame.head(max(int(max_cases), 0))
     if frame.empty:
         raise InputError(manifest, f"no case to evaluate (split '{split or 'any'}')")
-    model = model if isinstance(model, Segmenter) else load_checkpoint(model, device)
+    model = load_model(model, device=device)
     names = list(model.label_names)
     class_ids = resolve_classes(classes, names)
     settings = {**asdict(config), "classes": class_ids}
@@ -61,7 +62,8 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | Segmenter, db: str
         roi_ids = store.upsert_rois(con, roi_specs(tuple(names)))
         store.register_new_cases(con, frame.rename(columns={"image": "image_path", "label": "label_path"}))
         for name, run_id in summary.run_ids.items():
-            store.ensure_run(con, run_id, name, {"evaluation": settings}, model.checkpoint_sha256, names,
+            store.ensure_run(con, run_id, name, {"evaluation": settings, "model": model.provenance()},
+                             model.checkpoint_sha256, names,
                              source="evaluate", description="attribution-method evaluation")
         for row in tqdm(frame.to_dict("records"), desc="evaluate methods", unit="case", disable=not progress):
             _evaluate_one(con, model, row, methods, class_ids, config, summary,

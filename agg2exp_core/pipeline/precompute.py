@@ -22,7 +22,8 @@ from agg2exp_core.io.images import Case, load_case, save_like
 from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import roi_specs
-from agg2exp_core.models import Segmenter, dice_per_class, load_checkpoint
+from agg2exp_core.models import Segmenter, dice_per_class
+from agg2exp_core.models.sources import load_model
 from agg2exp_core.pipeline import causal_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
 
@@ -75,7 +76,7 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
         attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
                                **params).float().numpy()
     matrices = local_matrices(attributions, pred.numpy(), model.n_classes, case.rois)
-    artifact = slice_artifact(case, pred.numpy(), attributions, classes)
+    artifact = slice_artifact(case, pred.numpy(), attributions, classes, model.preprocessing)
     if case_extras is not None:
         artifact.update(case_extras.artifact())
     return CaseResult(matrices, dice, artifact, attributions, case_extras)
@@ -87,8 +88,9 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
                progress: bool = True, case_ids: Sequence[str] | None = None) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
-    ``model``: a loaded ``Segmenter`` or the path of a checkpoint. All bad input (method,
-    parameters, classes, case ids, manifest) is an ``InputError`` before anything is written.
+    ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). All
+    bad input (method, parameters, classes, case ids, manifest, model) is an ``InputError``
+    before anything is written.
     """
     method = get_method(method).name
     params = dict(params or {})
@@ -98,7 +100,7 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     cohort = read_manifest(manifest)
     frame = _select_cases(cohort, case_ids)
     model_source = "model" if isinstance(model, Segmenter) else model
-    model = model if isinstance(model, Segmenter) else load_checkpoint(model, device)
+    model = load_model(model, device=device)
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
         raise InputError("--classes", f"class ids must lie in 0..{model.n_classes - 1}")
@@ -111,7 +113,8 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     extra_names = check_roi_names(manifest, frame, model.label_names, model_source)
     with store.open_writer(db) as con:
         runner.roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
-        store.ensure_run(con, runner.run_id, method, run_params, model.checkpoint_sha256, model.label_names,
+        store.ensure_run(con, runner.run_id, method, {**run_params, "model": model.provenance()},
+                         model.checkpoint_sha256, model.label_names,
                          source="precompute",
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
         done = store.done_cases(con, runner.run_id)

@@ -7,7 +7,7 @@ collected in an ``EvaluationConfig``; the metric names written are those of
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -19,6 +19,7 @@ from agg2exp_core.analysis.evaluation.metrics import (FAITHFULNESS_SUBSET, as_nu
                                                       complexity, faithfulness_drops, noisy_copies, pearson,
                                                       random_subsets, sensitivity_distances, subset_sums)
 from agg2exp_core.attribution.kernelshap import build_game
+from agg2exp_core.attribution.options import default_baseline
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import METRICS
 
@@ -59,7 +60,7 @@ class EvaluationConfig:
     sensitivity: SensitivityConfig = field(default_factory=SensitivityConfig)
     curves: CurveConfig = field(default_factory=CurveConfig)
     theta: float = 0.1                # complexity threshold
-    baseline: float = 0.0             # value of removed voxels (faithfulness and curves)
+    baseline: float | None = None     # value of removed voxels (faithfulness, curves); None: the model's air
     seed: int | None = 0
     batch_size: int = 4
 
@@ -92,6 +93,8 @@ def evaluate_case(model: Callable, image: torch.Tensor, methods: Mapping[str, Ma
     if explain is None:
         from agg2exp_core.attribution import explain
     classes = [int(c) for c in classes]
+    if config.baseline is None:
+        config = replace(config, baseline=default_baseline(model, image))
     prediction = clean_prediction(model, image)
     probe = _Probe.build(model, image, classes, prediction, config)
     rows: list[tuple] = []

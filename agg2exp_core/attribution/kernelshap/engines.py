@@ -1,15 +1,16 @@
 """Inference engines of the KernelSHAP game: logits of perturbed inputs on the output region.
 
 ``DirectEngine`` calls the network on whole (or cropped) perturbed volumes.
-``SlidingWindowEngine`` reproduces MONAI's sliding-window fusion exactly while running
-only the windows a coalition changes (efficient-KernelSHAP paper, Sec. III-A, III-E):
-the baseline logits of every window that overlaps the output region are cached, a
-coalition recomputes only the windows holding a removed voxel, and cached and fresh
-windows are fused with MONAI's importance map and normalisation, so the result equals
-``sliding_window_inference`` on the whole perturbed volume (``inference="full"``, the
-naive reference). ``with_baseline`` gives the same engine with another replacement volume
-(causal donors share the clean cache); ``masked_sums`` sums the fused logits over a mask
-patch by patch, without fusing (the aggregated logit of the causal effects).
+``SlidingWindowEngine`` reproduces the model's sliding-window fusion (MONAI's or nnU-Net's,
+from the window's geometry) exactly while running only the windows a coalition changes
+(efficient-KernelSHAP paper, Sec. III-A, III-E): the baseline logits of every window that
+overlaps the output region are cached, a coalition recomputes only the windows holding a
+removed voxel, and cached and fresh windows are fused with the window's importance map
+and normalisation, so the result equals the window's own inference on the whole
+perturbed volume (``inference="full"``, the naive reference). ``with_baseline``
+gives the same engine with another replacement volume (causal donors share the clean
+cache); ``masked_sums`` sums the fused logits over a mask patch by patch, without fusing
+(the aggregated logit of the causal effects).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 from agg2exp_core.attribution.kernelshap.boxes import Box, intersect, shift
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import model_device, model_dtype
-from agg2exp_core.models.inference import WindowSpec
+from agg2exp_core.models.inference import Window
 
 INFERENCE = ("cached", "roi", "full")
 
@@ -87,21 +88,22 @@ class DirectEngine:
 
 
 class SlidingWindowEngine:
-    """Sliding-window inference with baseline patch caching, exact w.r.t. MONAI's fusion.
+    """Sliding-window inference with baseline patch caching, exact w.r.t. the window's fusion.
 
-    The patch grid, padding and importance map are those of
-    ``monai.inferers.sliding_window_inference`` on the whole volume. Only the patches
+    The patch grid, padding and importance map are those of the window on the whole
+    volume (``monai.inferers.sliding_window_inference`` for a ``WindowSpec``, nnU-Net's
+    predictor for an ``NnUNetWindow``). Only the patches
     overlapping ``out_box`` are kept; their baseline contributions ``w * f(patch)`` are
     cached (``inference="cached"``) and a coalition recomputes only those containing a
     removed voxel. Beyond the paper's baseline cache, a patch's input is determined by
     which of the units touching it are kept, so recomputed patches are memoised by that
     pattern (``cache_mb`` bounds the memory): with few units per patch (organ units) most
-    patterns recur. Fusion is done in float64; ``inference="full"`` runs MONAI itself on
+    patterns recur. Fusion is done in float64; ``inference="full"`` runs the window itself on
     the whole perturbed volume instead (the naive reference).
     """
 
     def __init__(self, network: Callable, image: torch.Tensor, units: np.ndarray, baseline,
-                 out_box: Box, window: WindowSpec, inference: str = "cached", batch_size: int = 4,
+                 out_box: Box, window: Window, inference: str = "cached", batch_size: int = 4,
                  cache_mb: float = 1024.0):
         if inference not in INFERENCE:
             raise InputError("inference", f"unknown mode '{inference}' (use {', '.join(INFERENCE)})")
@@ -141,7 +143,7 @@ class SlidingWindowEngine:
         if inference == "cached":
             self._build_cache()
 
-    # -- padding helpers (same padding as MONAI applies to the perturbed input)
+    # -- padding helpers (same padding as the window applies to the perturbed input)
     def _pad(self, vol: torch.Tensor, value: float) -> torch.Tensor:
         return self.geometry.pad(vol[None, None].to(torch.float64), value)[0, 0].to(vol.dtype)
 
@@ -304,7 +306,7 @@ class SlidingWindowEngine:
         return torch.where(removed, self.base_pad[sl], self.x_pad[sl])
 
     def _fuse(self, row_ids: list[tuple], fresh: dict, cached: bool) -> torch.Tensor:
-        """MONAI's fusion on the region: sum of weighted patch logits over the weight sum."""
+        """The window's fusion on the region: sum of weighted patch logits over the weight sum."""
         if cached:  # the baseline sum, corrected where a patch's pattern differs
             acc = self.clean_sum.clone()
             for p, job in enumerate(row_ids):

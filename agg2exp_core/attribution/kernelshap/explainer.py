@@ -104,7 +104,8 @@ def kernelshap_explain(model: Callable, image: torch.Tensor, classes: Sequence[i
         mask: the clean predicted label map ``[*S]`` (skips the clean forward pass).
         roi: bool ``[*S]`` or ``[C, *S]``; default see ``values.default_rois``; ``roi_margin``
             (voxels, default 3) dilates the predicted mask for tp/fp/dice/softdice.
-        baseline: value (or ``[*S]`` array) of removed voxels, default 0.0 (= -1024 HU).
+        baseline: value (or ``[*S]`` array) of removed voxels; default the model's air
+            (``Segmenter.air_value``: -1024 HU in its intensity space), 0.0 for a callable.
         n_coalitions: evaluations including the full and empty coalitions (default 200);
             ``>= 2**M`` gives exact Shapley values.
         seed: sampling seed (results are deterministic for a seed).
@@ -115,8 +116,9 @@ def kernelshap_explain(model: Callable, image: torch.Tensor, classes: Sequence[i
         receptive_field: voxels (int or per axis) by which the ROI box is dilated to get the
             perturbable box; default: the exact sliding-window support, or the whole
             volume for a direct model. A direct model then only sees that crop.
-        window (or roi_size, overlap, mode, sigma_scale, padding_mode, cval, sw_batch_size):
-            MONAI sliding-window settings; ``roi_size=None`` calls the model on the volume.
+        window (or roi_size, overlap, mode, sigma_scale, padding_mode, cval, sw_batch_size;
+            tile_step_size for nnU-Net's): sliding-window settings over the model's own window;
+            ``roi_size=None`` calls the model on the volume.
         inference: ``cached`` (default), ``roi`` (ROI-restricted, no cache) or ``full``
             (MONAI on the whole perturbed volume per coalition, the naive reference);
             ``cache_mb`` (default 1024) bounds the memoised patch logits.

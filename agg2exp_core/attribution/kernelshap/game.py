@@ -2,7 +2,8 @@
 
 Players are the units of a partition (``attribution.partitions``); a coalition
 ``m in {0,1}^M`` keeps the units with ``m_j = 1`` and sets every voxel of a removed unit to
-``baseline`` (default ``0.0``, the scaled value of -1024 HU, i.e. air). A value function
+``baseline`` (default: the model's air, -1024 HU in its intensity space; 0.0 for a plain
+callable, the [0, 1]-window's air). A value function
 (``values.py``) turns the logits of the perturbed image into one number per class. Only
 the ROI's bounding box is read, and only voxels within its receptive-field support are
 perturbed (units outside are null players, value 0).
@@ -25,7 +26,8 @@ from agg2exp_core.attribution.kernelshap.engines import DirectEngine, EngineStat
 from agg2exp_core.attribution.kernelshap.values import VALUES, coalition_values, default_rois
 from agg2exp_core.attribution.partitions import DEFAULT_SCALE_MM, make_partition, relabel
 from agg2exp_core.errors import InputError
-from agg2exp_core.models.inference import WindowSpec, predict_logits
+from agg2exp_core.models.inference import Window, predict_logits
+from agg2exp_core.models.segmenter import Segmenter
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,15 @@ class ValueSpec:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """How logits of perturbed inputs are computed: ``window`` (MONAI's sliding window;
-    None = the network on the whole volume), ``inference`` (``cached`` | ``roi`` | ``full``),
+    """How logits of perturbed inputs are computed: ``window`` (the model's sliding window,
+    MONAI's or nnU-Net's; None = the network on the whole volume), ``inference`` (``cached`` | ``roi`` | ``full``),
     ``cache_mb`` for memoised patch logits, ``batch_size`` coalitions per engine call
     (default 4 whole volumes, or 16 with a window, whose patches are streamed) and
     ``receptive_field`` (voxels by which the ROI box is dilated to get the perturbable box;
     default: a window's exact support, or the whole volume; a direct model then sees only
     that crop)."""
 
-    window: WindowSpec | None = None
+    window: Window | None = None
     inference: str = "cached"
     cache_mb: float = 1024.0
     batch_size: int | None = None
@@ -98,11 +100,11 @@ class GameConfig:
     units: UnitSpec = field(default_factory=UnitSpec)
     value: ValueSpec = field(default_factory=ValueSpec)
     engine: EngineSpec = field(default_factory=EngineSpec)
-    baseline: float | np.ndarray = 0.0     # value of removed voxels (scaled intensity)
+    baseline: float | np.ndarray | None = None  # value of removed voxels; None: the model's air
     mask: np.ndarray | None = None         # clean predicted label map [*S]; skips the clean pass
 
     @classmethod
-    def from_params(cls, params: dict, window: WindowSpec | None = None) -> "GameConfig":
+    def from_params(cls, params: dict, window: Window | None = None) -> "GameConfig":
         """Split the flat parameter names of ``explain`` into the groups (unknown names raise)."""
         params = dict(params)
         params.pop("device", None)  # inputs go to the device of the model's parameters
@@ -207,11 +209,12 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
                         torch.zeros(0), torch.zeros(0), value.value, value.aggregation, None, None, per_call)
     region = _perturbable_box(out_box, shape, engine_spec)
     eff, unit_ids = _effective_units(units, region)
+    baseline = options.default_baseline(model, image) if config.baseline is None else config.baseline
     if engine_spec.window is None:
         crop = region if engine_spec.receptive_field is not None else None
-        engine = DirectEngine(network, image, eff, config.baseline, out_box, crop, per_call)
+        engine = DirectEngine(network, image, eff, baseline, out_box, crop, per_call)
     else:
-        engine = SlidingWindowEngine(network, image, eff, config.baseline, out_box, engine_spec.window,
+        engine = SlidingWindowEngine(network, image, eff, baseline, out_box, engine_spec.window,
                                      engine_spec.inference, per_call, engine_spec.cache_mb)
     rois = torch.as_tensor(rois_full[(slice(None), *out_box)])
     game = UnitGame(engine, classes, eff, unit_ids, prediction, rois, torch.zeros(0), value.value,
@@ -228,9 +231,8 @@ def build_game(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
 def _class_count(model, roi, prediction_shape) -> int | None:
     """The model's class count without a forward pass: a Segmenter's label names, or the
     rows of a per-class ROI; None when only the clean logits can tell."""
-    names = getattr(model, "label_names", None)
-    if names is not None and isinstance(getattr(model, "window", None), WindowSpec):
-        return len(names)
+    if isinstance(model, Segmenter):
+        return model.n_classes
     if roi is not None and np.ndim(roi) == len(prediction_shape) + 1:
         return int(np.shape(roi)[0])
     return None

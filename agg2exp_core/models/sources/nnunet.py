@@ -1,0 +1,142 @@
+"""nnU-Net v2 trained-model folders: ``plans.json``, ``dataset.json``, ``fold_K/checkpoint_*.pth``.
+
+nnU-Net's own ``nnUNetPredictor.initialize_from_trained_model_folder`` reads the folder
+and builds the network (the trainer's ``build_network_architecture``); the model here is
+that network with the weights of every chosen fold (their mean, as nnU-Net ensembles
+folds: the tile fusion is linear, so averaging tiles equals averaging fused volumes),
+optionally with nnU-Net's test-time mirroring, differentiable. Its window is nnU-Net's
+(``NnUNetWindow``), its preprocessing nnU-Net's (``NnUNetPreprocessing``). nnunetv2 is
+imported only here, when such a folder is loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from agg2exp_core.errors import InputError
+from agg2exp_core.models.devices import resolve_device
+from agg2exp_core.models.nnunet_window import NnUNetWindow
+from agg2exp_core.models.segmenter import Segmenter
+from agg2exp_core.models.sources.common import PREDICT_SW_BATCH, Description, fingerprint, first_line, require
+from agg2exp_core.models.sources.nnunet_preprocessing import NnUNetPreprocessing
+
+DEFAULT_CHECKPOINT = "checkpoint_final.pth"
+LAYOUT = "an nnU-Net v2 trained-model folder needs plans.json, dataset.json and fold_K/checkpoint_final.pth"
+
+
+class NnUNetNetwork(torch.nn.Module):
+    """The mean logits of nnU-Net's fold networks, each optionally mirrored as nnU-Net's
+    ``_internal_maybe_mirror_and_predict`` mirrors (every combination of the allowed axes)."""
+
+    def __init__(self, folds: Sequence[torch.nn.Module], mirror_axes: Sequence[int] = ()):
+        super().__init__()
+        self.folds = torch.nn.ModuleList(folds)
+        self.mirror_axes = tuple(int(a) for a in mirror_axes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for network in self.folds:
+            y = self._mirrored(network, x)
+            total = y if total is None else total + y
+        return total / len(self.folds)
+
+    def _mirrored(self, network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        y = network(x)
+        axes = [a + 2 for a in self.mirror_axes]
+        flips = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+        for dims in flips:
+            y = y + torch.flip(network(torch.flip(x, dims)), dims)
+        return y / (len(flips) + 1)
+
+
+def load_nnunet(folder: Path, device="auto", fold: str | int | Sequence | None = None,
+                checkpoint_name: str | None = None, mirroring: bool = False, tile_step_size: float | None = None,
+                given: Description = Description()) -> Segmenter:
+    """An nnU-Net v2 model: ``fold`` = ``"0"``, ``"0,1"``, ``"all"`` or None (every fold found)."""
+    plans = require(folder / "plans.json", LAYOUT)
+    dataset = require(folder / "dataset.json", LAYOUT)
+    checkpoint_name = checkpoint_name or DEFAULT_CHECKPOINT
+    folds = _folds(folder, fold, checkpoint_name)
+    step = 0.5 if tile_step_size is None else tile_step_size
+    NnUNetWindow((1, 1, 1), step)  # checks tile_step_size before the slow part
+    predictor = _predictor(folder, folds, checkpoint_name, mirroring, step)
+    labels = _label_names(dataset, predictor)
+    if given.labels and len(given.labels) != len(labels):
+        raise InputError(given.source or "--labels", f"{len(given.labels)} names for {len(labels)} nnU-Net labels")
+    patch = tuple(int(p) for p in predictor.configuration_manager.patch_size)
+    if len(patch) != 3:
+        raise InputError(plans, f"2-D configurations are not supported (patch size {list(patch)})")
+    networks = []
+    for weights in predictor.list_of_parameters:
+        network = copy.deepcopy(predictor.network)
+        network.load_state_dict(weights)
+        networks.append(network.eval())
+    mirror_axes = tuple(predictor.allowed_mirroring_axes or ()) if mirroring else ()
+    dev = resolve_device(device)
+    options = {"folds": folds, "checkpoint": checkpoint_name, "mirroring": bool(mirroring), "tile_step_size": step}
+    config = {"name": "nnunet", "trainer": predictor.trainer_name, "plans": predictor.plans_manager.plans_name,
+              "configuration": predictor.configuration_manager.data_identifier, "folder": folder.name,
+              "architecture": predictor.configuration_manager.network_arch_class_name, **options,
+              "mirror_axes": list(mirror_axes)}
+    files = [plans, dataset] + [folder / f"fold_{f}" / checkpoint_name for f in folds]
+    return Segmenter(network=NnUNetNetwork(networks, mirror_axes).to(dev).eval(), network_config=config,
+                     label_names=given.labels or labels,
+                     preprocessing=NnUNetPreprocessing(predictor.plans_manager, predictor.configuration_manager,
+                                                       predictor.dataset_json),
+                     window=NnUNetWindow(patch, step, sw_batch_size=PREDICT_SW_BATCH),
+                     checkpoint_sha256=fingerprint(files, options), device=dev, source="nnunet")
+
+
+def _folds(folder: Path, fold, checkpoint_name: str) -> list:
+    """The chosen folds (ints or "all"), each with its checkpoint present."""
+    if fold is None:
+        found = sorted((p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / checkpoint_name).is_file()),
+                       key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+        if not found:
+            raise InputError(folder / "fold_0" / checkpoint_name, f"missing: {LAYOUT} (no fold holds {checkpoint_name})")
+        chosen = found
+    else:
+        chosen = [f.strip() for f in (fold.split(",") if isinstance(fold, str) else
+                                      ([fold] if isinstance(fold, int) else list(fold)))]
+        chosen = [str(f).strip() for f in chosen if str(f).strip()]
+        bad = [f for f in chosen if not (f.isdigit() or f == "all")]
+        if bad or not chosen:
+            raise InputError("--fold", f"expected fold numbers or 'all' (comma-separated), got {fold!r}")
+    for f in chosen:
+        require(folder / f"fold_{f}" / checkpoint_name, f"fold {f} has no {checkpoint_name} (--checkpoint-name)")
+    return [int(f) if f.isdigit() else f for f in chosen]
+
+
+def _predictor(folder: Path, folds: list, checkpoint_name: str, mirroring: bool, step: float):
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints set-up notes on stdout
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
+                                    perform_everything_on_device=False, device=torch.device("cpu"),
+                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        try:
+            predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
+                                                           checkpoint_name=checkpoint_name)
+        except Exception as err:  # nnU-Net raises many types for incomplete plans or checkpoints
+            raise InputError(folder, f"cannot load the nnU-Net model ({first_line(err)})") from None
+    return predictor
+
+
+def _label_names(dataset: Path, predictor) -> list[str]:
+    manager = predictor.label_manager
+    if manager.has_regions:
+        raise InputError(dataset, "region-based nnU-Net models (sigmoid outputs) are not supported")
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    n_in = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json)
+    if n_in != 1:
+        raise InputError(dataset, f"{n_in} input channels: only single-channel (CT) models are supported")
+    by_value = {int(v): str(k) for k, v in predictor.dataset_json["labels"].items() if k != "ignore"}
+    names = [by_value.get(i, f"label_{i}") for i in range(manager.num_segmentation_heads)]
+    return names
