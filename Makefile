@@ -14,6 +14,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# The pinned requirements are the lock; the project itself goes in editable, adding nothing.
 	$(PY) -m pip install -q -r requirements-dev.txt
+	@# nnunetv2 -> timm -> torchvision: PyPI's wheel fails to import beside the CPU torch
+	@# ("operator torchvision::nms does not exist") and nothing of ours imports it.
+	$(PY) -c "import torchvision" 2>/dev/null || $(PY) -m pip uninstall -y -q torchvision
 	$(PY) -m pip install -q --no-deps -e .
 	@# Plotly's static export (kaleido) and the browser tests need a Chrome.
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
