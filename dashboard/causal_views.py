@@ -163,8 +163,7 @@ def _relevance_view(ctx, case_id: str, target: Roi, artifact: slices.CaseArtifac
         axis = slices.VIEWS[view]
         index = int(stored[axis]) if stored is not None else artifact.ct.shape[axis] // 2
         rgb = relevance_planes(artifact, channel, view, index)
-        figure = figures.slice_image(rgb, slices.cut(artifact.ct, view, index),
-                                     slices.pixel_spacing(artifact.spacing, view),
+        figure = figures.slice_image(rgb, slices.pixel_spacing(artifact.spacing, view),
                                      f"{view} {index} · relevance of {target.name}", f"{ctx.run_id} · case {case_id}",
                                      slices.CORNER_LABELS[view])
         export.show_figure(figure, [f"relevance-{view}{index}", case_id, target.name, ctx.run_id],

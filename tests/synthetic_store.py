@@ -34,7 +34,6 @@ from scipy import ndimage, stats
 from agg2exp_core import store
 from agg2exp_core.pipeline.artifacts import attribution_slices, block_factors, block_mean
 from agg2exp_core.labels import PATHOLOGY_ROIS, THORAX_LABELS, roi_specs
-from agg2exp_core.vocabulary import METHODS
 
 MODEL_SHA = "synthetic0000model0000sha256"
 ARTIFACT_SHAPE = (32, 24, 24)
@@ -77,7 +76,7 @@ _HU = {"background": -1000, "body": 40, "lung": -850, "aorta": 200, "heart": 45,
 
 def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, with_artifacts: bool | int = True,
                           run_methods: Sequence[str] = ("vg",), bulk: bool | None = None,
-                          eval_methods: Sequence[str] = tuple(METHODS)) -> dict:
+                          eval_methods: Sequence[str] = tuple(METHOD_PROFILE)) -> dict:
     """Build (or replace) a synthetic store at ``path``; return what was written.
 
     ``with_artifacts``: True for a slice artefact per case, an int ``k`` for the first ``k``

@@ -39,7 +39,7 @@ def _colorbars(figure: go.Figure) -> list:
 def _case(shape, spacing=(6.0, 6.0, 6.0)):
     """What slice_artifact reads of a Case, without torch."""
     hu = np.full(shape, -800.0, np.float32)
-    return SimpleNamespace(hu=lambda: hu, spacing=spacing, label=None, rois={})
+    return SimpleNamespace(hu=lambda: hu, spacing=spacing, affine=np.diag([*spacing, 1.0]), label=None, rois={})
 
 
 def test_kernelshap_sized_values_stay_finite_from_artefact_to_viewer(tmp_path):

@@ -76,7 +76,7 @@ def _unreadable(path: Path, err: Exception) -> InputError:
 def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
               n_labels: int | None = None) -> Case:
     """Load one manifest row: validate, reorient to RAS, resample, scale HU to [0, 1]."""
-    image, affine = load_nifti(row["image"], preprocessing.spacing)
+    image, affine = load_nifti(row["image"], preprocessing.target_spacing)
     label = _load_label(row, image, affine, n_labels) if row.get("label") else None
     rois = {}
     for column in [c for c in row.keys() if str(c).startswith(ROI_PREFIX)]:

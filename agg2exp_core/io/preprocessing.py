@@ -109,6 +109,10 @@ class ModelPreprocessing(Protocol):
     def display_window(self) -> tuple[float, float]: ...
     def to_dict(self) -> dict: ...
 
+    @property
+    def target_spacing(self) -> tuple[float, ...] | None:
+        """Voxel size in mm the scan is resampled to (None: unknown or kept), for size limits."""
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -124,6 +128,10 @@ class Preprocessing:
     normalization: str = "window"
     mean: float = 0.0
     std: float = 1.0
+
+    @property
+    def target_spacing(self) -> tuple[float, float, float] | None:
+        return self.spacing
 
     def __post_init__(self):
         if self.orientation not in ORIENTATIONS:

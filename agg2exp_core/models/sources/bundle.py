@@ -39,6 +39,7 @@ class BundlePreprocessing:
     intensity: Intensity
     description: list[str]             # the transforms' names (provenance)
     memo: GridMemo = field(default_factory=GridMemo, repr=False)
+    target_spacing = None  # the bundle's transforms decide; only the stored size is checked
 
     def image(self, volume: np.ndarray, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         out = self.transforms({self.key: loaded(volume, affine)})[self.key]

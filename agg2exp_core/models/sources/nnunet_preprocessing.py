@@ -50,6 +50,10 @@ class NnUNetPreprocessing:
         return Intensity("none") if scheme == "NoNormalization" else Intensity("image")
 
     @property
+    def target_spacing(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.configuration_manager.spacing)
+
+    @property
     def transpose_forward(self) -> list[int]:
         return list(self.plans_manager.transpose_forward)
 
