@@ -1,6 +1,8 @@
 """The DuckDB store: ``schema`` (tables and the vocabulary of their names), ``writer`` (every
 write of the core, in transactions, and atomic publication for concurrent readers) and
 ``readers`` (the core's queries; the dashboard reads through ``dashboard/data.py``)."""
+from agg2exp_core.store.attempts import (CRASHED_STAGE, clear_started, crashed_cases, done_inputs, mark_started,
+                                         started_cases)
 from agg2exp_core.store.readers import (case_metadata, class_roi_ids, dice_of_model, done_cases,
                                         has_method_evaluation, latest_run_id, local_matrices,
                                         mean_anomaly_by_case, run_exists, run_model)
@@ -11,7 +13,8 @@ from agg2exp_core.store.writer import (CASE_COLUMNS, code_version_string, ensure
                                        transaction, upsert_cases, upsert_rois, write_case, write_imported_run,
                                        write_method_eval, writing_path)
 
-__all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "CASE_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "case_metadata",
+__all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "CASE_COLUMNS", "CRASHED_STAGE", "clear_started", "crashed_cases",
+           "done_inputs", "mark_started", "started_cases", "SCHEMA", "SCHEMA_VERSION", "case_metadata",
            "class_roi_ids", "code_version_string", "connect", "dice_of_model", "done_cases", "ensure_run",
            "has_method_evaluation", "importance_rows", "init_schema", "latest_run_id", "local_matrices",
            "mean_anomaly_by_case", "open_writer", "publish", "record_failure", "register_new_cases",

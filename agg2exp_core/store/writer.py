@@ -23,6 +23,7 @@ import pandas as pd
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
+from agg2exp_core.store.attempts import end_attempt
 from agg2exp_core.store.schema import ANALYSIS_TABLES, connect
 
 
@@ -152,9 +153,13 @@ def _num(x) -> float | None:
 
 def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: list[list],
                dice_rows: list[list] = (), artifact_path: str | None = None,
-               seconds: float = 0.0, case_row: dict | None = None) -> None:
-    """All results of one case in one transaction: either all land or none."""
+               seconds: float = 0.0, case_row: dict | None = None, inputs: dict | None = None) -> None:
+    """All results of one case in one transaction: either all land or none.
+
+    ``inputs``: the input files the results were computed from (``store.attempts``).
+    """
     with transaction(con):
+        end_attempt(con, run_id, case_id, inputs)
         if case_row is not None:
             upsert_cases(con, pd.DataFrame([case_row]))
         con.execute("DELETE FROM local_importance WHERE run_id = ? AND case_id = ?", [run_id, case_id])
@@ -170,9 +175,11 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
 
 def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, stage: str, message: str) -> None:
     """Record a case's failure (only its latest attempt is kept)."""
-    con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
-    con.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
-                [run_id, case_id, stage, " ".join(str(message).split()), _now()])
+    with transaction(con):
+        end_attempt(con, run_id, case_id)
+        con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
+        con.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
+                    [run_id, case_id, stage, " ".join(str(message).split()), _now()])
 
 
 def replace_analysis(con: duckdb.DuckDBPyConnection, run_id: str, frames: dict[str, pd.DataFrame]) -> None:
