@@ -94,7 +94,10 @@ class RayExecutor:
         finally:
             self.running = 0
             for actor in actors:
-                ray.kill(actor, no_restart=True)
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - the session may be gone already
+                    pass
             if joined:
                 ray.shutdown()
 
@@ -115,24 +118,11 @@ class RayExecutor:
         return True
 
     def _start_local(self, ray, options: dict) -> None:
-        """A Ray instance of this process only, listening on loopback (see docs/DEPLOYMENT.md)."""
         cfg = self.config
         cpus = cfg.local_cpus or (int(-(-cfg.workers * cfg.cpus_per_case // 1)) if cfg.workers else os.cpu_count())
         if cfg.cpus_per_case > cpus:
             raise InputError("--cpus-per-case", f"{cfg.cpus_per_case} exceeds the {cpus} CPUs of the local instance")
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        saved = os.environ.get("PYTHONPATH")
-        # workers import this very checkout, whatever is installed in the environment
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), saved) if p)
-        try:
-            ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=cpus,
-                     object_store_memory=cfg.object_store_mb * 1024 ** 2 if cfg.object_store_mb else None,
-                     **options)
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+        init_local(cpus, cfg.object_store_mb, **options)
         gpus = ray.cluster_resources().get("GPU", 0)
         if cfg.gpus_per_case > gpus:
             ray.shutdown()
@@ -169,7 +159,7 @@ class RayExecutor:
 
         fill()
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up for signals
             outcomes = []
             for ref in ready:
                 job, actor = pending.pop(ref)
@@ -186,6 +176,34 @@ class RayExecutor:
         except ray.exceptions.RayError as err:  # the worker process died, on every attempt
             return Completed(job, crashed=f"the worker process died while computing this case "
                                           f"({self.config.max_retries + 1} attempts; {_first_line(err)})")
+
+
+def init_local(num_cpus: int, object_store_mb: int | None = None, **options) -> None:
+    """Start a Ray instance of this process only, every port on loopback (docs/DEPLOYMENT.md).
+
+    Ray 2.60 binds every interface and advertises the machine's routable address unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` was set when it was imported; a process that
+    imported Ray before gets the same effect from the constant that variable sets.
+    """
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH")}
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's own processes read it too
+    # workers import this very checkout, whatever is installed in the environment
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), saved["PYTHONPATH"]) if p)
+    import ray
+    from ray._private import ray_constants
+
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                 object_store_memory=object_store_mb * 1024 ** 2 if object_store_mb else None, **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _first_line(err: BaseException) -> str:
