@@ -4,11 +4,13 @@ loopback afterwards. Local Ray on 127.0.0.1 only (../shared/TOOLING.md), two wor
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -26,6 +28,7 @@ from agg2exp_core.io.preprocessing import Preprocessing  # noqa: E402
 from agg2exp_core.labels import THORAX_LABELS  # noqa: E402
 from agg2exp_core.models import build_network, save_checkpoint  # noqa: E402
 from agg2exp_core.pipeline.evaluate import evaluate_cohort  # noqa: E402
+from agg2exp_core.pipeline.executors import ModelSource  # noqa: E402
 from agg2exp_core.pipeline.precompute import precompute  # noqa: E402
 from agg2exp_core.pipeline.ray_executor import LOOPBACK, RayConfig, RayExecutor, init_local  # noqa: E402
 
@@ -265,3 +268,26 @@ def test_evaluate_on_ray_gives_the_in_process_metrics_and_curves(cohort, ray_ses
     assert len(table(reference, metrics)) > 0 and len(table(reference, curves)) > 0
     assert_same_rows(db, reference, metrics)
     assert_same_rows(db, reference, curves)
+
+
+def die_on_bad(log_dir: str, model, job: str) -> str:
+    """A compute function whose job "bad" kills the worker process computing it, every time."""
+    with open(os.path.join(log_dir, f"{job}.attempts"), "a") as f:
+        f.write(f"{os.getpid()}\n")
+    if job == "bad":
+        os._exit(1)
+    return job.upper()
+
+
+def test_a_case_that_kills_every_worker_comes_back_once_as_crashed(cohort, ray_session, tmp_path, deadline):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests
+    executor = RayExecutor(RayConfig(max_retries=1))
+    compute = functools.partial(die_on_bad, str(tmp_path))
+    outcomes = list(executor.map(compute, ModelSource(cohort["checkpoint"], "cpu"), ["a", "bad", "b", "c"]))
+    by_job = {o.job: o for o in outcomes}
+    assert len(outcomes) == 4 and sorted(by_job) == ["a", "b", "bad", "c"]
+    assert [by_job[j].result for j in "abc"] == ["A", "B", "C"] and not any(by_job[j].crashed for j in "abc")
+    bad = by_job["bad"]
+    assert bad.result is None and "worker process died" in bad.crashed and "2 attempts" in bad.crashed
+    attempts = (tmp_path / "bad.attempts").read_text().split()
+    assert len(attempts) == 2 and len(set(attempts)) == 2, "tried twice, each time in a new process, then given up"

@@ -63,3 +63,36 @@ def test_evaluate_takes_the_executor_options_too(world, capfd):
                "--cpus-per-case", "2"])
     err = capfd.readouterr().err.strip()
     assert rc == 2 and "--cpus-per-case: needs --executor ray" in err
+
+
+class WorkerDiesOnC1:
+    """An executor whose worker process dies on case c1 on every attempt (as Ray reports it)."""
+
+    name, isolates_cases, running = "fake", True, 0
+
+    def map(self, compute, source, jobs, on_start=None):
+        from agg2exp_core.pipeline.executors import Completed
+
+        model = source.load()
+        for job in jobs:
+            if job.case_id == "c1":
+                yield Completed(job, crashed="the worker process died while computing this case (3 attempts)")
+            else:
+                yield Completed(job, compute(model, job))
+
+
+def test_a_case_whose_worker_died_is_recorded_once_and_held_back(tmp_path):
+    from agg2exp_core import store
+    from agg2exp_core.pipeline.precompute import precompute
+
+    manifest, checkpoint = make_cohort(tmp_path / "cohort", n=3), make_checkpoint(tmp_path / "m.pt")
+    db = tmp_path / "s.duckdb"
+    first = precompute(manifest, checkpoint, db, "vg", device="cpu", progress=False, executor=WorkerDiesOnC1())
+    assert sorted(first.done) == ["c0", "c2"] and first.failed == ["c1"]
+    again = precompute(manifest, checkpoint, db, "vg", device="cpu", progress=False, executor=WorkerDiesOnC1())
+    assert again.crashed == ["c1"] and not again.done and not again.failed, "not retried run after run"
+    with store.connect(db, read_only=True) as con:
+        failures = con.execute("SELECT case_id, stage, message FROM failures").fetchall()
+    assert failures == [("c1", "crashed", "the worker process died while computing this case (3 attempts)")]
+    asked = precompute(manifest, checkpoint, db, "vg", device="cpu", progress=False, retry_crashed=True)
+    assert asked.done == ["c1"]
