@@ -55,10 +55,6 @@ class Completed:
     crashed: str = ""   # the process computing the job died (after the executor's retries)
     error: str = ""     # the compute function raised instead of returning its failure
 
-    @property
-    def ok(self) -> bool:
-        return self.result is not None and not getattr(self.result, "failure", None)
-
 
 Compute = Callable[[Segmenter, Any], Any]
 

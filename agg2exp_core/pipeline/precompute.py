@@ -188,8 +188,8 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     db = Path(db)
     run_params = {**params, "classes": classes}
     summary = PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256))
-    files = CaseFiles(Path(data_dir) if data_dir else db.parent, summary.run_id, tuple(model.label_names),
-                      Path(nifti_dir) if nifti_dir else None)
+    files = CaseFiles(Path(data_dir or db.parent).resolve(), summary.run_id, tuple(model.label_names),
+                      Path(nifti_dir).resolve() if nifti_dir else None)  # absolute: workers run elsewhere
     extra_names = [c[len(ROI_PREFIX):] for c in roi_columns(frame)]
     with store.open_writer(db) as con:
         roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
