@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from agg2exp_core.cli import main
+from agg2exp_core.pipeline.executors import InProcessExecutor
 from test_reliability_helpers import REPO, make_checkpoint, make_cohort
 
 LIGHT_IMPORTS = ("agg2exp_core", "agg2exp_core.cli", "agg2exp_core.pipeline.precompute", "agg2exp_core.pipeline.evaluate",
@@ -37,6 +38,8 @@ def world(tmp_path_factory):
     (["--executor", "ray", "--gpus-per-case", "-1"], "--gpus-per-case"),
     (["--executor", "ray", "--ray-workers", "0"], "--ray-workers"),
     (["--executor", "ray", "--ray-address", " "], "--ray-address"),
+    (["--executor", "ray", "--ray-address", "headnode"], "--ray-address"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address"),  # nothing listens there
 ])
 def test_bad_executor_options_are_one_line_and_write_nothing(world, capfd, extra, flag):
     manifest, checkpoint, db = world
@@ -65,10 +68,10 @@ def test_evaluate_takes_the_executor_options_too(world, capfd):
     assert rc == 2 and "--cpus-per-case: needs --executor ray" in err
 
 
-class WorkerDiesOnC1:
+class WorkerDiesOnC1(InProcessExecutor):
     """An executor whose worker process dies on case c1 on every attempt (as Ray reports it)."""
 
-    name, isolates_cases, running = "fake", True, 0
+    isolates_cases = True
 
     def map(self, compute, source, jobs, on_start=None):
         from agg2exp_core.pipeline.executors import Completed

@@ -98,7 +98,7 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | Segmenter, db: str
     settings = {**asdict(config), "classes": class_ids}
     summary = EvaluationSummary({m: store.run_id_for(f"eval-{m}", {"evaluation": settings}, model.checkpoint_sha256,
                                                      "evaluate") for m in methods})
-    with store.open_writer(db) as con:
+    with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(tuple(names)))
         store.register_new_cases(con, frame.rename(columns={"image": "image_path", "label": "label_path"}))
         for name, run_id in summary.run_ids.items():

@@ -64,6 +64,10 @@ class Executor(Protocol):
     isolates_cases: bool  # jobs run outside the driver's process (a job cannot kill the driver)
     running: int          # jobs started and not yet yielded
 
+    def __enter__(self) -> Executor: ...  # acquire workers (start or join a cluster)
+
+    def __exit__(self, *exc) -> None: ...  # release them
+
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
             on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]: ...
 
@@ -76,6 +80,12 @@ class InProcessExecutor:
 
     def __init__(self) -> None:
         self.running = 0
+
+    def __enter__(self) -> InProcessExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
             on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:

@@ -191,7 +191,7 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     files = CaseFiles(Path(data_dir or db.parent).resolve(), summary.run_id, tuple(model.label_names),
                       Path(nifti_dir).resolve() if nifti_dir else None)  # absolute: workers run elsewhere
     extra_names = [c[len(ROI_PREFIX):] for c in roi_columns(frame)]
-    with store.open_writer(db) as con:
+    with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
         store.ensure_run(con, summary.run_id, method, run_params, model.checkpoint_sha256, model.label_names,
                          source="precompute",

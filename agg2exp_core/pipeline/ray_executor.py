@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,23 @@ class RayExecutor:
         self.config = config
         self.running = 0
         self.workers = 0
+        self._sessions = 0   # open ``with`` blocks
+        self._joined = False  # this executor started or joined Ray (and leaves it at the end)
+
+    def __enter__(self) -> RayExecutor:
+        """Start or join Ray now (before the store is opened: a bad address writes nothing)."""
+        if self._sessions == 0:
+            self._joined = self._connect()
+        self._sessions += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sessions -= 1
+        if self._sessions == 0 and self._joined:
+            import ray
+
+            ray.shutdown()
+            self._joined = False
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
             on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
@@ -86,34 +104,37 @@ class RayExecutor:
             return
         import ray
 
-        joined = self._connect(ray)
-        actors: list = []
-        try:
-            actors = self._start_workers(ray, source, len(jobs))
-            yield from self._serve(ray, actors, compute, jobs, on_start)
-        finally:
-            self.running = 0
-            for actor in actors:
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:  # noqa: BLE001 - the session may be gone already
-                    pass
-            if joined:
-                ray.shutdown()
+        with self:
+            actors: list = []
+            try:
+                actors = self._start_workers(ray, source, len(jobs))
+                yield from self._serve(ray, actors, compute, jobs, on_start)
+            finally:
+                self.running = 0
+                for actor in actors:
+                    try:
+                        ray.kill(actor, no_restart=True)
+                    except Exception:  # noqa: BLE001 - the session may be gone already
+                        pass
 
-    def _connect(self, ray) -> bool:
+    def _connect(self) -> bool:
         """Start or join Ray; False when the caller already had a Ray session (left as it is)."""
+        address = self.config.address
+        if address is not None:
+            check_reachable(address)
+        import ray
+
         if ray.is_initialized():
             return False
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
         try:
-            if self.config.address is None:
+            if address is None:
                 self._start_local(ray, quiet)
             else:
                 env = {"py_modules": [str(PACKAGE_DIR)]} if self.config.ship_code else None
-                ray.init(address=self.config.address, runtime_env=env, **quiet)
+                ray.init(address=address, runtime_env=env, **quiet)
         except ConnectionError as err:
-            raise InputError("--ray-address", f"cannot reach a Ray cluster at {self.config.address!r} "
+            raise InputError("--ray-address", f"cannot reach a Ray cluster at {address!r} "
                                               f"({str(err).splitlines()[0]})") from None
         return True
 
@@ -176,6 +197,20 @@ class RayExecutor:
         except ray.exceptions.RayError as err:  # the worker process died, on every attempt
             return Completed(job, crashed=f"the worker process died while computing this case "
                                           f"({self.config.max_retries + 1} attempts; {_first_line(err)})")
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A ``HOST:PORT`` that accepts no connection is one line now, not Ray retrying forever."""
+    if address == "auto" or "://" in address:  # found by Ray itself / a Ray Client address
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError("--ray-address", f"expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise InputError("--ray-address", f"cannot reach a Ray cluster at {address} "
+                                          f"({err.strerror or type(err).__name__})") from None
 
 
 def init_local(num_cpus: int, object_store_mb: int | None = None, **options) -> None:
