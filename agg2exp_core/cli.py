@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    previous = _sigterm_interrupts()
     try:
         return int(args.func(args) or 0)
     except InputError as err:
@@ -51,6 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed cases are kept, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_interrupts():
+    """SIGTERM (a scheduler's stop, ``kill``) ends a run like Ctrl-C: the store is published and
+    the case in flight is not mistaken for one that killed the process. Returns the old handler."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return None
 
 
 # ----------------------------------------------------------------------------- shared parsing
@@ -102,6 +119,42 @@ def _class_ids(text: str | None) -> list[int] | None:
         return [int(c) for c in _comma_list(text)]
     except ValueError:
         raise InputError("--classes", f"expected comma-separated class ids, got '{text}'") from None
+
+
+EXECUTOR_NAMES = ("inprocess", "ray")
+RAY_FLAGS = {"ray_address": "--ray-address", "cpus_per_case": "--cpus-per-case", "gpus_per_case": "--gpus-per-case",
+             "ray_workers": "--ray-workers", "ray_retries": "--ray-retries"}
+
+
+def _add_executor(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("where cases are computed (docs/DEPLOYMENT.md)")
+    g.add_argument("--executor", choices=EXECUTOR_NAMES, default="inprocess",
+                   help="inprocess (default): this process; ray: Ray workers, each loading the model once")
+    g.add_argument("--ray-address", help="auto or HOST:PORT of a running Ray cluster "
+                                         "(default: start a local instance on 127.0.0.1, stop it at the end)")
+    g.add_argument("--cpus-per-case", type=float, help="CPU cores per Ray worker, also its torch threads (default 1)")
+    g.add_argument("--gpus-per-case", type=float, help="GPUs per Ray worker; 0.5 puts two workers on a GPU (default 0)")
+    g.add_argument("--ray-workers", type=int, help="Ray worker processes (default: as many as the resources hold)")
+    g.add_argument("--ray-retries", type=int, help="re-runs of a case whose worker process died (default 2)")
+
+
+def _executor(args):
+    """The executor the options name; Ray options without ``--executor ray`` are an error."""
+    given = {flag: getattr(args, key) for key, flag in RAY_FLAGS.items() if getattr(args, key) is not None}
+    if args.executor == "inprocess":
+        if given:
+            raise InputError(next(iter(given)), "needs --executor ray")
+        from agg2exp_core.pipeline.executors import InProcessExecutor
+
+        return InProcessExecutor()
+    from agg2exp_core.pipeline.ray_executor import RayConfig, RayExecutor
+
+    defaults = RayConfig()
+    return RayExecutor(RayConfig(
+        address=args.ray_address, workers=args.ray_workers,
+        cpus_per_case=defaults.cpus_per_case if args.cpus_per_case is None else args.cpus_per_case,
+        gpus_per_case=defaults.gpus_per_case if args.gpus_per_case is None else args.gpus_per_case,
+        max_retries=defaults.max_retries if args.ray_retries is None else args.ray_retries))
 
 
 # ----------------------------------------------------------------------------- phantoms
@@ -197,17 +250,26 @@ def _add_precompute(subparsers) -> None:
     p.add_argument("--cases", help="comma-separated case ids (default: all)")
     p.add_argument("--data-dir", type=Path, help="where slice artefacts go (default: the store's folder)")
     p.add_argument("--save-nifti", type=Path, help="also write full-volume attributions as NIfTI here")
+    p.add_argument("--retry-crashed", action="store_true",
+                   help="compute again the cases during which a previous run died (held back otherwise)")
+    _add_executor(p)
+    p.add_argument("--shared-data-dir", action="store_true",
+                   help="--data-dir (and --save-nifti) are shared storage at the same path on every Ray node: "
+                        "workers write the artefacts there instead of sending them to the driver")
     p.set_defaults(func=_run_precompute)
 
 
 def _run_precompute(args) -> int:
     from agg2exp_core.pipeline.precompute import precompute
 
+    if args.shared_data_dir and args.executor != "ray":
+        raise InputError("--shared-data-dir", "needs --executor ray")
     summary = precompute(args.manifest, _model_spec(args), args.db, args.method, _json_object("--params", args.params),
                          _class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
-                         case_ids=_comma_list(args.cases) or None)
+                         case_ids=_comma_list(args.cases) or None, executor=_executor(args),
+                         shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed)
     print(summary.line())
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.crashed else 0
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -254,6 +316,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--curve-steps", type=int, default=None, help="MoRF/LeRF steps (default: one per unit)")
     p.add_argument("--curve-value", default="logit", help="value function of the curves (logit/tp/fp/dice/softdice)")
     p.add_argument("--seed", type=int, default=0)
+    _add_executor(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -267,7 +330,8 @@ def _run_evaluate(args) -> int:
                               sensitivity=SensitivityConfig(n=args.sensitivity_n),
                               curves=CurveConfig(value=args.curve_value, steps=args.curve_steps), seed=args.seed)
     summary = evaluate_cohort(args.manifest, _model_spec(args), args.db, _comma_list(args.methods),
-                              _comma_list(args.classes), config, args.max_cases, args.split, args.device)
+                              _comma_list(args.classes), config, args.max_cases, args.split, args.device,
+                              executor=_executor(args))
     print(summary.line())
     return 1 if summary.failed else 0
 

@@ -29,7 +29,7 @@ from agg2exp_core.io.images import load_case, load_nifti  # noqa: E402
 from agg2exp_core.io.preprocessing import Intensity, Preprocessing  # noqa: E402
 from agg2exp_core.models import build_network, save_checkpoint  # noqa: E402
 from agg2exp_core.models.inference import WindowSpec  # noqa: E402
-from agg2exp_core.models.sources import detect_source, load_model  # noqa: E402
+from agg2exp_core.models.sources import load_model  # noqa: E402
 from agg2exp_core.pipeline.artifacts import slice_artifact  # noqa: E402
 
 torch.set_num_threads(1)

@@ -66,8 +66,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert len(reference.done) == N_CASES
     expected, _ = read_published(tmp_path / "ref" / "ref.duckdb")
 
+    # A SIGKILL from outside looks like a case that killed the process: without --retry-crashed
+    # the rerun would hold the case in flight back (tests/test_reliability_precompute.py).
     args = [*CLI, "precompute", "--manifest", str(manifest), "--checkpoint", str(checkpoint), "--db", str(db),
-            "--device", "cpu"]
+            "--device", "cpu", "--retry-crashed"]
     rng = random.Random(SEED)
     landed, seen_done = 0, []
     for attempt in range(KILLS + 1):

@@ -6,10 +6,12 @@ and curves of all methods land in one transaction, and a failing case is recorde
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from agg2exp_core import store
@@ -20,7 +22,8 @@ from agg2exp_core.io.images import load_case
 from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter
-from agg2exp_core.models.sources import ModelSpec, load_model
+from agg2exp_core.models.sources import ModelSpec
+from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
 
 DEFAULT_METHODS = ("vg", "smoothgrad", "ig", "kernelshap", "causal")
 
@@ -36,13 +39,47 @@ class EvaluationSummary:
                 f"{f'; {len(self.failed)} failed' if self.failed else ''}")
 
 
+@dataclass(frozen=True)
+class EvaluationJob:
+    """One case to evaluate with every method (small, picklable)."""
+
+    row: dict
+    methods: tuple[str, ...]
+    classes: tuple[int, ...]
+    config: EvaluationConfig
+
+    @property
+    def case_id(self) -> str:
+        return str(self.row["case_id"])
+
+
+@dataclass
+class EvaluationResult:
+    case_id: str
+    scores: pd.DataFrame | None = None
+    curves: pd.DataFrame | None = None
+    failure: tuple[str, str] | None = None  # (stage, message)
+
+
+def compute_evaluation(model: Segmenter, job: EvaluationJob) -> EvaluationResult:
+    """All methods' metrics and curves of one case; its own errors come back as ``failure``."""
+    try:
+        case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
+        scores, curves = evaluate_case(model, case.image, {m: {} for m in job.methods}, list(job.classes), job.config)
+    except Exception as err:  # noqa: BLE001 - one bad case must not stop the cohort
+        return EvaluationResult(job.case_id, failure=("evaluate", f"{type(err).__name__}: {err}"))
+    return EvaluationResult(job.case_id, scores, curves)
+
+
 def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, db: str | Path,
                     methods: Sequence[str] = DEFAULT_METHODS, classes: Sequence[str | int] | None = None,
                     config: EvaluationConfig = EvaluationConfig(), max_cases: int | None = 3,
-                    split: str = "", device: str = "auto", progress: bool = True) -> EvaluationSummary:
+                    split: str = "", device: str = "auto", progress: bool = True,
+                    executor: Executor | None = None) -> EvaluationSummary:
     """Evaluate ``methods`` on the first ``max_cases`` cases (of ``split``) and store the results.
 
-    ``classes``: class names or channel ids (default: all but background).
+    ``classes``: class names or channel ids (default: all but background). ``executor``:
+    where cases are computed (default: this process); the store is written here.
     """
     methods = [get_method(m).name for m in methods]
     frame = read_manifest(manifest)
@@ -52,38 +89,52 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
         frame = frame.head(max(int(max_cases), 0))
     if frame.empty:
         raise InputError(manifest, f"no case to evaluate (split '{split or 'any'}')")
-    model = load_model(model, device=device)
+    executor = executor or InProcessExecutor()
+    source = ModelSource(model, device)
+    model = source.load("cpu" if executor.isolates_cases and not isinstance(model, Segmenter) else None)
+    if not executor.isolates_cases:
+        source = ModelSource(model)
     names = list(model.label_names)
     class_ids = resolve_classes(classes, names)
     settings = {**asdict(config), "classes": class_ids}
     summary = EvaluationSummary({m: store.run_id_for(f"eval-{m}", {"evaluation": settings}, model.checkpoint_sha256,
                                                      "evaluate") for m in methods})
-    with store.open_writer(db) as con:
+    with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(tuple(names)))
         store.register_new_cases(con, frame.rename(columns={"image": "image_path", "label": "label_path"}))
         for name, run_id in summary.run_ids.items():
             store.ensure_run(con, run_id, name, {"evaluation": settings, "model": model.provenance()},
                              model.checkpoint_sha256, names,
                              source="evaluate", description="attribution-method evaluation")
-        for row in tqdm(frame.to_dict("records"), desc="evaluate methods", unit="case", disable=not progress):
-            _evaluate_one(con, model, row, methods, class_ids, config, summary,
-                          {c: roi_ids[names[c]] for c in class_ids})
+        jobs = [EvaluationJob(row, tuple(methods), tuple(class_ids), config) for row in frame.to_dict("records")]
+        target_ids = {c: roi_ids[names[c]] for c in class_ids}
+        bar = CaseProgress(len(jobs), "evaluate methods", progress, executor)
+        try:
+            with closing(executor.map(compute_evaluation, source, jobs)) as outcomes:
+                for outcome in outcomes:
+                    bar.update(_write_evaluation(con, outcome, summary, target_ids))
+        finally:
+            bar.close()
     return summary
 
 
-def _evaluate_one(con, model: Segmenter, row: dict, methods: list[str], classes: list[int],
-                  config: EvaluationConfig, summary: EvaluationSummary, target_ids: dict[int, int]) -> None:
-    case_id = str(row["case_id"])
-    try:
-        case = load_case(row, model.preprocessing, n_labels=model.n_classes)
-        scores, curves = evaluate_case(model, case.image, {m: {} for m in methods}, classes, config)
-        store.write_method_eval(con, summary.run_ids, case_id, scores, curves, target_ids)
-        summary.done.append(case_id)
-    except Exception as err:  # noqa: BLE001 - one bad case must not stop the cohort
-        summary.failed.append(case_id)
-        for run_id in summary.run_ids.values():
-            store.record_failure(con, run_id, case_id, "evaluate", f"{type(err).__name__}: {err}")
-        tqdm.write(f"evaluate: {case_id}: failed: {type(err).__name__}: {err}")
+def _write_evaluation(con, outcome: Completed, summary: EvaluationSummary, target_ids: dict[int, int]) -> bool:
+    """One case's rows of every method in one transaction, or its failure once per run."""
+    case_id, result = outcome.job.case_id, outcome.result
+    failure = ((store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else ("evaluate", outcome.error) if outcome.error
+               else result.failure)
+    if failure is None:
+        try:
+            store.write_method_eval(con, summary.run_ids, case_id, result.scores, result.curves, target_ids)
+            summary.done.append(case_id)
+            return True
+        except Exception as err:  # noqa: BLE001
+            failure = ("store", f"{type(err).__name__}: {err}")
+    summary.failed.append(case_id)
+    for run_id in summary.run_ids.values():
+        store.record_failure(con, run_id, case_id, *failure)
+    tqdm.write(f"evaluate: {case_id}: failed: {failure[1]}")
+    return False
 
 
 def resolve_classes(classes: Sequence[str | int] | None, names: Sequence[str]) -> list[int]:

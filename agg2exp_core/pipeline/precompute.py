@@ -1,13 +1,19 @@
 """Per-case pipeline: load -> predict -> Dice -> explain -> aggregate -> slices -> store.
 
-One transaction per case, so an interrupted run leaves only whole cases behind and a
-rerun of the same configuration skips them. A failing case is recorded in ``failures``
-and the others go on.
+A case is computed by ``compute_case`` (a pure function of the model and a ``CaseJob``,
+run by an executor: in this process, or on Ray workers) and written by the driver, the
+store's only writer, in one transaction per case. So an interrupted run leaves only
+whole cases behind, and a rerun of the same configuration skips the cases that were
+computed from the same input files. A failing case is recorded in ``failures`` and the
+others go on; a case during which the computing process died is reported on the rerun
+and held back unless ``retry_crashed``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,14 +24,16 @@ from tqdm.auto import tqdm
 from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices
 from agg2exp_core.attribution.registry import check_params, explain, get_method
-from agg2exp_core.io.images import Case, load_case, save_like
-from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.images import Case, load_case, save_nifti
+from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
-from agg2exp_core.models.sources import load_model
+from agg2exp_core.models.sources import ModelSpec
 from agg2exp_core.pipeline import causal_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
+from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
+from agg2exp_core.pipeline.inputs import changed_inputs, input_fingerprint
 
 PUBLISH_EVERY_S = 5.0
 
@@ -37,11 +45,17 @@ class PrecomputeSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    recomputed: list[str] = field(default_factory=list)  # done before, but from other input files
+    crashed: list[str] = field(default_factory=list)     # held back: a process died computing them
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         mean = f", {np.mean(self.seconds):.1f} s/case" if self.seconds else ""
+        changed = f", {len(self.recomputed)} recomputed (inputs changed)" if self.recomputed else ""
+        crashed = (f", {len(self.crashed)} held back (a previous run died computing them; --retry-crashed)"
+                   if self.crashed else "")
         return (f"run {self.run_id}: {len(self.done)} computed, {len(self.skipped)} already done, "
-                f"{len(self.failed)} failed{mean}")
+                f"{len(self.failed)} failed{changed}{crashed}{mean}")
 
 
 def case_record(row: dict, case: Case | None) -> dict:
@@ -51,19 +65,47 @@ def case_record(row: dict, case: Case | None) -> dict:
             "label_path": row.get("label") or None, "pathologies": ";".join(present)}
 
 
+@dataclass(frozen=True)
+class CaseJob:
+    """One case to compute: everything a worker needs besides the model (small, picklable)."""
+
+    row: dict
+    method: str
+    params: dict
+    classes: tuple[int, ...]
+    keep_attributions: bool = False  # full volumes, for --save-nifti
+    extras: causal_stage.ExtrasSpec = field(default_factory=causal_stage.ExtrasSpec)
+    donors: causal_stage.CohortDonors | None = None  # other cases of the cohort (causal runs)
+
+    @property
+    def case_id(self) -> str:
+        return str(self.row["case_id"])
+
+
 @dataclass
 class CaseResult:
-    matrices: dict[str, np.ndarray]
-    dice: np.ndarray | None
-    artifact: dict
-    attributions: np.ndarray
+    """What a case's computation returns to the driver (arrays, not yet files or rows)."""
+
+    case_id: str
+    matrices: dict[str, np.ndarray] | None = None
+    dice: np.ndarray | None = None
+    artifact: dict | None = None          # slice arrays; None once written (``artifact_path``)
+    attributions: np.ndarray | None = None
+    affine: np.ndarray | None = None
+    roi_names: list[str] = field(default_factory=list)  # the case's extra RoIs (matrix columns after the classes)
+    record: dict | None = None
+    inputs: dict | None = None
+    seconds: float = 0.0
+    failure: tuple[str, str] | None = None  # (stage, message)
+    artifact_path: Path | None = None
     extras: causal_stage.CaseExtras | None = None  # causal matrices, component effects, relevance masks
 
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
-                 donors: causal_stage.CohortDonors | None = None) -> CaseResult:
-    """Prediction, Dice, attributions of every class and their RoI-importance matrices."""
+                 donors: causal_stage.CohortDonors | None = None):
+    """(matrices, Dice, slice artefact, attributions, causal extras): prediction, Dice,
+    attributions of every class and their RoI-importance matrices."""
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
     case_extras = None
@@ -79,17 +121,73 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
     artifact = slice_artifact(case, pred.numpy(), attributions, classes, model.preprocessing)
     if case_extras is not None:
         artifact.update(case_extras.artifact())
-    return CaseResult(matrices, dice, artifact, attributions, case_extras)
+    return matrices, dice, artifact, attributions, case_extras
 
 
-def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Path, method: str = "vg",
+def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
+    """Everything of one case that needs the model; its own errors come back as ``failure``."""
+    started, stage = time.time(), "load"
+    try:
+        case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
+        inputs = input_fingerprint(job.row)
+        stage = "explain"
+        matrices, dice, artifact, attributions, extras = process_case(model, case, job.method, job.params,
+                                                                      job.classes, job.extras, job.donors)
+    except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
+        return CaseResult(job.case_id, failure=(stage, str(err)))
+    return CaseResult(job.case_id, matrices, dice, artifact, attributions if job.keep_attributions else None,
+                      case.affine, list(case.rois), case_record(job.row, case), inputs, time.time() - started,
+                      extras=extras)
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """Where a run's files go: slice artefacts under ``data_dir``, optional NIfTI volumes."""
+
+    data_dir: Path
+    run_id: str
+    label_names: tuple[str, ...]
+    nifti_dir: Path | None = None
+
+    def artifact(self, case_id: str) -> Path:
+        return self.data_dir / "artifacts" / self.run_id / f"{case_id}.npz"
+
+
+def save_case_files(files: CaseFiles, result: CaseResult, classes: Sequence[int]) -> CaseResult:
+    """Write a result's artefact (and NIfTIs) and drop the arrays; a failure comes back as ``failure``."""
+    if result.failure or result.artifact is None:
+        return result
+    try:
+        path = files.artifact(result.case_id)
+        write_artifact(result.artifact, path)
+        if files.nifti_dir is not None:
+            for volume, c in zip(result.attributions, classes):
+                save_nifti(volume.astype(np.float32), result.affine,
+                           files.nifti_dir / files.run_id / f"{result.case_id}_{file_safe_name(files.label_names[c])}.nii.gz")
+    except Exception as err:  # noqa: BLE001
+        result.failure = ("store", str(err))
+        return result
+    result.artifact, result.attributions, result.artifact_path = None, None, path
+    return result
+
+
+def compute_and_save(files: CaseFiles, model: Segmenter, job: CaseJob) -> CaseResult:
+    """A worker's case on shared storage: compute, then write the files itself."""
+    return save_case_files(files, compute_case(model, job), job.classes)
+
+
+def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, db: str | Path, method: str = "vg",
                params: dict | None = None, classes: Sequence[int] | None = None, device: str = "auto",
                data_dir: str | Path | None = None, nifti_dir: str | Path | None = None,
-               progress: bool = True, case_ids: Sequence[str] | None = None) -> PrecomputeSummary:
+               progress: bool = True, case_ids: Sequence[str] | None = None, executor: Executor | None = None,
+               shared_files: bool = False, retry_crashed: bool = False) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
-    ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). All
-    bad input (method, parameters, classes, case ids, manifest, model) is an ``InputError``
+    ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). ``executor``: where cases
+    are computed (default: this process). ``shared_files``: workers write the artefacts
+    themselves (``data_dir`` is shared storage, at the same path on every node).
+    ``retry_crashed``: compute again the cases during which a previous run died. All bad
+    input (method, parameters, classes, case ids, manifest, model) is an ``InputError``
     before anything is written.
     """
     method = get_method(method).name
@@ -100,33 +198,45 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     cohort = read_manifest(manifest)
     frame = _select_cases(cohort, case_ids)
     model_source = "model" if isinstance(model, Segmenter) else model
-    model = load_model(model, device=device)
+    executor = executor or InProcessExecutor()
+    source = ModelSource(model, device)
+    model = source.load("cpu" if executor.isolates_cases and not isinstance(model, Segmenter) else None)
+    if not executor.isolates_cases:
+        source = ModelSource(model)  # computed here, with the model already loaded
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
         raise InputError("--classes", f"class ids must lie in 0..{model.n_classes - 1}")
     db = Path(db)
     run_params = {**run_params, "classes": classes}
-    runner = _CaseRunner(model, method, params, classes, Path(data_dir) if data_dir else db.parent, db,
-                         Path(nifti_dir) if nifti_dir else None,
-                         PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256)),
-                         extras=extras, donors=_cohort_donors(method, params, cohort, model))
+    summary = PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256))
+    files = CaseFiles(Path(data_dir or db.parent).resolve(), summary.run_id, tuple(model.label_names),
+                      Path(nifti_dir).resolve() if nifti_dir else None)  # absolute: workers run elsewhere
     extra_names = check_roi_names(manifest, frame, model.label_names, model_source)
-    with store.open_writer(db) as con:
-        runner.roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
-        store.ensure_run(con, runner.run_id, method, {**run_params, "model": model.provenance()},
+    donors = _cohort_donors(method, params, cohort, model)
+    with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
+        roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
+        store.ensure_run(con, summary.run_id, method, {**run_params, "model": model.provenance()},
                          model.checkpoint_sha256, model.label_names,
                          source="precompute",
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
-        done = store.done_cases(con, runner.run_id)
-        todo = [r for r in frame.to_dict("records") if r["case_id"] not in done]
-        runner.summary.skipped = [c for c in frame.case_id if c in done]
-        last_publish = time.time()
-        for row in tqdm(todo, desc=f"precompute {method}", unit="case", disable=not progress):
-            runner.run(con, row)
-            if time.time() - last_publish > PUBLISH_EVERY_S:
-                store.publish(con, db)
-                last_publish = time.time()
-    return runner.summary
+        todo = _plan(con, summary, frame.to_dict("records"), retry_crashed)
+        jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors)
+                for row in todo]
+        compute = functools.partial(compute_and_save, files) if shared_files else compute_case
+        writer = _CaseWriter(con, db, files, summary, model, classes, roi_ids, executor)
+        bar = CaseProgress(len(jobs), f"precompute {method}", progress, executor)
+        for note in summary.notes:
+            bar.note(note)
+        try:
+            with closing(executor.map(compute, source, jobs, on_start=writer.started)) as outcomes:
+                for outcome in outcomes:
+                    bar.update(writer.write(outcome))
+        except KeyboardInterrupt:
+            writer.interrupted()
+            raise
+        finally:
+            bar.close()
+    return summary
 
 
 def _cohort_donors(method: str, params: dict, frame, model: Segmenter) -> causal_stage.CohortDonors | None:
@@ -146,73 +256,121 @@ def _select_cases(frame, case_ids: Sequence[str] | None):
     return frame[frame.case_id.isin(list(case_ids))]
 
 
-@dataclass
-class _CaseRunner:
-    """One run of precompute: computes a case and writes it in one transaction."""
+def _plan(con, summary: PrecomputeSummary, rows: list[dict], retry_crashed: bool) -> list[dict]:
+    """The rows to compute: not done from the same inputs, not held back after a crash (those last)."""
+    run_id = summary.run_id
+    markers = store.started_cases(con, run_id)  # left by a process that died computing them
+    for case_id, started_at, pid in markers:
+        if retry_crashed:
+            store.clear_started(con, run_id, case_id)
+        else:
+            store.record_failure(con, run_id, case_id, store.CRASHED_STAGE,
+                                 f"the process computing this case (pid {pid}, started {started_at:%Y-%m-%d %H:%M:%S}"
+                                 " UTC) died before it was done; rerun with --retry-crashed to compute it again")
+    done = store.done_inputs(con, run_id)
+    crashed = store.crashed_cases(con, run_id) | {case_id for case_id, *_ in markers}
+    todo, retried, unknown = [], [], 0
+    for row in rows:
+        case_id = row["case_id"]
+        if case_id in done:
+            changed = changed_inputs(done[case_id], row) if done[case_id] is not None else []
+            unknown += done[case_id] is None
+            if not changed:
+                summary.skipped.append(case_id)
+                continue
+            summary.recomputed.append(case_id)
+            summary.notes.append(f"recomputing {case_id}: {', '.join(changed)} changed since it was computed")
+        if case_id in crashed and not retry_crashed:
+            summary.crashed.append(case_id)
+            summary.notes.append(f"holding back {case_id}: a previous run died while computing it "
+                                 "(recorded in failures); --retry-crashed computes it again")
+        elif case_id in crashed:
+            retried.append(row)
+            summary.notes.append(f"computing {case_id} last: a previous run died while computing it")
+        else:
+            todo.append(row)
+    if unknown:
+        summary.notes.append(f"{unknown} done case(s) have no recorded input files (an older store): kept as done")
+    return todo + retried  # a case that killed a run comes last, after every other case is safe
 
-    model: Segmenter
-    method: str
-    params: dict
-    classes: list[int]
-    data_dir: Path
+
+@dataclass
+class _CaseWriter:
+    """The driver's side of a run: writes each outcome in one transaction, publishes snapshots."""
+
+    con: object
     db: Path
-    nifti_dir: Path | None
+    files: CaseFiles
     summary: PrecomputeSummary
-    roi_ids: dict[str, int] = field(default_factory=dict)
-    extras: causal_stage.ExtrasSpec = field(default_factory=causal_stage.ExtrasSpec)
-    donors: causal_stage.CohortDonors | None = None
+    model: Segmenter
+    classes: list[int]
+    roi_ids: dict[str, int]
+    executor: Executor
+    in_flight: set[str] = field(default_factory=set)
+    last_publish: float = field(default_factory=time.time)
 
     @property
     def run_id(self) -> str:
         return self.summary.run_id
 
-    def run(self, con, row: dict) -> None:
-        case_id, stage = row["case_id"], "load"
+    def started(self, job: CaseJob) -> None:
+        """Before a case is computed in this very process: a marker that survives its death."""
+        if not self.executor.isolates_cases:
+            store.mark_started(self.con, self.run_id, job.case_id)
+            self.in_flight.add(job.case_id)
+
+    def interrupted(self) -> None:
+        """Ctrl-C / SIGTERM: the cases in flight did not kill the process; forget their markers."""
+        for case_id in self.in_flight:
+            store.clear_started(self.con, self.run_id, case_id)
+
+    def write(self, outcome: Completed) -> bool:
+        """Store one outcome (results, or its failure, once); True when the case is done."""
+        case_id, result = outcome.job.case_id, outcome.result
+        self.in_flight.discard(case_id)
+        if outcome.crashed or outcome.error:
+            stage, message = (store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else ("explain", outcome.error)
+            return self._failed(case_id, stage, message)
+        result = save_case_files(self.files, result, self.classes)  # no-op when a worker wrote them
+        if result.failure:
+            return self._failed(case_id, *result.failure)
         try:
-            started = time.time()
-            case = load_case(row, self.model.preprocessing, n_labels=self.model.n_classes)
-            stage = "explain"
-            result = process_case(self.model, case, self.method, self.params, self.classes, self.extras, self.donors)
-            stage = "store"
-            artifact = self.data_dir / "artifacts" / self.run_id / f"{case_id}.npz"
-            write_artifact(result.artifact, artifact)
-            self._save_nifti(result, case)
-            seconds = time.time() - started
-            store.write_case(con, self.run_id, case_id, self._importance_rows(case_id, result, case),
-                             self._dice_rows(case_id, result), os.path.relpath(artifact, self.db.parent),
-                             seconds, case_row=case_record(row, case), results=self._result_rows(case_id, result))
-            self.summary.done.append(case_id)
-            self.summary.seconds.append(seconds)
-        except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
-            store.record_failure(con, self.run_id, case_id, stage, str(err))
-            self.summary.failed.append(case_id)
-            tqdm.write(f"failed {case_id} at {stage}: {' '.join(str(err).split())}")
+            store.write_case(self.con, self.run_id, case_id, self._importance_rows(result), self._dice_rows(result),
+                             os.path.relpath(result.artifact_path, self.db.parent), result.seconds,
+                             case_row=result.record, results=self._result_rows(result), inputs=result.inputs)
+        except Exception as err:  # noqa: BLE001
+            return self._failed(case_id, "store", str(err))
+        self.summary.done.append(case_id)
+        self.summary.seconds.append(result.seconds)
+        if time.time() - self.last_publish > PUBLISH_EVERY_S:
+            store.publish(self.con, self.db)
+            self.last_publish = time.time()
+        return True
 
-    def _save_nifti(self, result: CaseResult, case: Case) -> None:
-        if self.nifti_dir is None:
-            return
-        for row, c in enumerate(self.classes):
-            name = f"{case.case_id}_{file_safe_name(self.model.label_names[c])}.nii.gz"
-            save_like(result.attributions[row], case, self.nifti_dir / self.run_id / name)
+    def _failed(self, case_id: str, stage: str, message: str) -> bool:
+        store.record_failure(self.con, self.run_id, case_id, stage, message)
+        self.summary.failed.append(case_id)
+        tqdm.write(f"failed {case_id} at {stage}: {' '.join(str(message).split())}")
+        return False
 
-    def _importance_rows(self, case_id: str, result: CaseResult, case: Case) -> list[list]:
+    def _importance_rows(self, result: CaseResult) -> list[list]:
         """Rows for the class RoIs and the extra RoIs this case has (the matrices' columns, in order)."""
         names = self.model.label_names
         target_ids = [self.roi_ids[names[c]] for c in self.classes]
-        source_ids = [self.roi_ids[s] for s in list(names) + list(case.rois)]
+        source_ids = [self.roi_ids[s] for s in list(names) + result.roi_names]
         m = result.matrices
-        return store.importance_rows(self.run_id, case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
+        return store.importance_rows(self.run_id, result.case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
 
-    def _result_rows(self, case_id: str, result: CaseResult) -> dict[str, list[list]]:
+    def _result_rows(self, result: CaseResult) -> dict[str, list[list]]:
         """Rows of the causal tables (causal_effect, component_effect, relevance_mask), if any."""
         if result.extras is None:
             return {}
         class_roi_ids = [self.roi_ids[n] for n in self.model.label_names]
-        return result.extras.rows(self.run_id, case_id, self.classes, class_roi_ids)
+        return result.extras.rows(self.run_id, result.case_id, self.classes, class_roi_ids)
 
-    def _dice_rows(self, case_id: str, result: CaseResult) -> list[list]:
+    def _dice_rows(self, result: CaseResult) -> list[list]:
         if result.dice is None:
             return []
         names = self.model.label_names
-        return [[self.model.checkpoint_sha256, case_id, self.roi_ids[names[c]], float(d)]
+        return [[self.model.checkpoint_sha256, result.case_id, self.roi_ids[names[c]], float(d)]
                 for c, d in enumerate(result.dice) if not np.isnan(d)]

@@ -1,20 +1,24 @@
 """The DuckDB store: ``schema`` (tables and the vocabulary of their names), ``writer`` (every
-write of the core, in transactions, and atomic publication for concurrent readers) and
-``readers`` (the core's queries; the dashboard reads through ``dashboard/data.py``)."""
+write of the core, in transactions), ``publication`` (one writer at a time, atomic snapshots
+for concurrent readers), ``attempts`` (which inputs a case was computed from, cases in flight)
+and ``readers`` (the core's queries; the dashboard reads through ``dashboard/data.py``)."""
+from agg2exp_core.store.attempts import (CRASHED_STAGE, clear_started, crashed_cases, done_inputs, mark_started,
+                                         started_cases)
 from agg2exp_core.store.readers import (case_metadata, class_roi_ids, dice_of_model, done_cases,
                                         has_method_evaluation, latest_run_id, local_matrices,
                                         mean_anomaly_by_case, run_exists, run_model)
-from agg2exp_core.store.schema import ANALYSIS_TABLES, AVERAGE_TARGET, CASE_RESULT_TABLES, SCHEMA, SCHEMA_VERSION, connect, init_schema
-from agg2exp_core.store.writer import (CASE_COLUMNS, causal_rows, code_version_string, ensure_run, importance_rows, open_writer,
-                                       publish, record_failure, register_new_cases, replace_analysis, replace_table_rows,
-                                       run_id_for,
-                                       transaction, upsert_cases, upsert_rois, write_case, write_imported_run,
-                                       write_method_eval, writing_path)
+from agg2exp_core.store.schema import (ANALYSIS_TABLES, AVERAGE_TARGET, CASE_RESULT_TABLES, SCHEMA, SCHEMA_VERSION,
+                                       connect, init_schema)
+from agg2exp_core.store.writer import (CASE_COLUMNS, causal_rows, code_version_string, ensure_run, importance_rows,
+                                       open_writer, publish, record_failure, register_new_cases, replace_analysis,
+                                       replace_table_rows, run_id_for, transaction, upsert_cases, upsert_rois,
+                                       write_case, write_imported_run, write_method_eval, writing_path)
 
-__all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "CASE_COLUMNS", "CASE_RESULT_TABLES", "SCHEMA", "SCHEMA_VERSION",
-           "case_metadata", "causal_rows",
-           "class_roi_ids", "code_version_string", "connect", "dice_of_model", "done_cases", "ensure_run",
+__all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "CASE_COLUMNS", "CASE_RESULT_TABLES", "CRASHED_STAGE", "SCHEMA",
+           "SCHEMA_VERSION", "case_metadata", "causal_rows", "class_roi_ids", "clear_started", "code_version_string",
+           "connect", "crashed_cases", "dice_of_model", "done_cases", "done_inputs", "ensure_run",
            "has_method_evaluation", "importance_rows", "init_schema", "latest_run_id", "local_matrices",
-           "mean_anomaly_by_case", "open_writer", "publish", "record_failure", "register_new_cases",
-           "replace_analysis", "replace_table_rows", "run_exists", "run_id_for", "run_model", "transaction", "upsert_cases",
-           "upsert_rois", "write_case", "write_imported_run", "write_method_eval", "writing_path"]
+           "mark_started", "mean_anomaly_by_case", "open_writer", "publish", "record_failure", "register_new_cases",
+           "replace_analysis", "replace_table_rows", "run_exists", "run_id_for", "run_model", "started_cases",
+           "transaction", "upsert_cases", "upsert_rois", "write_case", "write_imported_run", "write_method_eval",
+           "writing_path"]

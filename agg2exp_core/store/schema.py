@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS dice(
     PRIMARY KEY(model_sha256, case_id, class_id));
 CREATE TABLE IF NOT EXISTS artifacts(
     run_id VARCHAR, case_id VARCHAR, path VARCHAR, PRIMARY KEY(run_id, case_id));
+CREATE TABLE IF NOT EXISTS case_inputs(
+    run_id VARCHAR, case_id VARCHAR, inputs JSON, PRIMARY KEY(run_id, case_id));
+CREATE TABLE IF NOT EXISTS case_started(
+    run_id VARCHAR, case_id VARCHAR, started_at TIMESTAMP, pid INTEGER, PRIMARY KEY(run_id, case_id));
 CREATE TABLE IF NOT EXISTS failures(
     run_id VARCHAR, case_id VARCHAR, stage VARCHAR, message VARCHAR, failed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS anomaly(
@@ -68,6 +72,9 @@ CREATE TABLE IF NOT EXISTS relevance_mask(
 """
 
 
+# case_inputs: the input files (path, size, mtime, sha256) a done case was computed from;
+# case_started: cases being computed in the writer's own process (cleared when written),
+# so a case during which the process died is known on the rerun (store/attempts.py).
 # anomaly.target_id / anomaly_dice.target_id: AVERAGE_TARGET (-1) stands for "averaged over classes".
 ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve")
 # Per-case results of causal runs (written with the case, in its transaction), by column count:

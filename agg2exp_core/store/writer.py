@@ -22,6 +22,7 @@ import pandas as pd
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
+from agg2exp_core.store.attempts import end_attempt
 from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, remove_leftover_temporaries,
                                             remove_work_files, seed_matches, writing_path)
 from agg2exp_core.store.schema import ANALYSIS_TABLES, CASE_RESULT_TABLES, connect
@@ -177,17 +178,19 @@ def _num(x) -> float | None:
 def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: list[list],
                dice_rows: list[list] = (), artifact_path: str | None = None,
                seconds: float = 0.0, case_row: dict | None = None,
-               results: dict[str, list[list]] | None = None) -> None:
+               results: dict[str, list[list]] | None = None, inputs: dict | None = None) -> None:
     """All results of one case in one transaction: either all land or none.
 
     ``results``: rows of the tables of ``CASE_RESULT_TABLES`` (e.g. ``causal_effect``), which
-    replace the case's earlier rows of those tables.
+    replace the case's earlier rows of those tables. ``inputs``: the input files the results
+    were computed from (``store.attempts``).
     """
     results = dict(results or {})
     unknown = set(results) - set(CASE_RESULT_TABLES)
     if unknown:
         raise ValueError(f"not a per-case result table: {', '.join(sorted(unknown))}")
     with transaction(con):
+        end_attempt(con, run_id, case_id, inputs)
         if case_row is not None:
             upsert_cases(con, pd.DataFrame([case_row]))
         con.execute("DELETE FROM local_importance WHERE run_id = ? AND case_id = ?", [run_id, case_id])
@@ -208,9 +211,11 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
 
 def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, stage: str, message: str) -> None:
     """Record a case's failure (only its latest attempt is kept)."""
-    con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
-    con.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
-                [run_id, case_id, stage, " ".join(str(message).split()), _now()])
+    with transaction(con):
+        end_attempt(con, run_id, case_id)
+        con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
+        con.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
+                    [run_id, case_id, stage, " ".join(str(message).split()), _now()])
 
 
 def replace_analysis(con: duckdb.DuckDBPyConnection, run_id: str, frames: dict[str, pd.DataFrame]) -> None:

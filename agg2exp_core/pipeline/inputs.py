@@ -1,0 +1,60 @@
+"""Fingerprints of a case's input files, so that resumption keys done-ness on the inputs.
+
+A case is done for a run only if it was computed from the files its manifest row names
+now: same content (sha256), checked cheaply by path, size and modification time first.
+A moved or touched but identical file is not recomputed; a changed scan, label or RoI
+mask, or a different manifest pointing elsewhere, is.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Mapping
+
+from agg2exp_core.io.manifest import ROI_PREFIX
+
+
+def input_columns(row: Mapping) -> list[str]:
+    """The manifest columns of a row that name an input file."""
+    return [c for c in ("image", "label", *sorted(k for k in row if str(k).startswith(ROI_PREFIX))) if row.get(c)]
+
+
+def file_stamp(path: str, with_hash: bool = True) -> dict:
+    stat = os.stat(path)
+    stamp = {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if with_hash:
+        stamp["sha256"] = file_sha256(path)
+    return stamp
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_fingerprint(row: Mapping) -> dict[str, dict]:
+    """``{column: {path, size, mtime_ns, sha256}}`` of every input file of a manifest row."""
+    return {column: file_stamp(str(row[column])) for column in input_columns(row)}
+
+
+def changed_inputs(stored: Mapping[str, Mapping], row: Mapping) -> list[str]:
+    """Columns whose file differs from the one a case was computed from ([] = unchanged)."""
+    columns = input_columns(row)
+    changed = sorted(set(stored) ^ set(columns))  # a label or mask added or removed
+    for column in (c for c in columns if c in stored):
+        if not _same_file(stored[column], str(row[column])):
+            changed.append(column)
+    return changed
+
+
+def _same_file(stamp: Mapping, path: str) -> bool:
+    try:
+        now = file_stamp(path, with_hash=False)
+    except OSError:
+        return False
+    if all(now[k] == stamp.get(k) for k in ("path", "size", "mtime_ns")):
+        return True
+    return now["size"] == stamp.get("size") and file_sha256(path) == stamp.get("sha256")

@@ -1,0 +1,246 @@
+"""Cases on Ray: a pool of worker actors, each loading the model once and serving many cases.
+
+The driver (the process that writes the store) keeps one case in flight per worker and
+yields each outcome as it completes; it stays the only writer. A worker process that
+dies mid-case (killed, out of memory) is restarted by Ray and the case is run again, up
+to ``max_retries`` times; after that the case comes back as ``crashed`` and the driver
+records it once, so a case that kills every worker is never retried forever. Results
+depend on the case alone, so a retried case gives the rows of an uninterrupted run.
+
+Without an address the executor starts a local Ray instance bound to the loopback
+interface and stops it at the end; with ``auto`` or ``HOST:PORT`` it joins a running
+cluster (started by ``ray start`` / ``ray up`` / KubeRay) and ships this package's code
+to it. Ray is imported here only, and only when a run uses it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from agg2exp_core.errors import InputError
+from agg2exp_core.models import Segmenter
+from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource
+
+LOOPBACK = "127.0.0.1"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # agg2exp_core/
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how cases run on Ray."""
+
+    address: str | None = None        # None: a local loopback instance for this run; "auto" or "HOST:PORT"
+    cpus_per_case: float = 1.0        # CPU cores reserved by each worker (also its torch threads)
+    gpus_per_case: float = 0.0        # GPUs reserved by each worker (fractions share a GPU)
+    workers: int | None = None        # worker processes (default: as many as the cluster's resources hold)
+    max_retries: int = 2              # re-runs of a case whose worker process died
+    local_cpus: int | None = None     # CPUs of a local instance (default: workers x cpus_per_case, or all)
+    object_store_mb: int | None = None  # object store of a local instance (default: Ray's)
+    ship_code: bool = True            # joining a cluster: upload agg2exp_core with the job (runtime_env)
+
+    def __post_init__(self) -> None:
+        if not self.cpus_per_case > 0:
+            raise InputError("--cpus-per-case", f"must be > 0, got {self.cpus_per_case}")
+        if self.gpus_per_case < 0:
+            raise InputError("--gpus-per-case", f"must be >= 0, got {self.gpus_per_case}")
+        if self.workers is not None and self.workers < 1:
+            raise InputError("--ray-workers", f"must be >= 1, got {self.workers}")
+        if self.max_retries < 0:
+            raise InputError("--ray-retries", f"must be >= 0, got {self.max_retries}")
+        if self.address is not None and not str(self.address).strip():
+            raise InputError("--ray-address", "empty (use auto, HOST:PORT, or leave it out for a local instance)")
+
+
+class CaseWorker:
+    """A Ray actor's body: loads the model on its first case and keeps it for the next ones."""
+
+    def __init__(self, source: ModelSource, threads: int):
+        self.source, self.threads, self.model = source, threads, None
+
+    def run(self, compute: Compute, job: Any) -> Any:
+        if self.model is None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+            self.model = self.source.load(self.source.device)
+        return compute(self.model, job)
+
+
+class RayExecutor:
+    name = "ray"
+    isolates_cases = True
+
+    def __init__(self, config: RayConfig = RayConfig()):
+        self.config = config
+        self.running = 0
+        self.workers = 0
+        self._sessions = 0   # open ``with`` blocks
+        self._joined = False  # this executor started or joined Ray (and leaves it at the end)
+
+    def __enter__(self) -> RayExecutor:
+        """Start or join Ray now (before the store is opened: a bad address writes nothing)."""
+        if self._sessions == 0:
+            self._joined = self._connect()
+        self._sessions += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sessions -= 1
+        if self._sessions == 0 and self._joined:
+            import ray
+
+            ray.shutdown()
+            self._joined = False
+
+    def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
+            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
+        jobs = list(jobs)
+        if not jobs:
+            return
+        import ray
+
+        with self:
+            actors: list = []
+            try:
+                actors = self._start_workers(ray, source, len(jobs))
+                yield from self._serve(ray, actors, compute, jobs, on_start)
+            finally:
+                self.running = 0
+                for actor in actors:
+                    try:
+                        ray.kill(actor, no_restart=True)
+                    except Exception:  # noqa: BLE001 - the session may be gone already
+                        pass
+
+    def _connect(self) -> bool:
+        """Start or join Ray; False when the caller already had a Ray session (left as it is)."""
+        address = self.config.address
+        if address is not None:
+            check_reachable(address)
+        import ray
+
+        if ray.is_initialized():
+            return False
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if address is None:
+                self._start_local(ray, quiet)
+            else:
+                env = {"py_modules": [str(PACKAGE_DIR)]} if self.config.ship_code else None
+                ray.init(address=address, runtime_env=env, **quiet)
+        except ConnectionError as err:
+            raise InputError("--ray-address", f"cannot reach a Ray cluster at {address!r} "
+                                              f"({str(err).splitlines()[0]})") from None
+        return True
+
+    def _start_local(self, ray, options: dict) -> None:
+        cfg = self.config
+        cpus = cfg.local_cpus or (int(-(-cfg.workers * cfg.cpus_per_case // 1)) if cfg.workers else os.cpu_count())
+        if cfg.cpus_per_case > cpus:
+            raise InputError("--cpus-per-case", f"{cfg.cpus_per_case} exceeds the {cpus} CPUs of the local instance")
+        init_local(cpus, cfg.object_store_mb, **options)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if cfg.gpus_per_case > gpus:
+            ray.shutdown()
+            raise InputError("--gpus-per-case", f"{cfg.gpus_per_case} GPU(s) per case, but Ray sees {gpus:g} "
+                                                "on this machine")
+
+    def _start_workers(self, ray, source: ModelSource, n_jobs: int) -> list:
+        cfg = self.config
+        if cfg.workers:
+            n = cfg.workers
+        else:
+            total = ray.cluster_resources()
+            n = total.get("GPU", 0) / cfg.gpus_per_case if cfg.gpus_per_case else total.get("CPU", 1) / cfg.cpus_per_case
+        self.workers = max(1, min(int(n), n_jobs))
+        if isinstance(source.model, Segmenter):  # one copy in the object store, not one per worker
+            source = ray.put(source)
+        actor = ray.remote(CaseWorker).options(num_cpus=cfg.cpus_per_case, num_gpus=cfg.gpus_per_case,
+                                                max_restarts=-1, max_task_retries=cfg.max_retries)
+        threads = max(1, int(cfg.cpus_per_case))
+        return [actor.remote(source, threads) for _ in range(self.workers)]
+
+    def _serve(self, ray, actors: list, compute: Compute, jobs: list,
+               on_start: Callable[[Any], None] | None) -> Iterator[Completed]:
+        """One case in flight per worker; a worker gets its next case before the driver writes its last."""
+        queue, idle, pending = deque(jobs), deque(actors), {}
+
+        def fill() -> None:
+            while queue and idle:
+                actor, job = idle.popleft(), queue.popleft()
+                if on_start is not None:
+                    on_start(job)
+                pending[actor.run.remote(compute, job)] = (job, actor)
+            self.running = len(pending)
+
+        fill()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up for signals
+            outcomes = []
+            for ref in ready:
+                job, actor = pending.pop(ref)
+                idle.append(actor)
+                outcomes.append(self._outcome(ray, ref, job))
+            fill()
+            yield from outcomes
+
+    def _outcome(self, ray, ref, job) -> Completed:
+        try:
+            return Completed(job, ray.get(ref))
+        except ray.exceptions.RayTaskError as err:  # the compute function raised (a bug, not the case)
+            return Completed(job, error=_first_line(err.cause if err.cause is not None else err))
+        except ray.exceptions.RayError as err:  # the worker process died, on every attempt
+            return Completed(job, crashed=f"the worker process died while computing this case "
+                                          f"({self.config.max_retries + 1} attempts; {_first_line(err)})")
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A ``HOST:PORT`` that accepts no connection is one line now, not Ray retrying forever."""
+    if address == "auto" or "://" in address:  # found by Ray itself / a Ray Client address
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError("--ray-address", f"expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise InputError("--ray-address", f"cannot reach a Ray cluster at {address} "
+                                          f"({err.strerror or type(err).__name__})") from None
+
+
+def init_local(num_cpus: int, object_store_mb: int | None = None, **options) -> None:
+    """Start a Ray instance of this process only, every port on loopback (docs/DEPLOYMENT.md).
+
+    Ray 2.60 binds every interface and advertises the machine's routable address unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` was set when it was imported; a process that
+    imported Ray before gets the same effect from the constant that variable sets.
+    """
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH")}
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's own processes read it too
+    # workers import this very checkout, whatever is installed in the environment
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), saved["PYTHONPATH"]) if p)
+    import ray
+    from ray._private import ray_constants
+
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                 object_store_memory=object_store_mb * 1024 ** 2 if object_store_mb else None, **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
