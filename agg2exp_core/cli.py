@@ -176,6 +176,8 @@ def _add_precompute(subparsers) -> None:
     p.add_argument("--cases", help="comma-separated case ids (default: all)")
     p.add_argument("--data-dir", type=Path, help="where slice artefacts go (default: the store's folder)")
     p.add_argument("--save-nifti", type=Path, help="also write full-volume attributions as NIfTI here")
+    p.add_argument("--scratch-dir", type=Path, help="stream each case's gradient attributions to a .npy here "
+                   "instead of RAM (default: by themselves above 512 MiB, to the system temp folder)")
     p.set_defaults(func=_run_precompute)
 
 
@@ -184,7 +186,7 @@ def _run_precompute(args) -> int:
 
     summary = precompute(args.manifest, args.model, args.db, args.method, _json_object("--params", args.params),
                          _class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
-                         case_ids=_comma_list(args.cases) or None)
+                         case_ids=_comma_list(args.cases) or None, scratch_dir=args.scratch_dir)
     print(summary.line())
     return 1 if summary.failed else 0
 

@@ -58,23 +58,35 @@ class CaseResult:
 
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict,
-                 classes: Sequence[int]) -> CaseResult:
-    """Prediction, Dice, attributions of every class and their RoI-importance matrices."""
+                 classes: Sequence[int], out: Path | None = None) -> CaseResult:
+    """Prediction, Dice, attributions of every class and their RoI-importance matrices.
+
+    ``out``: a .npy path where gradient methods stream the attributions (memory-mapped;
+    without it they do so by themselves above ``attribution.sinks.STREAM_ABOVE_BYTES``).
+    """
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
     if method == "kernelshap":  # fcc / hybrid units are laid out in mm on the case's grid
         params = {"spacing": case.spacing, **params}
+    if out is not None and "out" in get_method(method).parameters:
+        params = {**params, "out": out}
     attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
                            **params).float().numpy()
-    matrices = local_matrices(attributions, pred.numpy(), model.n_classes, case.rois)
+    # one class row at a time, so that aggregation's float64 copies are [1,*S], not [k,*S]
+    rows = [local_matrices(attributions[j:j + 1], pred, model.n_classes, case.rois) for j in range(len(classes))]
+    matrices = {kind: np.concatenate([r[kind] for r in rows]) for kind in rows[0]}
     return CaseResult(matrices, dice, slice_artifact(case, pred.numpy(), attributions, classes), attributions)
 
 
 def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Path, method: str = "vg",
                params: dict | None = None, classes: Sequence[int] | None = None, device: str = "auto",
                data_dir: str | Path | None = None, nifti_dir: str | Path | None = None,
-               progress: bool = True, case_ids: Sequence[str] | None = None) -> PrecomputeSummary:
+               progress: bool = True, case_ids: Sequence[str] | None = None,
+               scratch_dir: str | Path | None = None) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
+
+    ``scratch_dir``: gradient attributions of each case stream to a .npy there (removed
+    once the case is stored) instead of RAM; see ``process_case``.
 
     ``model``: a loaded ``Segmenter`` or the path of a checkpoint. All bad input (method,
     parameters, classes, case ids, manifest) is an ``InputError`` before anything is written.
@@ -82,6 +94,8 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     method = get_method(method).name
     params = dict(params or {})
     check_params(method, params)
+    if "out" in params:
+        raise InputError("--params", "'out' is chosen per case by precompute; give --scratch-dir instead")
     frame = _select_cases(read_manifest(manifest), case_ids)
     model = model if isinstance(model, Segmenter) else load_checkpoint(model, device)
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
@@ -91,6 +105,7 @@ def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Pa
     run_params = {**params, "classes": classes}
     runner = _CaseRunner(model, method, params, classes, Path(data_dir) if data_dir else db.parent, db,
                          Path(nifti_dir) if nifti_dir else None,
+                         Path(scratch_dir) if scratch_dir else None,
                          PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256)))
     extra_names = [c[len(ROI_PREFIX):] for c in roi_columns(frame)]
     with store.open_writer(db) as con:
@@ -130,6 +145,7 @@ class _CaseRunner:
     data_dir: Path
     db: Path
     nifti_dir: Path | None
+    scratch_dir: Path | None
     summary: PrecomputeSummary
     roi_ids: dict[str, int] = field(default_factory=dict)
 
@@ -143,7 +159,8 @@ class _CaseRunner:
             started = time.time()
             case = load_case(row, self.model.preprocessing, n_labels=self.model.n_classes)
             stage = "explain"
-            result = process_case(self.model, case, self.method, self.params, self.classes)
+            scratch = self.scratch_dir / self.run_id / f"{case_id}.npy" if self.scratch_dir else None
+            result = process_case(self.model, case, self.method, self.params, self.classes, scratch)
             stage = "store"
             artifact = self.data_dir / "artifacts" / self.run_id / f"{case_id}.npz"
             write_artifact(result.artifact, artifact)
@@ -158,6 +175,9 @@ class _CaseRunner:
             store.record_failure(con, self.run_id, case_id, stage, str(err))
             self.summary.failed.append(case_id)
             tqdm.write(f"failed {case_id} at {stage}: {' '.join(str(err).split())}")
+        finally:
+            if self.scratch_dir:  # the streamed attributions are in the store now (or the case failed)
+                (self.scratch_dir / self.run_id / f"{case_id}.npy").unlink(missing_ok=True)
 
     def _save_nifti(self, result: CaseResult, case: Case) -> None:
         if self.nifti_dir is None:
