@@ -36,7 +36,6 @@ passes under ``torch.autocast``; masks, cotangents and sums stay in float32.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -218,7 +217,7 @@ class _Targets:
         if bad:
             raise InputError("classes", f"class {bad[0]} is out of range for a model with {n_labels} labels")
         small = n_labels < 2**15 and int(labels.max()) < 2**15
-        labels = labels.to(torch.int16 if small else torch.int32)  # a quarter of int64 on big volumes
+        labels = labels.to(torch.int16 if small else torch.int32).clamp_min(-1)  # 1/4 of int64
         counts = _class_counts(labels, n_labels).tolist()
         scales = [0.0 if counts[c] == 0 else (1.0 / counts[c] if aggregation == "mean" else 1.0)
                   for c in classes]
@@ -301,7 +300,7 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
         padded = geometry.pad(sample[None])  # [1,1,*P]
         if importance is None:
             importance = geometry.importance(device, padded.dtype)
-            inv_count = 1.0 / geometry.count(device, padded.dtype)
+            inv_count = geometry.count(device, padded.dtype).reciprocal_()  # one [*P] map, not two
         for ids in _chunks(list(range(len(windows))), geometry.spec.sw_batch_size):
             group = [windows[i] for i in ids]
             inputs = torch.cat([padded[(slice(None), slice(None), *s)] for s in group]).requires_grad_(True)
