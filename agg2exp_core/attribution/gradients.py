@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from agg2exp_core.attribution import options
-from agg2exp_core.attribution.sinks import check_out, open_sink
+from agg2exp_core.attribution.sinks import PadAdjoint, check_out, open_sink
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import placed, resolve_device
 from agg2exp_core.models.inference import WindowGeometry, WindowSpec, checked_forward, predict_logits
@@ -293,7 +293,7 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
     """
     device = labels.device
     padded_labels = _pad_labels(labels, geometry)  # padded voxels are cropped by MONAI: no class
-    fold = _PadAdjoint(geometry)
+    fold = PadAdjoint(geometry)
     windows = list(geometry.slices)
     targets = sink = presence = importance = inv_count = None
     for sample, weight in samples:
@@ -331,45 +331,6 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
 def _pad_labels(labels: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
     pad = geometry.torch_pad
     return F.pad(labels[None], pad, value=-1)[0] if any(pad) else labels
-
-
-class _PadAdjoint:
-    """A window's gradient on the padded grid pulled back to the image grid.
-
-    MONAI pads a volume smaller than the window (``F.pad``); each padded voxel copies one
-    image voxel (``reflect``, ``replicate``, ``circular``) or none (``constant``), axis by
-    axis. So the adjoint sums a window's gradient into the image voxels it copied: per
-    axis an ``index_add`` over that axis's source index map (a crop for constant padding).
-    """
-
-    def __init__(self, geometry: WindowGeometry):
-        self.maps = []
-        for size, before, after in zip(geometry.shape, geometry.pad_before, geometry.pad_after):
-            if not (before or after):
-                self.maps.append(None)  # padded coordinates are image coordinates
-                continue
-            source = torch.arange(size, dtype=torch.float64)[None, None]
-            mode = geometry.spec.padding_mode
-            padded = F.pad(source, (before, after), mode=mode, value=-1.0) if mode == "constant" \
-                else F.pad(source, (before, after), mode=mode)
-            self.maps.append(padded[0, 0].long())
-
-    def __call__(self, box: tuple[slice, ...], grad: torch.Tensor) -> tuple[tuple[slice, ...], torch.Tensor]:
-        """``(box on the image grid, gradient there)`` of ``grad`` on a padded-grid ``box``."""
-        image_box = []
-        for axis, (span, source) in enumerate(zip(box, self.maps)):
-            if source is None:
-                image_box.append(span)
-                continue
-            index = source[span]
-            keep = (index >= 0).nonzero()[:, 0]
-            index, low = index[keep], int(index[keep].min())
-            grad = grad.index_select(axis, keep.to(grad.device))
-            shape = list(grad.shape)
-            shape[axis] = int(index.max()) - low + 1
-            grad = grad.new_zeros(shape).index_add_(axis, (index - low).to(grad.device), grad)
-            image_box.append(slice(low, low + shape[axis]))
-        return tuple(image_box), grad
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

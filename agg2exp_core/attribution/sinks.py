@@ -1,4 +1,5 @@
-"""Where gradient attributions ``[k, *S]`` accumulate: a tensor in memory, or a .npy on disk.
+"""Where gradient attributions ``[k, *S]`` accumulate: a tensor in memory, or a .npy on disk;
+and ``PadAdjoint``, which brings a window's gradient from the padded grid to the image's.
 
 All k rows of a paper-size volume (17 classes, 300x300x250 voxels, float32: 1.5 GB) may
 not fit beside the network's working memory. A ``FileSink`` accumulates into a
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from agg2exp_core.errors import InputError
+from agg2exp_core.models.inference import WindowGeometry
 
 STREAM_ABOVE_BYTES = 512 * 2**20  # results above this size stream to disk unless `out` says where
 
@@ -96,6 +99,45 @@ def open_sink(shape: tuple[int, ...], compute_dtype: torch.dtype, out_dtype: tor
         os.close(handle)
         return FileSink(shape, out_dtype, Path(name), keep=False)
     return MemorySink(shape, compute_dtype, device)
+
+
+class PadAdjoint:
+    """A window's gradient on the padded grid pulled back to the image grid.
+
+    MONAI pads a volume smaller than the window (``F.pad``); each padded voxel copies one
+    image voxel (``reflect``, ``replicate``, ``circular``) or none (``constant``), axis by
+    axis. So the adjoint sums a window's gradient into the image voxels it copied: per
+    axis an ``index_add`` over that axis's source index map (a crop for constant padding).
+    """
+
+    def __init__(self, geometry: WindowGeometry):
+        self.maps = []
+        for size, before, after in zip(geometry.shape, geometry.pad_before, geometry.pad_after):
+            if not (before or after):
+                self.maps.append(None)  # padded coordinates are image coordinates
+                continue
+            source = torch.arange(size, dtype=torch.float64)[None, None]
+            mode = geometry.spec.padding_mode
+            padded = F.pad(source, (before, after), mode=mode, value=-1.0) if mode == "constant" \
+                else F.pad(source, (before, after), mode=mode)
+            self.maps.append(padded[0, 0].long())
+
+    def __call__(self, box: tuple[slice, ...], grad: torch.Tensor) -> tuple[tuple[slice, ...], torch.Tensor]:
+        """``(box on the image grid, gradient there)`` of ``grad`` on a padded-grid ``box``."""
+        image_box = []
+        for axis, (span, source) in enumerate(zip(box, self.maps)):
+            if source is None:
+                image_box.append(span)
+                continue
+            index = source[span]
+            keep = (index >= 0).nonzero()[:, 0]
+            index, low = index[keep], int(index[keep].min())
+            grad = grad.index_select(axis, keep.to(grad.device))
+            shape = list(grad.shape)
+            shape[axis] = int(index.max()) - low + 1
+            grad = grad.new_zeros(shape).index_add_(axis, (index - low).to(grad.device), grad)
+            image_box.append(slice(low, low + shape[axis]))
+        return tuple(image_box), grad
 
 
 def check_out(out) -> str | Path | None:
