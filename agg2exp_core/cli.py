@@ -252,6 +252,8 @@ def _add_precompute(subparsers) -> None:
     p.add_argument("--save-nifti", type=Path, help="also write full-volume attributions as NIfTI here")
     p.add_argument("--retry-crashed", action="store_true",
                    help="compute again the cases during which a previous run died (held back otherwise)")
+    p.add_argument("--scratch-dir", type=Path, help="stream each case's gradient attributions to a .npy here "
+                   "instead of RAM (default: by themselves above 512 MiB, to the system temp folder)")
     _add_executor(p)
     p.add_argument("--shared-data-dir", action="store_true",
                    help="--data-dir (and --save-nifti) are shared storage at the same path on every Ray node: "
@@ -267,7 +269,8 @@ def _run_precompute(args) -> int:
     summary = precompute(args.manifest, _model_spec(args), args.db, args.method, _json_object("--params", args.params),
                          _class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
                          case_ids=_comma_list(args.cases) or None, executor=_executor(args),
-                         shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed)
+                         shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed,
+                         scratch_dir=args.scratch_dir)
     print(summary.line())
     return 1 if summary.failed or summary.crashed else 0
 

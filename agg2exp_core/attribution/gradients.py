@@ -25,12 +25,20 @@ window (MONAI's ``sliding_window_inference`` or nnU-Net's tile fusion). Its fuse
 at voxel v is ``Σ_w imp_w[v] y_w[v] / count[v]``, so ``∂f̂_c/∂x = Σ_w vjp(window w, cotangent = imp_w · ŷ_c · scale / count)``: gradients are
 accumulated window by window and peak memory is bounded by ``sw_batch_size`` windows
 (plus the ``[k, *S]`` result and a few ``[*S]`` maps), never by a graph of the volume.
-Classes absent from a batch of windows skip its backward pass.
+Which classes each window holds is tabulated once per volume; classes absent from a
+batch of windows skip its backward pass, so all-class gradients cost one forward pass
+per window plus one backward pass per (window, class present), not l full passes.
+Results larger than ``sinks.STREAM_ABOVE_BYTES`` (or any result, given ``out=PATH.npy``)
+accumulate in a memory-mapped file instead of RAM (``attribution.sinks``).
+
+``autocast="bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA only) runs the network's forward
+passes under ``torch.autocast``; masks, cotangents and sums stay in float32.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -38,12 +46,15 @@ import torch
 import torch.nn.functional as F
 
 from agg2exp_core.attribution import options
+from agg2exp_core.attribution.sinks import PadAdjoint, check_out, open_sink
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import placed, resolve_device
 from agg2exp_core.models.inference import Window, WindowGeometry, checked_forward, predict_logits
 
 IG_RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
-COMMON_PARAMS = ("seed", "device", "batch_size", "aggregation", "mask", "window", *options.WINDOW_KEYS)
+COMMON_PARAMS = ("seed", "device", "batch_size", "aggregation", "mask", "window", "autocast", "out",
+                 *options.WINDOW_KEYS)
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 METHOD_PARAMS = {"vg": (), "smoothgrad": ("n_samples", "sigma"), "ig": ("steps", "baseline", "rule")}
 
 # A stream of (input sample [1,*S], weight a_i) pairs, consumed once, in order.
@@ -61,6 +72,8 @@ class GradientConfig:
     aggregation: str = "sum"
     mask: torch.Tensor | None = None  # [*S] clean predicted label map (skips the clean pass)
     window: Window | None = None
+    autocast: str | None = None       # "bf16" | "fp16": lower-precision forward passes
+    out: str | Path | None = None     # a .npy path: accumulate there (memory-mapped) and keep it
     n_samples: int = 20               # smoothgrad
     sigma: float = 0.1                # smoothgrad, times the image's value range
     steps: int = 20                   # ig
@@ -78,6 +91,9 @@ class GradientConfig:
         options.check_aggregation(config.aggregation)
         options.check_seed(config.seed)
         mask = None if config.mask is None else options.check_mask(config.mask, image)
+        if config.autocast is not None and config.autocast not in AUTOCAST:
+            raise InputError("autocast", f"expected one of {', '.join(AUTOCAST)} or None, got {config.autocast!r}")
+        check_out(config.out)
         if method == "smoothgrad":
             options.positive_int("n_samples", config.n_samples)
             options.finite_number("sigma", config.sigma, low=0.0)
@@ -104,32 +120,52 @@ def explain_gradients(model, image: torch.Tensor, method: str, classes: Sequence
     device = resolve_device(config.device)
     with placed(network, device) as model_dtype, torch.inference_mode(False), torch.enable_grad():
         dtype = model_dtype or image.dtype
+        forward = _forward(network, config.autocast, device, dtype)
         x = image.detach().to(device=device, dtype=dtype, copy=True)
         labels = None if config.mask is None else config.mask.to(device)
         if labels is None and (config.window is not None or method != "vg"):
             labels = predict_logits(network, x, config.window).argmax(0).to(device)
-        samples, finish = method_samples(config, x)
+        samples, factor = method_samples(config, x)
+        new_sink = lambda k: open_sink((k, *x.shape[1:]), x.dtype, image.dtype, device, config.out)  # noqa: E731
         if config.window is None:  # VG without windows reuses its own forward pass as the clean one
-            grads = _direct_gradients(network, samples, labels, classes, config)
+            sink = _direct_gradients(forward, samples, labels, classes, config, new_sink)
         else:
             geometry = config.window.geometry(x.shape[1:])
-            grads = _sliding_gradients(network, samples, labels, classes, config, geometry)
-        return finish(grads).to(device="cpu", dtype=image.dtype)
+            sink = _sliding_gradients(forward, samples, labels, classes, config, geometry, new_sink)
+        if factor is not None:
+            sink.multiply(factor[0])
+        return sink.result(image.dtype)
+
+
+def _forward(network, autocast: str | None, device: torch.device, dtype: torch.dtype):
+    """The checked forward pass, under ``torch.autocast`` when asked (logits back in ``dtype``)."""
+    if autocast is None:
+        return lambda inputs: checked_forward(network, inputs)
+    if autocast == "fp16" and device.type != "cuda":
+        raise InputError("autocast", "fp16 needs a CUDA device; use 'bf16' on the CPU")
+    if dtype != torch.float32:
+        raise InputError("autocast", f"needs a float32 model, got {dtype}")
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=AUTOCAST[autocast]):
+            logits = checked_forward(network, inputs)
+        return logits.to(dtype)
+    return forward
 
 
 # ----------------------------------------------------------------------------- samples
-def method_samples(config: GradientConfig, x: torch.Tensor
-                   ) -> tuple[Samples, Callable[[torch.Tensor], torch.Tensor]]:
-    """The samples ``(x_i, a_i)`` of a method and the map applied to ``Σ_i a_i ∇f̂(x_i)``."""
+def method_samples(config: GradientConfig, x: torch.Tensor) -> tuple[Samples, torch.Tensor | None]:
+    """The samples ``(x_i, a_i)`` of a method and the factor ``[1,*S]`` that multiplies
+    ``Σ_i a_i ∇f̂(x_i)`` (IG's ``x - x'``; None for VG and SmoothGrad)."""
     if config.method == "vg":
-        return iter([(x, 1.0)]), lambda g: g
+        return iter([(x, 1.0)]), None
     if config.method == "smoothgrad":
-        return noisy_samples(x, config.n_samples, config.sigma, config.seed), lambda g: g
+        return noisy_samples(x, config.n_samples, config.sigma, config.seed), None
     baseline = torch.as_tensor(config.baseline).to(device=x.device, dtype=x.dtype).expand_as(x)
     delta = x - baseline
     alphas, weights = ig_quadrature(config.rule, config.steps)
     path = ((baseline + a * delta, w) for a, w in zip(alphas, weights))
-    return path, lambda g: g * delta  # [k,*S] * [1,*S]
+    return path, delta
 
 
 def noisy_samples(x: torch.Tensor, n: int, sigma: float, seed: int) -> Samples:
@@ -172,7 +208,7 @@ def ig_quadrature(rule: str, steps: int) -> tuple[list[float], list[float]]:
 class _Targets:
     """The explained classes and their aggregation weights ``ŷ_c · scale_c``."""
 
-    labels: torch.Tensor      # [*S] (or padded [*P]) predicted label map, -1 = no class
+    labels: torch.Tensor      # [*S] (or padded [*P]) predicted label map, -1 = no class (int16)
     classes: list[int]        # channel per output row
     scales: list[float]       # 1 (sum) or 1/|ŷ_c| (mean); 0 for an empty class
 
@@ -183,7 +219,9 @@ class _Targets:
         bad = [c for c in classes if c >= n_labels]
         if bad:
             raise InputError("classes", f"class {bad[0]} is out of range for a model with {n_labels} labels")
-        counts = torch.bincount(labels.flatten().clamp_min(-1) + 1, minlength=n_labels + 1)[1:].tolist()
+        small = n_labels < 2**15 and int(labels.max()) < 2**15
+        labels = labels.to(torch.int16 if small else torch.int32).clamp_min(-1)  # 1/4 of int64
+        counts = _class_counts(labels, n_labels).tolist()
         scales = [0.0 if counts[c] == 0 else (1.0 / counts[c] if aggregation == "mean" else 1.0)
                   for c in classes]
         return cls(labels, classes, scales)
@@ -197,29 +235,36 @@ class _Targets:
         """``ŷ_c · scale_c`` of row ``j`` on ``labels[region]``."""
         return (self.labels[region] == self.classes[j]).to(dtype) * self.scales[j]
 
-    def present(self, j: int, regions: list[tuple]) -> bool:
-        """Whether row j's mask meets any of ``regions`` (else its backward pass is skipped)."""
-        return any(bool((self.labels[r] == self.classes[j]).any()) for r in regions)
+    def presence(self, regions: Sequence[tuple], n_labels: int) -> torch.Tensor:
+        """``[len(regions), k]`` bool: whether row j's mask meets each region (one pass per region)."""
+        rows = torch.as_tensor(self.classes, dtype=torch.long)
+        return torch.stack([_class_counts(self.labels[r], n_labels).cpu()[rows] > 0 for r in regions])
+
+
+def _class_counts(labels: torch.Tensor, n_labels: int) -> torch.Tensor:
+    """Voxels per class ``[n_labels]`` of a label map (-1 = no class)."""
+    return torch.bincount(labels.flatten() + 1, minlength=n_labels + 1)[1:n_labels + 1]
 
 
 # ----------------------------------------------------------------------------- gradients
-def _direct_gradients(network, samples: Samples, labels: torch.Tensor | None,
-                      classes: list[int] | None, config: GradientConfig) -> torch.Tensor:
+def _direct_gradients(forward, samples: Samples, labels: torch.Tensor | None, classes: list[int] | None,
+                      config: GradientConfig, new_sink):
     """Whole-volume forward passes, ``batch_size`` samples at a time."""
-    targets, total = None, None
+    targets, sink = None, None
     while batch := list(itertools.islice(samples, config.batch_size)):
         inputs = torch.stack([s for s, _ in batch]).requires_grad_(True)  # [b,1,*S]
-        logits = checked_forward(network, inputs)                         # [b,l,*S]
+        logits = forward(inputs)                                          # [b,l,*S]
         if targets is None:
             # VG without a given mask: the clean prediction is this very forward pass.
             labels = logits[0].detach().argmax(0) if labels is None else labels
             targets = _Targets.build(labels, classes, logits.shape[1], config.aggregation)
-            total = inputs.new_zeros((len(targets.classes),) + tuple(inputs.shape[2:]))
+            sink = new_sink(len(targets.classes))
         a = inputs.new_tensor([w for _, w in batch]).view(-1, *[1] * (inputs.dim() - 2))  # [b,1,1,1]
         _backward_per_class(logits, inputs, targets, targets.active,
                             cotangent_of=lambda j: a * targets.weight(j, dtype=logits.dtype),
-                            accumulate=lambda j, g: total[j].add_(g.sum(0)[0]))
-    return total
+                            accumulate=lambda j, g: sink.add(j, (), g.sum(0)[0]))
+        sink.release()
+    return sink
 
 
 def _backward_per_class(logits: torch.Tensor, inputs: torch.Tensor, targets: _Targets,
@@ -239,56 +284,56 @@ def _backward_per_class(logits: torch.Tensor, inputs: torch.Tensor, targets: _Ta
         cotangent[:, c] = 0
 
 
-def _sliding_gradients(network, samples: Samples, labels: torch.Tensor, classes: list[int] | None,
-                       config: GradientConfig, geometry: WindowGeometry) -> torch.Tensor:
+def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes: list[int] | None,
+                       config: GradientConfig, geometry: WindowGeometry, new_sink):
     """Gradients through sliding-window inference, accumulated window by window.
 
     The fused logit is ``Σ_w imp · y_w / count``, so the cotangent of window w's output is
     ``a_i · imp · ŷ_c · scale_c / count`` on its region. ``sw_batch_size`` windows of one
     sample go through the network at a time and their graph is freed after the class
-    loop, so memory does not grow with the volume.
+    loop, so memory does not grow with the volume. A class enters the backward passes
+    of a batch only if one of its windows holds it (tabulated once, for all samples).
     """
     device = labels.device
     padded_labels = _pad_labels(labels, geometry)  # padded voxels are cropped after fusion: no class
-    targets, total, importance, inv_count = None, None, None, None
+    fold = PadAdjoint(geometry)
+    windows = list(geometry.slices)
+    targets = sink = presence = importance = inv_count = None
     for sample, weight in samples:
         padded = geometry.pad(sample[None])  # [1,1,*P]
         if importance is None:
             importance = geometry.importance(device, padded.dtype)
-            inv_count = 1.0 / geometry.count(device, padded.dtype)
-        for group in _chunks(list(geometry.slices), geometry.spec.sw_batch_size):
+            inv_count = geometry.count(device, padded.dtype).reciprocal_()  # one [*P] map, not two
+        for ids in _chunks(list(range(len(windows))), geometry.spec.sw_batch_size):
+            group = [windows[i] for i in ids]
             inputs = torch.cat([padded[(slice(None), slice(None), *s)] for s in group]).requires_grad_(True)
-            logits = checked_forward(network, inputs)  # [n_win,l,*roi]
+            logits = forward(inputs)  # [n_win,l,*roi]
             if targets is None:
                 targets = _Targets.build(padded_labels, classes, logits.shape[1], config.aggregation)
-                total = inputs.new_zeros((len(targets.classes),) + tuple(padded.shape[2:]))
+                presence = targets.presence(windows, logits.shape[1])  # [n_windows, k]
+                sink = new_sink(len(targets.classes))
             blend = torch.stack([weight * importance * inv_count[s] for s in group])  # [n_win,*roi]
+            here = presence[ids]
 
-            def cotangent_of(j: int, group=group, blend=blend) -> torch.Tensor:
-                return blend * torch.stack([targets.weight(j, s, blend.dtype) for s in group])
+            def cotangent_of(j: int, group=group, blend=blend, here=here) -> torch.Tensor:
+                masks = [targets.weight(j, s, blend.dtype) if h else blend.new_zeros(())
+                         for s, h in zip(group, here[:, j].tolist())]
+                return blend * torch.stack([m.expand(blend.shape[1:]) for m in masks])
 
-            def accumulate(j: int, grad: torch.Tensor, group=group) -> None:
-                for g, s in zip(grad, group):
-                    total[(j, *s)] += g[0]
+            def accumulate(j: int, grad: torch.Tensor, group=group, here=here) -> None:
+                for g, s, h in zip(grad, group, here[:, j].tolist()):
+                    if h:  # a window without the class gets a zero cotangent, hence a zero gradient
+                        sink.add(j, *fold(s, g[0]))
 
-            rows = [j for j in targets.active if targets.present(j, group)]
+            rows = [j for j in targets.active if bool(here[:, j].any())]
             _backward_per_class(logits, inputs, targets, rows, cotangent_of, accumulate)
-    return _unpad_gradient(total, geometry)
+            sink.release()
+    return sink
 
 
 def _pad_labels(labels: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
     pad = geometry.torch_pad
     return F.pad(labels[None], pad, value=-1)[0] if any(pad) else labels
-
-
-def _unpad_gradient(grad: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
-    """Pull ``[k,*P]`` gradients back through the window's padding (a crop for constant padding)."""
-    if not any(geometry.torch_pad):
-        return grad
-    leaf = grad.new_zeros((grad.shape[0], 1, *geometry.shape), requires_grad=True)
-    with torch.enable_grad():
-        (out,) = torch.autograd.grad(geometry.pad(leaf), leaf, grad[:, None])
-    return out[:, 0]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

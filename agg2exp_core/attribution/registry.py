@@ -75,7 +75,10 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             (``"gaussian"``) / ``sigma_scale`` (0.125) / ``padding_mode`` / ``cval``
             (MONAI's sliding-window inference), ``tile_step_size`` (nnU-Net's);
             ``roi_size=None`` turns windows off.
-            vg/smoothgrad/ig: ``batch_size`` (samples per forward pass, default 4).
+            vg/smoothgrad/ig: ``batch_size`` (samples per forward pass, default 4),
+            ``autocast`` (None; ``"bf16"``, or ``"fp16"`` on CUDA: lower-precision forward
+            passes), ``out`` (a ``.npy`` path: accumulate there, memory-mapped, and keep it;
+            results above ``attribution.sinks.STREAM_ABOVE_BYTES`` do so in a temporary file).
             smoothgrad: ``n_samples`` (20), ``sigma`` (0.1, times the image's value range).
             ig: ``steps`` (20), ``baseline`` (scalar or ``[1,*S]``/``[*S]`` tensor; default
             the model's air, ``Segmenter.air_value()`` = -1024 HU in its intensity space,

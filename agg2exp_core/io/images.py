@@ -1,4 +1,5 @@
-"""Scans of one case: NIfTI read with nibabel, reoriented, resampled and scaled by MONAI.
+"""Scans of one case: NIfTI (nibabel), NRRD / MHA (SimpleITK) or a DICOM series folder
+(pydicom + MONAI), reoriented, resampled and scaled by the model's ``Preprocessing``.
 
 Every problem with a user's files is raised as an ``InputError`` naming the file and the
 problem, before any result is written.
@@ -39,22 +40,86 @@ class Case:
         return (self.image[0].numpy() * (hi - lo) + lo).astype(np.float32)
 
 
-def load_nifti(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
-    """(3-D float array, affine) of a NIfTI file; corrupt, non-3-D or non-finite data raise.
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage"}
+FORMATS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
 
-    The header's size (and, with ``target_spacing``, the resampled size) is checked against
-    ``io.limits`` before any voxel is read.
+
+def load_volume(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(array [X, Y, Z] float32, RAS affine 4x4)`` of a scan: a NIfTI, NRRD or MHA file or a
+    DICOM series folder. Orientation and spacing are kept (the affine maps voxels to RAS mm).
+
+    The stored size (and, with ``target_spacing``, the size after resampling) is checked
+    against ``io.limits`` before any voxel is read. Each problem (unreadable file, too large,
+    4-D data, non-finite voxels, degenerate shape, invalid affine, a broken DICOM series) is
+    one ``InputError`` naming the path.
     """
     path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        from agg2exp_core.io.dicom import read_dicom_series
+
+        data, affine = read_dicom_series(path, target_spacing)
+    elif name.endswith(tuple(ITK_SUFFIXES)):
+        data, affine = _read_itk(path, ITK_SUFFIXES[next(s for s in ITK_SUFFIXES if name.endswith(s))],
+                                 target_spacing)
+    elif name.endswith(".dcm"):
+        raise InputError(path, "a DICOM file holds one slice; give the folder of its series")
+    else:
+        data, affine = _read_nifti(path, target_spacing)
+    return _checked(path, data, affine)
+
+
+def load_nifti(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """(3-D float array, affine) of a NIfTI file; corrupt, too large, non-3-D or non-finite data raise."""
+    path = Path(path)
+    return _checked(path, *_read_nifti(path, target_spacing))
+
+
+def _read_nifti(path: Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for truncated/corrupt files
-        raise _unreadable(path, err) from None
+        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {_first_line(err)})") from None
     check_voxels(path, img.shape, img.affine, target_spacing)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for truncated/corrupt files
-        raise _unreadable(path, err) from None
+        if not path.name.lower().endswith(NIFTI_SUFFIXES):
+            raise InputError(path, f"not a readable scan (expected {FORMATS})") from None
+        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {_first_line(err)})") from None
+    return data, img.affine
+
+
+def _read_itk(path: Path, kind: str, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """NRRD / MetaImage by SimpleITK: its LPS ``(z, y, x)`` image as a RAS ``[X, Y, Z]`` array."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise InputError(path, f"reading {kind} needs SimpleITK (pip install SimpleITK==2.5.7)") from None
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only: check the size before the voxels
+        check_voxels(path, reader.GetSize(), np.diag([*reader.GetSpacing()[:3], 1.0]), target_spacing)
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise InputError(path, f"cannot read {kind} ({_first_line(err)})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"expected one value per voxel, got {image.GetNumberOfComponentsPerPixel()} components")
+    dim = image.GetDimension()
+    data = sitk.GetArrayFromImage(image).astype(np.float32).transpose(tuple(range(dim))[::-1])  # -> [X, Y, Z(, T)]
+    if dim < 3:
+        return data, None
+    lps = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)[:3]
+    lps[:3, 3] = np.asarray(image.GetOrigin(), dtype=float)[:3]
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def _checked(path: Path, data: np.ndarray, affine) -> tuple[np.ndarray, np.ndarray]:
+    """The checks every format shares; a 4-D volume with one frame is a 3-D one."""
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -63,20 +128,19 @@ def load_nifti(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.nd
         raise InputError(path, f"degenerate volume shape {data.shape}")
     if not np.isfinite(data).all():
         raise InputError(path, f"{int((~np.isfinite(data)).sum())} NaN/Inf voxels")
-    affine = img.affine
     if affine is None or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(path, "invalid affine")
-    return data, np.asarray(affine, dtype=np.float64)
+    return np.ascontiguousarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64)
 
 
-def _unreadable(path: Path, err: Exception) -> InputError:
-    return InputError(path, f"cannot read NIfTI ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'corrupt'})")
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else "corrupt"
 
 
 def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
               n_labels: int | None = None) -> Case:
     """Load one manifest row: validate, reorient to RAS, resample, scale HU to [0, 1]."""
-    image, affine = load_nifti(row["image"], preprocessing.target_spacing)
+    image, affine = load_volume(row["image"], preprocessing.target_spacing)
     label = _load_label(row, image, affine, n_labels) if row.get("label") else None
     rois = {}
     for column in [c for c in row.keys() if str(c).startswith(ROI_PREFIX)]:
@@ -93,8 +157,7 @@ def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
 
 def _load_label(row: Mapping, image: np.ndarray, affine: np.ndarray, n_labels: int | None) -> np.ndarray:
     path = row["label"]
-    label, label_affine = load_nifti(path)
-    _check_same_grid(path, label, label_affine, image, affine)
+    label = _on_image_grid(path, *load_volume(path), image, affine)
     if (label != np.round(label)).any() or label.min() < 0:
         raise InputError(path, "label values must be non-negative integers")
     if n_labels is not None and label.max() >= n_labels:
@@ -103,16 +166,26 @@ def _load_label(row: Mapping, image: np.ndarray, affine: np.ndarray, n_labels: i
 
 
 def _load_mask(path: str, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    mask, mask_affine = load_nifti(path)
-    _check_same_grid(path, mask, mask_affine, image, affine)
-    return mask > 0
+    return _on_image_grid(path, *load_volume(path), image, affine) > 0
 
 
-def _check_same_grid(path, data, data_affine, image, image_affine) -> None:
+def _on_image_grid(path, data: np.ndarray, data_affine: np.ndarray, image: np.ndarray,
+                   image_affine: np.ndarray) -> np.ndarray:
+    """A label map or mask in the image's voxel order; it may be stored with its axes
+    permuted or flipped (a NIfTI label of a DICOM image, say) as long as it is the same grid."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    if data.shape != image.shape or not np.allclose(data_affine, image_affine, atol=1e-3):
+        transform = ornt_transform(io_orientation(data_affine), io_orientation(image_affine))
+        moved = apply_orientation(data, transform)
+        moved_affine = data_affine @ inv_ornt_aff(transform, data.shape)
+        if moved.shape == image.shape and np.allclose(moved_affine, image_affine, atol=1e-3):
+            return np.ascontiguousarray(moved)
     if data.shape != image.shape:
         raise InputError(path, f"shape {data.shape} does not match the image's {image.shape}")
     if not np.allclose(data_affine, image_affine, atol=1e-3):
         raise InputError(path, "affine does not match the image's affine")
+    return data
 
 
 def save_nifti(volume: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:

@@ -1,5 +1,8 @@
 """The cohort manifest (one CSV row per case) and metadata CSVs, validated before any work.
 
+``image``, ``label`` and ``roi:*`` name a scan file (NIfTI, NRRD, MHA) or a DICOM series
+folder, relative to the manifest's folder.
+
 Every problem is raised as an ``InputError`` naming the file and the row's case id.
 """
 from __future__ import annotations
@@ -153,6 +156,11 @@ def _resolve(path: Path, case_id: str, column: str, value, required: bool) -> st
             raise InputError(path, f"case '{case_id}': empty '{column}' path")
         return ""
     resolved = (path.parent / text).resolve()
-    if not resolved.is_file():
+    if resolved.is_dir():  # a DICOM series; its slices are checked when the case is loaded
+        from agg2exp_core.io.dicom import holds_dicom
+
+        if not holds_dicom(resolved):
+            raise InputError(path, f"case '{case_id}': {column} folder holds no DICOM files: {text}")
+    elif not resolved.is_file():
         raise InputError(path, f"case '{case_id}': {column} file not found: {text}")
     return str(resolved)

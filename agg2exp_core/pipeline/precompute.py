@@ -76,6 +76,7 @@ class CaseJob:
     keep_attributions: bool = False  # full volumes, for --save-nifti
     extras: causal_stage.ExtrasSpec = field(default_factory=causal_stage.ExtrasSpec)
     donors: causal_stage.CohortDonors | None = None  # other cases of the cohort (causal runs)
+    scratch: Path | None = None       # a .npy the gradient attributions stream to (removed after the case)
 
     @property
     def case_id(self) -> str:
@@ -103,9 +104,13 @@ class CaseResult:
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
-                 donors: causal_stage.CohortDonors | None = None):
+                 donors: causal_stage.CohortDonors | None = None, out: Path | None = None):
     """(matrices, Dice, slice artefact, attributions, causal extras): prediction, Dice,
-    attributions of every class and their RoI-importance matrices."""
+    attributions of every class and their RoI-importance matrices.
+
+    ``out``: a .npy path where gradient methods stream the attributions (memory-mapped;
+    without it they do so by themselves above ``attribution.sinks.STREAM_ABOVE_BYTES``).
+    """
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
     case_extras = None
@@ -115,9 +120,13 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
     else:
         if method == "kernelshap":  # fcc / hybrid units are laid out in mm on the case's grid
             params = {"spacing": case.spacing, **params}
+        if out is not None and "out" in get_method(method).parameters:
+            params = {**params, "out": out}
         attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
                                **params).float().numpy()
-    matrices = local_matrices(attributions, pred.numpy(), model.n_classes, case.rois)
+    # one class row at a time, so that aggregation's float64 copies are [1,*S], not [k,*S]
+    rows = [local_matrices(attributions[j:j + 1], pred, model.n_classes, case.rois) for j in range(len(classes))]
+    matrices = {kind: np.concatenate([r[kind] for r in rows]) for kind in rows[0]}
     artifact = slice_artifact(case, pred.numpy(), attributions, classes, model.preprocessing)
     if case_extras is not None:
         artifact.update(case_extras.artifact())
@@ -132,10 +141,14 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
         inputs = input_fingerprint(job.row)
         stage = "explain"
         matrices, dice, artifact, attributions, extras = process_case(model, case, job.method, job.params,
-                                                                      job.classes, job.extras, job.donors)
+                                                                      job.classes, job.extras, job.donors, job.scratch)
+        attributions = np.array(attributions) if job.keep_attributions else None  # off the scratch file
     except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
         return CaseResult(job.case_id, failure=(stage, str(err)))
-    return CaseResult(job.case_id, matrices, dice, artifact, attributions if job.keep_attributions else None,
+    finally:
+        if job.scratch is not None:  # the streamed attributions live on only in the results
+            job.scratch.unlink(missing_ok=True)
+    return CaseResult(job.case_id, matrices, dice, artifact, attributions,
                       case.affine, list(case.rois), case_record(job.row, case), inputs, time.time() - started,
                       extras=extras)
 
@@ -180,21 +193,26 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                params: dict | None = None, classes: Sequence[int] | None = None, device: str = "auto",
                data_dir: str | Path | None = None, nifti_dir: str | Path | None = None,
                progress: bool = True, case_ids: Sequence[str] | None = None, executor: Executor | None = None,
-               shared_files: bool = False, retry_crashed: bool = False) -> PrecomputeSummary:
+               shared_files: bool = False, retry_crashed: bool = False,
+               scratch_dir: str | Path | None = None) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
     ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). ``executor``: where cases
     are computed (default: this process). ``shared_files``: workers write the artefacts
     themselves (``data_dir`` is shared storage, at the same path on every node).
-    ``retry_crashed``: compute again the cases during which a previous run died. All bad
-    input (method, parameters, classes, case ids, manifest, model) is an ``InputError``
-    before anything is written.
+    ``retry_crashed``: compute again the cases during which a previous run died.
+    ``scratch_dir``: gradient attributions of each case stream to a .npy there (removed once
+    the case is computed) instead of RAM; see ``process_case``. All bad input (method,
+    parameters, classes, case ids, manifest, model) is an ``InputError`` before anything is
+    written.
     """
     method = get_method(method).name
     params = dict(params or {})
     run_params = {**params}
     extras = causal_stage.ExtrasSpec.pop_from(method, params)
     check_params(method, params)
+    if "out" in params:
+        raise InputError("--params", "'out' is chosen per case by precompute; give --scratch-dir instead")
     cohort = read_manifest(manifest)
     frame = _select_cases(cohort, case_ids)
     model_source = "model" if isinstance(model, Segmenter) else model
@@ -213,6 +231,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                       Path(nifti_dir).resolve() if nifti_dir else None)  # absolute: workers run elsewhere
     extra_names = check_roi_names(manifest, frame, model.label_names, model_source)
     donors = _cohort_donors(method, params, cohort, model)
+    scratch = Path(scratch_dir).resolve() / summary.run_id if scratch_dir else None
     with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
         store.ensure_run(con, summary.run_id, method, {**run_params, "model": model.provenance()},
@@ -220,8 +239,8 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                          source="precompute",
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
         todo = _plan(con, summary, frame.to_dict("records"), retry_crashed)
-        jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors)
-                for row in todo]
+        jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors,
+                        scratch / f"{row['case_id']}.npy" if scratch else None) for row in todo]
         compute = functools.partial(compute_and_save, files) if shared_files else compute_case
         writer = _CaseWriter(con, db, files, summary, model, classes, roi_ids, executor)
         bar = CaseProgress(len(jobs), f"precompute {method}", progress, executor)

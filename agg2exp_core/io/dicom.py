@@ -1,0 +1,145 @@
+"""DICOM series folders: slice headers checked with pydicom, voxels read by MONAI's PydicomReader.
+
+MONAI stacks the slices of a folder in ``InstanceNumber`` order and derives the slice
+step from the first and last ``ImagePositionPatient``, i.e. it assumes one series, one
+orientation and evenly spaced, untilted slices. Those assumptions are checked here
+first, so that a folder which breaks them is one ``InputError`` naming the folder rather
+than a volume whose voxels sit at the wrong place. pydicom is imported lazily.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from agg2exp_core.errors import InputError
+from agg2exp_core.io.limits import check_voxels
+
+STEP_TOLERANCE = 0.01       # relative deviation of a slice step from the median step
+DIRECTION_TOLERANCE = 1e-4  # of unit direction cosines across slices
+TILT_TOLERANCE_DEG = 0.1    # angle between the slice step and the slice normal
+
+
+def pydicom_module(source):
+    """pydicom, or an ``InputError`` saying how to get it."""
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(source, "reading DICOM needs pydicom (pip install pydicom==3.0.2)") from None
+    return pydicom
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The files of a folder that carry the DICOM preamble (as MONAI's reader selects them)."""
+    is_dicom = pydicom_module(folder).misc.is_dicom
+    return [f for f in sorted(folder.iterdir()) if f.is_file() and not f.name.startswith(".") and is_dicom(f)]
+
+
+def holds_dicom(folder: Path) -> bool:
+    """Whether a folder has at least one DICOM file (a quick check for manifests)."""
+    is_dicom = pydicom_module(folder).misc.is_dicom
+    return any(f.is_file() and not f.name.startswith(".") and is_dicom(f) for f in folder.iterdir())
+
+
+def read_dicom_series(folder: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(array [X, Y, Z] float32, RAS affine 4x4)`` of the one series in ``folder``.
+
+    X runs along a slice's columns, Y along its rows, Z across slices (MONAI's order);
+    values are ``RescaleSlope · stored + RescaleIntercept`` (HU for CT). The series' size is
+    checked against ``io.limits`` from its headers, before any pixel is read.
+    """
+    folder = Path(folder)
+    headers = _headers(folder)
+    _check_one_series(folder, headers)
+    _check_geometry(folder, [h for _, h in headers])
+    first = headers[0][1]
+    rows, columns = int(first.Rows), int(first.Columns)
+    pixel = [float(v) for v in getattr(first, "PixelSpacing", (1.0, 1.0))]
+    step = float(getattr(first, "SliceThickness", 0) or 0) or pixel[0]
+    check_voxels(folder, (columns, rows, len(headers)), np.diag([pixel[1], pixel[0], step, 1.0]), target_spacing)
+    return _read_voxels(folder)
+
+
+def _headers(folder: Path) -> list[tuple[Path, object]]:
+    pydicom = pydicom_module(folder)
+    files = dicom_files(folder)
+    if not files:
+        raise InputError(folder, "no DICOM files in the folder")
+    headers = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception as err:  # pydicom raises many types for damaged files
+            raise InputError(folder, f"cannot read DICOM file {f.name} ({type(err).__name__})") from None
+        headers.append((f, ds))
+    for f, ds in headers:
+        missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "InstanceNumber",
+                               "Rows", "Columns") if getattr(ds, t, None) in (None, "")]
+        if missing:
+            raise InputError(folder, f"{f.name} is not an image slice with a position (missing {', '.join(missing)})")
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            raise InputError(folder, f"{f.name} is a multi-frame DICOM; export the series as one file per slice")
+    return headers
+
+
+def _check_one_series(folder: Path, headers: list) -> None:
+    series = sorted({str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in headers})
+    if len(series) > 1:
+        raise InputError(folder, f"mixed series: {len(series)} SeriesInstanceUIDs in one folder "
+                                 f"({', '.join(s or '(none)' for s in series[:3])}); put each series in its own folder")
+    numbers = [int(ds.InstanceNumber) for _, ds in headers]
+    if len(set(numbers)) != len(numbers):
+        dup = next(n for n in numbers if numbers.count(n) > 1)
+        raise InputError(folder, f"two slices share InstanceNumber {dup}")
+
+
+def _check_geometry(folder: Path, headers: list) -> None:
+    """One orientation and size, no gantry tilt, evenly spaced positions in InstanceNumber order."""
+    ordered = sorted(headers, key=lambda ds: int(ds.InstanceNumber))
+    first = ordered[0]
+    cosines = np.asarray(first.ImageOrientationPatient, dtype=float)
+    for ds in ordered[1:]:
+        if not np.allclose(np.asarray(ds.ImageOrientationPatient, float), cosines, atol=DIRECTION_TOLERANCE):
+            raise InputError(folder, f"slice orientation changes at InstanceNumber {ds.InstanceNumber}")
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns) or \
+                not np.allclose(np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), rtol=1e-4):
+            raise InputError(folder, f"slice size or pixel spacing changes at InstanceNumber {ds.InstanceNumber}")
+    tilt = float(getattr(first, "GantryDetectorTilt", 0) or 0)
+    if abs(tilt) > TILT_TOLERANCE_DEG:
+        raise InputError(folder, f"gantry tilt of {tilt:g} degrees (GantryDetectorTilt); resample the series first")
+    if len(ordered) < 2:
+        raise InputError(folder, "a single slice is not a volume")
+    normal = np.cross(cosines[:3], cosines[3:])
+    positions = np.asarray([ds.ImagePositionPatient for ds in ordered], dtype=float)
+    steps = np.diff(positions, axis=0)
+    lengths = np.linalg.norm(steps, axis=1)
+    if (lengths < 1e-6).any():
+        i = int(np.argmax(lengths < 1e-6))
+        raise InputError(folder, f"InstanceNumber {ordered[i].InstanceNumber} and {ordered[i + 1].InstanceNumber} "
+                                 "lie at the same position")
+    angles = np.degrees(np.arccos(np.clip(np.abs(steps @ normal) / lengths, 0.0, 1.0)))
+    if angles.max() > TILT_TOLERANCE_DEG:
+        raise InputError(folder, f"gantry tilt: slices are sheared by {angles.max():.2f} degrees against their "
+                                 "normal; resample the series first")
+    along = steps @ normal
+    if not ((along > 0).all() or (along < 0).all()):
+        raise InputError(folder, "slice positions do not follow InstanceNumber order")
+    median = float(np.median(np.abs(along)))
+    off = np.abs(np.abs(along) - median) > STEP_TOLERANCE * median
+    if off.any():
+        i = int(np.argmax(off))
+        raise InputError(folder, f"uneven slice spacing (missing slice?): {abs(along[i]):.4g} mm between "
+                                 f"InstanceNumber {ordered[i].InstanceNumber} and {ordered[i + 1].InstanceNumber}, "
+                                 f"{median:.4g} mm elsewhere")
+
+
+def _read_voxels(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    from monai.data import PydicomReader  # the reader itself: LoadImage would build every reader
+
+    reader = PydicomReader(fname_regex=None)  # the files pydicom.misc.is_dicom accepts, as above
+    try:
+        data, meta = reader.get_data(reader.read(str(folder)))
+    except Exception as err:  # noqa: BLE001 - undecodable pixel data and the like
+        raise InputError(folder, f"cannot read the DICOM pixel data ({type(err).__name__}: "
+                                 f"{str(err).strip().splitlines()[0] if str(err).strip() else 'corrupt'})") from None
+    return np.asarray(data, dtype=np.float32), np.asarray(meta["affine"], dtype=np.float64)
