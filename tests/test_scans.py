@@ -201,3 +201,18 @@ def test_cli_precompute_over_a_dicom_cohort_equals_the_nifti_cohort(tmp_path, ca
     assert [r[:3] for r in rows["dicom"]] == [r[:3] for r in rows["nifti"]]
     assert failures == [("broken", f"{broken}: uneven slice spacing (missing slice?): 32 mm between "
                                    "InstanceNumber 5 and 7, 16 mm elsewhere")]
+
+
+def test_a_series_folder_is_fingerprinted_by_the_files_it_holds(tmp_path):
+    """Resumption keys done-ness on the inputs: a DICOM folder counts as its files."""
+    from agg2exp_core.pipeline.inputs import changed_inputs, input_fingerprint
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"slice{i}.dcm").write_bytes(bytes([i]) * 100)
+    row = {"case_id": "c0", "image": str(folder)}
+    stored = input_fingerprint(row)
+    assert stored["image"]["size"] == 300 and changed_inputs(stored, row) == []
+    (folder / "slice1.dcm").write_bytes(bytes([9]) * 100)   # same size, other content
+    assert changed_inputs(stored, row) == ["image"]

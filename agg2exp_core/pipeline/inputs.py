@@ -3,7 +3,8 @@
 A case is done for a run only if it was computed from the files its manifest row names
 now: same content (sha256), checked cheaply by path, size and modification time first.
 A moved or touched but identical file is not recomputed; a changed scan, label or RoI
-mask, or a different manifest pointing elsewhere, is.
+mask, or a different manifest pointing elsewhere, is. A DICOM series folder counts as the
+files it holds (total size, newest modification, one hash over their names and contents).
 """
 from __future__ import annotations
 
@@ -20,19 +21,33 @@ def input_columns(row: Mapping) -> list[str]:
 
 
 def file_stamp(path: str, with_hash: bool = True) -> dict:
-    stat = os.stat(path)
-    stamp = {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    files = _files(path)
+    stats = [os.stat(f) for f in files]
+    stamp = {"path": os.path.abspath(path), "size": sum(s.st_size for s in stats),
+             "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
     if with_hash:
         stamp["sha256"] = file_sha256(path)
     return stamp
 
 
 def file_sha256(path: str) -> str:
+    """sha256 of a file, or of a folder's files (their names relative to it, then their bytes)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for name in _files(path):
+        if name != path:
+            digest.update(os.path.relpath(name, path).encode() + b"\0")
+        with open(name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _files(path: str) -> list[str]:
+    """The file itself, or the regular files under a folder in a fixed order."""
+    if not os.path.isdir(path):
+        return [path]
+    return sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                  if os.path.isfile(os.path.join(root, f)))
 
 
 def input_fingerprint(row: Mapping) -> dict[str, dict]:
