@@ -130,3 +130,10 @@ def run_paper_analysis(db: str | Path, run_id: str | None = None, **kwargs) -> d
     """``analyze --paper``: open the store, run ``paper_analysis``, publish."""
     with store.open_writer(outliers.existing_store(db)) as con:
         return paper_analysis(con, outliers.resolve_run(con, db, run_id), **kwargs)
+
+
+def reproduces_table2(summary: dict[str, float], p_limit: float = 0.01, agreement: float = 0.5) -> bool:
+    """Whether a parity summary reproduces the paper's finding: the averages correlate in the paper's
+    direction at p < ``p_limit`` and the per-label rho rank like Table 2's (Spearman > ``agreement``)."""
+    return bool(summary["average_rho"] > 0 and summary["average_p"] < p_limit
+                and summary["rho_rank_agreement"] > agreement)

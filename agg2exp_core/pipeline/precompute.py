@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agg2exp_core import store
-from agg2exp_core.aggregate import local_matrices
+from agg2exp_core.aggregate import local_matrices, region_mean_attribution
 from agg2exp_core.attribution.registry import check_params, explain, get_method
 from agg2exp_core.io.images import Case, load_case, save_like
 from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
@@ -55,6 +55,7 @@ class CaseResult:
     dice: np.ndarray | None
     artifact: dict
     attributions: np.ndarray
+    region_means: np.ndarray | None = None   # [explained classes, n_classes]: mean |attribution| per region voxel
 
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict,
@@ -67,7 +68,8 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict,
     attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
                            **params).float().numpy()
     matrices = local_matrices(attributions, pred.numpy(), model.n_classes, case.rois)
-    return CaseResult(matrices, dice, slice_artifact(case, pred.numpy(), attributions, classes), attributions)
+    return CaseResult(matrices, dice, slice_artifact(case, pred.numpy(), attributions, classes), attributions,
+                      region_mean_attribution(attributions, pred.numpy(), model.n_classes))
 
 
 def precompute(manifest: str | Path, model: str | Path | Segmenter, db: str | Path, method: str = "vg",
@@ -152,7 +154,7 @@ class _CaseRunner:
             seconds = time.time() - started
             store.write_case(con, self.run_id, case_id, self._importance_rows(case_id, result, case),
                              self._dice_rows(case_id, result), os.path.relpath(artifact, self.db.parent),
-                             seconds, case_row=case_record(row, case))
+                             seconds, case_row=case_record(row, case), region_rows=self._region_rows(case_id, result))
             self.summary.done.append(case_id)
             self.summary.seconds.append(seconds)
         except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
@@ -174,6 +176,15 @@ class _CaseRunner:
         source_ids = [self.roi_ids[s] for s in list(names) + list(case.rois)]
         m = result.matrices
         return store.importance_rows(self.run_id, case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
+
+    def _region_rows(self, case_id: str, result: CaseResult) -> list[list]:
+        """Mean |attribution| of each explained class per voxel of each predicted class region."""
+        if result.region_means is None:
+            return []
+        names = self.model.label_names
+        return [[self.run_id, case_id, self.roi_ids[names[c]], self.roi_ids[names[b]], float(v)]
+                for row, c in enumerate(self.classes) for b, v in enumerate(result.region_means[row])
+                if np.isfinite(v)]
 
     def _dice_rows(self, case_id: str, result: CaseResult) -> list[list]:
         if result.dice is None:
