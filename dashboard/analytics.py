@@ -40,6 +40,8 @@ def roi_table(rois: pd.DataFrame) -> dict[int, Roi]:
 def roi_name(table: dict[int, Roi], roi_id: int) -> str:
     if int(roi_id) == -1:
         return "average over classes"
+    if int(roi_id) == -2:
+        return "any class (outliers of any class)"
     roi = table.get(int(roi_id))
     return roi.name if roi else f"roi {roi_id}"
 
@@ -285,3 +287,22 @@ def permutation_count(choice: str, n_cells: int, alpha: float, fdr: bool) -> int
     if choice != "auto":
         return int(choice)
     return permutations_for_fdr(n_cells, alpha) if fdr else 1000
+
+
+def adjusted_tests(tests: pd.DataFrame) -> pd.DataFrame:
+    """Inlier/outlier tests with Holm-adjusted p (per family: the any-class rows, the per-class rows) and
+    BH q-values over the per-class rows."""
+    from agg2exp_core.analysis.compare import benjamini_hochberg
+    from agg2exp_core.analysis.paper import holm
+    from agg2exp_core.vocabulary import UNION_TARGET
+
+    out = tests.copy()
+    out["p_holm"] = np.nan
+    out["q_bh"] = np.nan
+    union = out.target_id == UNION_TARGET
+    for family in (union, ~union):
+        if family.any():
+            out.loc[family, "p_holm"] = holm(out.loc[family, "p_value"].to_numpy())
+    if (~union).any():
+        out.loc[~union, "q_bh"] = benjamini_hochberg(out.loc[~union, "p_value"].to_numpy())
+    return out

@@ -99,6 +99,14 @@ def bootstrap_mean(values: np.ndarray, config: BootstrapConfig = BootstrapConfig
                     config.n_boot, config.level)
 
 
+def _nan_mean(values: np.ndarray) -> np.ndarray:
+    """Column means ignoring NaN (NaN for a column without values), without warnings."""
+    present = np.isfinite(values)
+    n = present.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(present, values, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+
+
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, config: BootstrapConfig = BootstrapConfig()) -> Interval:
     """mean(a) - mean(b) per cell, each cohort resampled on its own (``a``: ``[n_a, *cells]``)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -107,8 +115,8 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, config: BootstrapConfig =
     shape = a.shape[1:]
     fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
     rng = np.random.default_rng(config.seed)
-    with np.errstate(invalid="ignore"):
-        estimate = np.nanmean(fa, axis=0) - np.nanmean(fb, axis=0) if len(a) and len(b) else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = _nan_mean(fa) - _nan_mean(fb)
         samples = _resampled_means(fa, config, rng) - _resampled_means(fb, config, rng)
     low, high = _percentiles(samples, config.level)
     n = np.minimum(np.isfinite(fa).sum(axis=0), np.isfinite(fb).sum(axis=0))
