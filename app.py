@@ -20,6 +20,7 @@ PAGES = [
     st.Page("pages/class_distributions.py", title="Class distributions", icon=":material/candlestick_chart:"),
     st.Page("pages/context_mass.py", title="Context mass", icon=":material/blur_on:"),
     st.Page("pages/outliers.py", title="Outliers", icon=":material/person_search:"),
+    st.Page("pages/drift.py", title="Drift", icon=":material/trending_up:"),
     st.Page("pages/case_viewer.py", title="Case viewer", icon=":material/radiology:"),
     st.Page("pages/methods.py", title="Methods", icon=":material/science:"),
     st.Page("pages/report.py", title="Report", icon=":material/summarize:"),

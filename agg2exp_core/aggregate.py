@@ -105,3 +105,18 @@ def global_matrix(local: np.ndarray) -> np.ndarray:
         counts = np.sum(~np.isnan(local), axis=0)
         sums = np.nansum(local, axis=0)
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def region_mean_attribution(attributions, labels, n_rois: int) -> np.ndarray:
+    """Mean absolute attribution of each class per voxel of each region ``[l, n_rois]``.
+
+    The ``{a}_explanation_in_{b}_mean`` of the paper's published aggregates: ``Σ_{v in b} |e_a(v)|``
+    divided by the voxel count of region b (``labels``: an integer label map ``[*S]``); NaN
+    where a region has no voxel.
+    """
+    attr = torch.as_tensor(np.asarray(attributions) if not torch.is_tensor(attributions) else attributions)
+    label_map = torch.as_tensor(np.asarray(labels)).long()
+    sums = _labelmap_mass(attr.detach().to(torch.float64).cpu().abs(), label_map, n_rois).numpy()
+    voxels = np.bincount(label_map.flatten().numpy(), minlength=n_rois)[:n_rois].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(voxels > 0, sums / voxels, np.nan)

@@ -25,6 +25,10 @@ MASS_KIND_TITLES: dict[str, str] = {"abs": "absolute mass", "pos": "positive mas
 
 # anomaly.target_id / anomaly_dice.target_id of the score averaged over classes.
 AVERAGE_TARGET = -1
+# outlier_tests.target_id of "an outlier for any class" (the paper's inlier/outlier split).
+UNION_TARGET = -2
+# bootstrap_ci.cohort of "all cases of the run" (other rows name a dataset).
+ALL_CASES = "*"
 
 # runs.source: how a run's rows came about.
 RUN_SOURCES: tuple[str, ...] = ("precompute", "import", "evaluate")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from agg2exp_core.labels import GROUP_COLORS
+from agg2exp_core.analysis import graph
 from agg2exp_core.analysis.ordering import ClusterOrder, cluster_order, group_order
 from agg2exp_core.vocabulary import METRICS, metric_label, method_title
 from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
@@ -39,6 +40,8 @@ def roi_table(rois: pd.DataFrame) -> dict[int, Roi]:
 def roi_name(table: dict[int, Roi], roi_id: int) -> str:
     if int(roi_id) == -1:
         return "average over classes"
+    if int(roi_id) == -2:
+        return "any class (outliers of any class)"
     roi = table.get(int(roi_id))
     return roi.name if roi else f"roi {roi_id}"
 
@@ -76,17 +79,11 @@ def order_matrix(matrix: np.ndarray, row_groups: Sequence[str], column_groups: S
 
 
 def top_k_edges(matrix: np.ndarray, target_ids: Sequence[int], source_ids: Sequence[int], k: int,
-                include_self: bool = False) -> pd.DataFrame:
-    """The k most important sources of every target: source_id, target_id, mass, rank (1 = largest)."""
-    rows = []
-    for i, target in enumerate(target_ids):
-        values = np.array(matrix[i], dtype=float)
-        candidates = [(values[j], source) for j, source in enumerate(source_ids)
-                      if np.isfinite(values[j]) and values[j] > 0 and (include_self or source != target)]
-        candidates.sort(key=lambda x: (-x[0], x[1]))
-        for rank, (mass, source) in enumerate(candidates[:max(int(k), 0)], start=1):
-            rows.append({"source_id": int(source), "target_id": int(target), "mass": float(mass), "rank": rank})
-    return pd.DataFrame(rows, columns=["source_id", "target_id", "mass", "rank"])
+                include_self: bool = False, min_mass: float = 0.0, cumulative: float | None = None) -> pd.DataFrame:
+    """The k most important sources of every target (``agg2exp_core.analysis.graph.top_k_edges``)."""
+    return graph.top_k_edges(matrix, target_ids, source_ids,
+                             graph.GraphConfig(k=max(int(k), 0), min_mass=min_mass, cumulative=cumulative,
+                                               include_self=include_self))
 
 
 def circular_layout(node_ids: Sequence[int], groups: Sequence[str]) -> dict[int, tuple[float, float]]:
@@ -290,3 +287,22 @@ def permutation_count(choice: str, n_cells: int, alpha: float, fdr: bool) -> int
     if choice != "auto":
         return int(choice)
     return permutations_for_fdr(n_cells, alpha) if fdr else 1000
+
+
+def adjusted_tests(tests: pd.DataFrame) -> pd.DataFrame:
+    """Inlier/outlier tests with Holm-adjusted p (per family: the any-class rows, the per-class rows) and
+    BH q-values over the per-class rows."""
+    from agg2exp_core.analysis.compare import benjamini_hochberg
+    from agg2exp_core.analysis.paper import holm
+    from agg2exp_core.vocabulary import UNION_TARGET
+
+    out = tests.copy()
+    out["p_holm"] = np.nan
+    out["q_bh"] = np.nan
+    union = out.target_id == UNION_TARGET
+    for family in (union, ~union):
+        if family.any():
+            out.loc[family, "p_holm"] = holm(out.loc[family, "p_value"].to_numpy())
+    if (~union).any():
+        out.loc[~union, "q_bh"] = benjamini_hochberg(out.loc[~union, "p_value"].to_numpy())
+    return out

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -141,3 +142,42 @@ def surface_view(path: str, mtime_ns: int, rois_by_channel: tuple[tuple[int, Roi
     return SurfaceView(figure, f"Attribution of {class_name} sampled at each vertex from the {blocks}-voxel "
                                f"block-averaged volume; colour limits ±{top:.3g} (99th percentile of |value| "
                                "on the surfaces).")
+
+
+def region_voxel(artifact: slices.CaseArtifact, channel: int | None = None,
+                 roi_name: str | None = None) -> tuple[int, int, int] | None:
+    """The voxel (x, y, z) of a region's largest cross-sections: a predicted class (``channel``) or an
+    extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
+    if channel is not None and artifact.pred is not None:
+        mask = artifact.pred == channel
+    elif roi_name is not None and f"roi_{roi_name}" in artifact.arrays:
+        mask = artifact.arrays[f"roi_{roi_name}"].astype(bool)
+    else:
+        return None
+    if not mask.any():
+        return None
+    return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))
+
+
+def source_from_url(ctx) -> "Roi | None":
+    """The source RoI named by the ``source`` URL parameter (a link from the Outliers page), if known."""
+    from dashboard import state
+    from dashboard.text import parameter
+
+    name = state.url_value("source")
+    by_name = {r.name: r for r in ctx.rois.values()}
+    if name is None:
+        return None
+    if name not in by_name:
+        st.warning(f"Ignored URL parameter {parameter('source', name)}: no such RoI in this store.")
+        return None
+    return by_name[name]
+
+
+def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:
+    """One case's expected Dice per class with the true Dice where known (display names)."""
+    names = ["mean over classes" if int(c) == -1 else (rois[int(c)].name if int(c) in rois else str(c))
+             for c in estimates.class_id]
+    return pd.DataFrame({"class": names, "expected": estimates.estimate.round(4), "low": estimates.low.round(4),
+                         "high": estimates.high.round(4), "true Dice": estimates.dice.round(4),
+                         "likely_failure": estimates.likely_failure.astype(bool)})

@@ -6,13 +6,15 @@ lookup. The maths lives in ``agg2exp_core`` and ``dashboard.analytics``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from agg2exp_core.analysis import uncertainty
 from agg2exp_core.analysis.compare import PermutationResult, permutation_test
+from agg2exp_core.vocabulary import ALL_CASES
 from agg2exp_core.analysis.ordering import ClusterOrder
 from dashboard import analytics, data, slices, surfaces
 from dashboard.analytics import CohortSplit, Roi
@@ -71,6 +73,7 @@ class Comparison:
     targets: list[Roi]
     sources: list[Roi]
     result: PermutationResult
+    interval: uncertainty.Interval | None = None     # bootstrap interval of each cell's difference
 
     def table(self) -> pd.DataFrame:
         r = self.result
@@ -79,6 +82,8 @@ class Comparison:
             for j, s in enumerate(self.sources):
                 rows.append({"target": t.name, "source": s.name, f"mean {self.split.label_a}": r.mean_a[i, j],
                              f"mean {self.split.label_b}": r.mean_b[i, j], "difference": r.difference[i, j],
+                             "ci_low": self.interval.low[i, j] if self.interval else np.nan,
+                             "ci_high": self.interval.high[i, j] if self.interval else np.nan,
                              "p_value": r.p_values[i, j], "q_value_bh": r.q_values[i, j] if r.fdr else np.nan,
                              "significant": bool(r.significant[i, j])})
         return pd.DataFrame(rows).sort_values(["significant", "p_value"], ascending=[False, True])
@@ -88,12 +93,14 @@ class Comparison:
 # (80 MB); larger batches gain nothing, smaller ones pay per-product overhead. The labels
 # drawn do not depend on the batch size (one generator, rows in order).
 PERMUTATION_BATCH = 1000
+COMPARISON_RESAMPLES = 500      # bootstrap resamples of the differences' intervals
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the permutation test…")
 def cohort_comparison(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind: str, split: CohortSplit,
                       n_permutations: int, seed: int, alpha: float, fdr: bool) -> Comparison:
-    """Permutation test of two sub-cohorts' mean matrices (cells in anatomical-group order).
+    """Permutation test of two sub-cohorts' mean matrices (cells in anatomical-group order), with
+    bootstrap intervals of the differences.
 
     The two cohorts' local matrices come from the store as one array (``data.local_cube``);
     ``cohort`` is part of the cache key only (the split's cases are already the cohort's).
@@ -108,21 +115,24 @@ def cohort_comparison(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kin
     b = cube[[index[c] for c in split.cases_b if c in index]]
     result = permutation_test(a, b, n_permutations=n_permutations, seed=seed, alpha=alpha, fdr=fdr,
                               batch_size=PERMUTATION_BATCH)
+    interval = uncertainty.bootstrap_difference(a, b, uncertainty.BootstrapConfig(n_boot=COMPARISON_RESAMPLES,
+                                                                                 seed=seed))
     return Comparison(split, [table[targets[i]] for i in order.rows], [table[sources[j]] for j in order.columns],
-                      result)
+                      result, interval)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def graph_edges(ref: data.StoreRef, run_id: str, cohort: CohortFilter, k: int, kind: str = "abs",
-                include_background: bool = False):
-    """(nodes, self mass per target, top-k edges, circular positions) of the knowledge graph."""
+                include_background: bool = False, min_mass: float = 0.0):
+    """(nodes, self mass per target, top-k edges of at least ``min_mass``, circular positions) of the
+    knowledge graph (``agg2exp_core.analysis.graph``)."""
     long = data.global_matrix(ref, run_id, cohort, kind)
     table = _rois(ref)
     if not include_background:
         keep = {i for i, r in table.items() if r.name != "background"}
         long = long[long.target_id.isin(keep) & long.source_id.isin(keep)]
     targets, sources, matrix = analytics.matrix_from_long(long, "mean")
-    edges = analytics.top_k_edges(matrix, targets, sources, k, include_self=False)
+    edges = analytics.top_k_edges(matrix, targets, sources, k, include_self=False, min_mass=min_mass)
     node_ids = sorted(set(targets) | set(sources))
     nodes = [table[i] for i in node_ids]
     positions = analytics.circular_layout(node_ids, [n.grp for n in nodes])
@@ -159,3 +169,119 @@ def case_matrix_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, l
             if t.roi_id in t_index and s.roi_id in s_index:
                 out[i, j] = matrix[t_index[t.roi_id], s_index[s.roi_id]]
     return MatrixView(like.targets, like.sources, out, np.isfinite(out).astype(int))
+
+
+# --- intervals, expected Dice, outlier reasons, drift (the analyses beyond the paper) ----------------------
+
+# Cohorts up to this size get a live bootstrap (one array read, ~0.1 s); larger ones a normal approximation
+# from SQL (their percentile intervals agree with it to the third digit at these sizes).
+LIVE_BOOTSTRAP_CASES = 2000
+LIVE_BOOTSTRAP_RESAMPLES = 500
+
+
+@dataclass(frozen=True)
+class CellIntervals:
+    """Interval bounds per cell of a ``MatrixView`` (same order) and how they were obtained."""
+
+    low: np.ndarray
+    high: np.ndarray
+    how: str
+
+    def bounds(self, i: int, j: int) -> tuple[float, float]:
+        return float(self.low[i, j]), float(self.high[i, j])
+
+
+def stored_cohort_name(cohort: CohortFilter) -> str | None:
+    """The ``bootstrap_ci.cohort`` a filter stands for: all cases, or exactly one dataset; else None."""
+    if cohort == CohortFilter():
+        return ALL_CASES
+    if cohort.datasets and len(cohort.datasets) == 1 and replace(cohort, datasets=None) == CohortFilter():
+        return cohort.datasets[0]
+    return None
+
+
+def _aligned(frame: pd.DataFrame, like: MatrixView, column: str) -> np.ndarray:
+    values = {(int(t), int(s)): float(v) for t, s, v in zip(frame.target_id, frame.source_id, frame[column])}
+    return np.array([[values.get((t.roi_id, s.roi_id), np.nan) for s in like.sources] for t in like.targets])
+
+
+@st.cache_data(max_entries=64, show_spinner="Bootstrap intervals…")
+def matrix_intervals(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind: str, like: MatrixView,
+                     n_cases: int, level: float = 0.95) -> CellIntervals:
+    """95 % intervals of the cohort's mean matrix: stored bootstrap, live bootstrap, or normal approximation."""
+    name = stored_cohort_name(cohort)
+    stored = data.stored_intervals(ref, run_id, name, kind) if name else pd.DataFrame()
+    if len(stored):
+        n_boot = int(stored.n_boot.iloc[0])
+        return CellIntervals(_aligned(stored, like, "low"), _aligned(stored, like, "high"),
+                             f"{stored.level.iloc[0]:.0%} bootstrap intervals over patients ({n_boot} resamples)")
+    if n_cases <= LIVE_BOOTSTRAP_CASES:
+        cases, targets, sources, cube = data.local_cube(ref, run_id, _cohort_case_ids(ref, run_id, cohort), kind)
+        interval = uncertainty.bootstrap_mean(cube, uncertainty.BootstrapConfig(n_boot=LIVE_BOOTSTRAP_RESAMPLES,
+                                                                               level=level))
+        frame = uncertainty.interval_frame(interval, targets, sources, kind, "live")
+        return CellIntervals(_aligned(frame, like, "low"), _aligned(frame, like, "high"),
+                             f"{level:.0%} bootstrap intervals over patients ({LIVE_BOOTSTRAP_RESAMPLES} resamples)")
+    spread = data.global_matrix_spread(ref, run_id, cohort, kind)
+    z = 1.959963984540054
+    half = z * spread.sd / np.sqrt(spread.n)
+    frame = spread.assign(low=spread["mean"] - half, high=spread["mean"] + half)
+    return CellIntervals(_aligned(frame, like, "low"), _aligned(frame, like, "high"),
+                         f"{level:.0%} intervals by the normal approximation (n > {LIVE_BOOTSTRAP_CASES})")
+
+
+def _cohort_case_ids(ref: data.StoreRef, run_id: str, cohort: CohortFilter) -> tuple[str, ...]:
+    return tuple(data.cohort_cases(ref, run_id, cohort).case_id)
+
+
+def interval_table(view: MatrixView, intervals: CellIntervals, value_label: str) -> pd.DataFrame:
+    """``MatrixView.long_table`` with the interval bounds (for the table and its CSV)."""
+    table = view.long_table(value_label)
+    table.insert(3, "ci_low", intervals.low.ravel())
+    table.insert(4, "ci_high", intervals.high.ravel())
+    return table
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def outlier_ranking(ref: data.StoreRef, run_id: str, cohort: CohortFilter, target_id: int) -> pd.DataFrame:
+    """The anomaly ranking with each case's expected Dice (class ``target_id``, -1: mean) and failure flag."""
+    ranking = data.anomaly_ranking(ref, run_id, cohort, target_id)
+    estimates = data.dice_estimates(ref, run_id, target_id)
+    if estimates.empty:
+        return ranking
+    expected = estimates.rename(columns={"estimate": "expected_dice", "low": "expected_low", "high": "expected_high"})
+    merged = ranking.merge(expected[["case_id", "expected_dice", "expected_low", "expected_high", "likely_failure"]],
+                           on="case_id", how="left")
+    merged["likely_failure"] = merged["likely_failure"].fillna(False).astype(bool)
+    return merged
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def reason_table(ref: data.StoreRef, run_id: str, case_id: str, target_id: int, k: int = 8) -> pd.DataFrame:
+    """A case's top outlier cells with names: target, source, contribution (path-length units)."""
+    reasons = data.outlier_reasons(ref, run_id, case_id, target_id, k)
+    table = _rois(ref)
+    return reasons.assign(target=[table[int(t)].name for t in reasons.target_id],
+                          source=[table[int(s)].name for s in reasons.source_id])
+
+
+@st.cache_data(max_entries=16, show_spinner="Testing the cohort against the reference…")
+def cohort_drift(ref: data.StoreRef, run_id: str, cohort: CohortFilter, reference: str) -> pd.DataFrame:
+    """Class drift tests of the filtered cohort (reference cases left out) against the reference dataset."""
+    from agg2exp_core.analysis.drift import DriftConfig, class_rows, class_tests
+
+    members = [c for c in _cohort_case_ids(ref, run_id, cohort)]
+    all_cases = data.run_cases(ref, run_id)
+    reference_ids = tuple(all_cases.case_id[all_cases.dataset == reference])
+    new_ids = tuple(c for c in members if c not in set(reference_ids))
+    if len(new_ids) < 2 or len(reference_ids) < 2:
+        return pd.DataFrame()
+    cases, targets, sources, cube = data.local_cube(ref, run_id, new_ids + reference_ids, "abs")
+    table = _rois(ref)
+    class_sources = [s for s in sources if table[s].is_class]
+    is_new = np.isin(cases, new_ids)
+    rows = [class_rows(cube, t, sources, class_sources) for t in range(len(targets))]
+    config = DriftConfig(reference, n_permutations=1000)
+    tests = class_tests([r[~is_new] for r in rows], [r[is_new] for r in rows], config)
+    tests.insert(0, "target_id", [targets[i] for i in tests.pop("index")])
+    return tests

@@ -189,11 +189,13 @@ def cohort_cases(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFra
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def global_matrix(ref: StoreRef, run_id: str, cohort: CohortFilter, kind: str = "abs") -> pd.DataFrame:
-    """Mean local matrix of the cohort, long form: target_id, source_id, mean, n (non-NULL cases)."""
+    """Mean local matrix of the cohort, long form: target_id, source_id, mean, n (non-NULL cases), sd
+    (the standard deviation over the cases, for intervals of large cohorts; same scan)."""
     column = _column(kind)
     rows, params = _run_rows(run_id, cohort)
     return query(ref, f"""
-        SELECT li.target_id, li.source_id, avg(li.{column}) AS mean, count(li.{column}) AS n
+        SELECT li.target_id, li.source_id, avg(li.{column}) AS mean, count(li.{column}) AS n,
+               stddev_samp(li.{column}) AS sd
         {rows} GROUP BY li.target_id, li.source_id ORDER BY 1, 2""", params)
 
 
@@ -446,9 +448,9 @@ def load_artifact(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
 
 # --- causal runs (tables older stores lack: empty frames there) ---------------------------------
 
-def _has(ref: StoreRef, table: str) -> bool:
-    """Whether the store has a table that older stores lack (the causal tables)."""
-    return table in table_names(ref)
+def has_table(ref: StoreRef, name: str) -> bool:
+    """Whether the store has a table that older stores lack (causal and analysis tables)."""
+    return name in table_names(ref)
 
 
 def _cohort_cte(ref: StoreRef, run_id: str, cohort: CohortFilter) -> tuple[str, list]:
@@ -460,7 +462,7 @@ def _cohort_cte(ref: StoreRef, run_id: str, cohort: CohortFilter) -> tuple[str, 
 @st.cache_data(max_entries=32, show_spinner=False)
 def causal_summary(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
     """Per target and source over the cohort: mean ATE, std and n of cases, mean per-case SE."""
-    if not _has(ref, "causal_effect"):
+    if not has_table(ref, "causal_effect"):
         return pd.DataFrame(columns=["target_id", "source_id", "mean", "std", "n", "mean_se"])
     cte, params = _cohort_cte(ref, run_id, cohort)
     return query(ref, cte + """
@@ -473,7 +475,7 @@ def causal_summary(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataF
 @st.cache_data(max_entries=32, show_spinner=False)
 def causal_target_values(ref: StoreRef, run_id: str, cohort: CohortFilter, target_id: int) -> pd.DataFrame:
     """Every case's effects on one target: case_id, source_id, ate, se, n, dataset."""
-    if not _has(ref, "causal_effect"):
+    if not has_table(ref, "causal_effect"):
         return pd.DataFrame(columns=["case_id", "source_id", "ate", "se", "n", "dataset"])
     cte, params = _cohort_cte(ref, run_id, cohort)
     return query(ref, cte + """
@@ -485,7 +487,7 @@ def causal_target_values(ref: StoreRef, run_id: str, cohort: CohortFilter, targe
 @st.cache_data(max_entries=64, show_spinner=False)
 def causal_case(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
     """One case's effects: target_id, source_id, ate, se, n."""
-    if not _has(ref, "causal_effect"):
+    if not has_table(ref, "causal_effect"):
         return pd.DataFrame(columns=["target_id", "source_id", "ate", "se", "n"])
     return query(ref, "SELECT target_id, source_id, ate, se, n FROM causal_effect "
                            "WHERE run_id = ? AND case_id = ? ORDER BY 1, 2", [run_id, case_id])
@@ -495,7 +497,7 @@ def causal_case(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
 def component_effects(ref: StoreRef, run_id: str, cohort: CohortFilter, case_id: str | None = None
                       ) -> pd.DataFrame:
     """Component effects per target and component: mean ATE, std, n cases, mean SE (one case or the cohort)."""
-    if not _has(ref, "component_effect"):
+    if not has_table(ref, "component_effect"):
         return pd.DataFrame(columns=["target_id", "component", "position", "mean", "std", "n", "mean_se"])
     cte, params = _cohort_cte(ref, run_id, cohort)
     return query(ref, cte + """
@@ -509,7 +511,143 @@ def component_effects(ref: StoreRef, run_id: str, cohort: CohortFilter, case_id:
 @st.cache_data(max_entries=32, show_spinner=False)
 def relevance_masks(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
     """A case's relevance masks: target_id, share, n_units, n_voxels, dice_keep, dice_remove."""
-    if not _has(ref, "relevance_mask"):
+    if not has_table(ref, "relevance_mask"):
         return pd.DataFrame(columns=["target_id", "share", "n_units", "n_voxels", "dice_keep", "dice_remove"])
     return query(ref, "SELECT target_id, share, n_units, n_voxels, dice_keep, dice_remove "
                            "FROM relevance_mask WHERE run_id = ? AND case_id = ? ORDER BY 1", [run_id, case_id])
+
+
+# --- analyses beyond the paper (agg2exp_core.analysis: drift, quality, reasons, uncertainty, agreement) ------
+# Their tables are newer than the store format's first version: a store without one shows an empty state
+# (``has_table``), never an error.
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def drift_tests(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """Per dataset and class: energy statistic, p, q (BH), n_ref, n_new, reference dataset."""
+    if not has_table(ref, "drift"):
+        return pd.DataFrame(columns=["dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new",
+                                     "reference", "n_permutations"])
+    return query(ref, "SELECT dataset, target_id, statistic, p_value, q_value, n_ref, n_new, reference, "
+                      "n_permutations FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def drift_cells(ref: StoreRef, run_id: str, dataset: str, limit: int = 30) -> pd.DataFrame:
+    """The cells that moved most (by |Hedges' g| among q < 0.05 first) for one dataset."""
+    return query(ref, """
+        SELECT target_id, source_id, mean_ref, mean_new, difference, effect_size, p_value, q_value
+        FROM drift_cells WHERE run_id = ? AND dataset = ?
+        ORDER BY (q_value < 0.05) DESC, abs(effect_size) DESC NULLS LAST, target_id, source_id LIMIT ?""",
+                 [run_id, dataset, int(limit)])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def drift_cases(ref: StoreRef, run_id: str, cohort: CohortFilter, target_id: int, limit: int = 25) -> pd.DataFrame:
+    """The cohort's cases that drift most for one class (-1: averaged over classes), with metadata."""
+    condition, params = where_clause(cohort, "c")
+    return query(ref, f"""
+        SELECT d.case_id, d.score, c.dataset, c.split, c.sex, c.age, c.pathologies
+        FROM drift_cases d JOIN cases c USING (case_id)
+        WHERE d.run_id = ? AND d.target_id = ? AND {condition} ORDER BY d.score DESC, d.case_id LIMIT ?""",
+                 [run_id, int(target_id)] + params + [int(limit)])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def dice_estimates(ref: StoreRef, run_id: str, class_id: int) -> pd.DataFrame:
+    """Expected Dice of every case of the run for one class (-1: the mean over classes)."""
+    if not has_table(ref, "dice_estimate"):
+        return pd.DataFrame(columns=["case_id", "estimate", "low", "high", "level", "likely_failure", "fitted"])
+    return query(ref, "SELECT case_id, estimate, low, high, level, likely_failure, fitted FROM dice_estimate "
+                      "WHERE run_id = ? AND class_id = ? ORDER BY case_id", [run_id, int(class_id)])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def case_dice_estimates(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
+    """One case's expected Dice per class (and -1) beside its true Dice where known."""
+    if not has_table(ref, "dice_estimate"):
+        return pd.DataFrame(columns=["class_id", "estimate", "low", "high", "level", "likely_failure", "fitted",
+                                     "dice"])
+    return query(ref, """
+        SELECT e.class_id, e.estimate, e.low, e.high, e.level, e.likely_failure, e.fitted,
+               CASE WHEN e.class_id = -1 THEN (SELECT avg(d.dice) FROM dice d WHERE d.case_id = e.case_id
+                                                AND d.model_sha256 = r.model_sha256)
+                    ELSE (SELECT d.dice FROM dice d WHERE d.case_id = e.case_id AND d.class_id = e.class_id
+                          AND d.model_sha256 = r.model_sha256) END AS dice
+        FROM dice_estimate e JOIN runs r USING (run_id) WHERE e.run_id = ? AND e.case_id = ? ORDER BY e.class_id""",
+                 [run_id, case_id])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def dice_estimate_quality(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """How well the estimate did where the truth is known: scope, metric, value, n."""
+    if not has_table(ref, "dice_estimate_quality"):
+        return pd.DataFrame(columns=["scope", "metric", "value", "n"])
+    return query(ref, "SELECT scope, metric, value, n FROM dice_estimate_quality WHERE run_id = ? "
+                      "ORDER BY scope, metric", [run_id])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def outlier_reasons(ref: StoreRef, run_id: str, case_id: str, target_id: int, limit: int = 8) -> pd.DataFrame:
+    """The cells that push one case's anomaly score for one class most (-1: over every class)."""
+    if not has_table(ref, "outlier_reasons"):
+        return pd.DataFrame(columns=["target_id", "source_id", "contribution"])
+    return query(ref, """
+        SELECT target_id, source_id, contribution FROM outlier_reasons
+        WHERE run_id = ? AND case_id = ? AND (? = ? OR target_id = ?)
+        ORDER BY contribution DESC, target_id, source_id LIMIT ?""",
+                 [run_id, case_id, int(target_id), AVERAGE_TARGET, int(target_id), int(limit)])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def stored_intervals(ref: StoreRef, run_id: str, cohort_name: str, kind: str) -> pd.DataFrame:
+    """Bootstrap intervals the analysis stored for a cohort (``*`` or a dataset) and kind."""
+    if not has_table(ref, "bootstrap_ci"):
+        return pd.DataFrame(columns=["target_id", "source_id", "estimate", "low", "high", "n", "n_boot", "level"])
+    return query(ref, "SELECT target_id, source_id, estimate, low, high, n, n_boot, level FROM bootstrap_ci "
+                      "WHERE run_id = ? AND cohort = ? AND kind = ? ORDER BY 1, 2", [run_id, cohort_name, kind])
+
+
+def global_matrix_spread(ref: StoreRef, run_id: str, cohort: CohortFilter, kind: str = "abs") -> pd.DataFrame:
+    """Mean, standard deviation and count per cell over the cohort (the cached ``global_matrix`` frame)."""
+    return global_matrix(ref, run_id, cohort, kind)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def method_agreement(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """Agreement of the run with the other runs over the same cases, per class (-1: pooled)."""
+    if not has_table(ref, "method_agreement"):
+        return pd.DataFrame(columns=["other_run_id", "target_id", "spearman_mean", "spearman_low", "spearman_high",
+                                     "spearman_median", "n_cases"])
+    return query(ref, """
+        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases
+        FROM method_agreement WHERE run_id = ? ORDER BY other_run_id, target_id""", [run_id])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def method_disagreement(ref: StoreRef, run_id: str, other_run_id: str, limit: int = 20) -> pd.DataFrame:
+    """The cells where two runs differ most on the same cases."""
+    return query(ref, """
+        SELECT target_id, source_id, mean_run, mean_other, difference, mean_abs_difference FROM method_disagreement
+        WHERE run_id = ? AND other_run_id = ? ORDER BY mean_abs_difference DESC, target_id, source_id LIMIT ?""",
+                 [run_id, other_run_id, int(limit)])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def paper_parity(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    if not has_table(ref, "paper_parity"):
+        return pd.DataFrame(columns=["target_id", "label", "spearman_rho", "p_value", "paper_rho", "paper_p_value",
+                                     "n"])
+    return query(ref, "SELECT target_id, label, spearman_rho, p_value, paper_rho, paper_p_value, n FROM paper_parity "
+                      "WHERE run_id = ? ORDER BY target_id = -1, target_id", [run_id])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def analysis_settings(ref: StoreRef, run_id: str) -> dict:
+    """The settings and score convention of the run's outlier analysis ({} when not stored)."""
+    if not has_table(ref, "analysis_settings"):
+        return {}
+    frame = query(ref, "SELECT CAST(settings AS VARCHAR) AS settings, score_convention FROM analysis_settings "
+                       "WHERE run_id = ?", [run_id])
+    if frame.empty:
+        return {}
+    return {**_json_or_empty(frame.settings.iloc[0]), "score_convention": frame.score_convention.iloc[0]}

@@ -639,3 +639,129 @@ def signed_boxplot(values: pd.DataFrame, sources: Sequence[Roi], target: Roi, ti
     fig.update_yaxes(title_text=f"{value_label} of b on {target.name} (+ supports, − opposes)", zeroline=True)
     fig.update_layout(legend=dict(title="group", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return _base_layout(fig, title, provenance, 560)
+
+
+# --- analyses beyond the paper: intervals, drift, expected Dice, outlier reasons, method agreement -----------
+
+def add_intervals(fig: go.Figure, low: np.ndarray, high: np.ndarray, label: str = "95 % CI") -> go.Figure:
+    """Put each cell's interval into the hover of the figure's heat map (cells in the heat map's order)."""
+    heat = next(t for t in fig.data if isinstance(t, go.Heatmap))
+    custom = np.asarray(heat.customdata, dtype=object)
+    bounds = np.empty(custom.shape[:2] + (1,), dtype=object)
+    for i in range(custom.shape[0]):
+        for j in range(custom.shape[1]):
+            bounds[i, j, 0] = f"[{_fmt(low[i, j])}, {_fmt(high[i, j])}]"
+    heat.customdata = np.concatenate([custom, bounds], axis=2)
+    k = custom.shape[2]
+    heat.hovertemplate = heat.hovertemplate.replace(
+        "<extra></extra>", f"<br>{html.escape(label)}: %{{customdata[{k}]}}<extra></extra>")
+    return fig
+
+
+def drift_bars(tests: pd.DataFrame, targets: Sequence[Roi], title: str, provenance: str,
+               alpha: float = 0.05) -> go.Figure:
+    """Energy distance per class (one dataset vs the reference); bars at q < alpha dark, with the q-value."""
+    by_id = {r.roi_id: r for r in targets}
+    rows = tests[tests.target_id.isin(by_id)].copy()
+    rows["order"] = rows.target_id.map({r.roi_id: i for i, r in enumerate(targets)})
+    rows = rows.sort_values("order")
+    names = [by_id[t].name for t in rows.target_id]
+    drifted = rows.q_value < alpha
+    fig = go.Figure(go.Bar(
+        x=names, y=rows.statistic, marker=dict(color=np.where(drifted, "#b2182b", "#bdbdbd"),
+                                               line=dict(color=[by_id[t].color for t in rows.target_id], width=2)),
+        text=[f"q={_fmt(q, 2)}" for q in rows.q_value], textposition="outside",
+        customdata=np.stack([rows.p_value.map(_fmt), rows.q_value.map(_fmt), rows.n_ref, rows.n_new], axis=1),
+        hovertemplate="<b>%{x}</b><br>energy distance %{y:.4f}<br>p %{customdata[0]} · q (BH) %{customdata[1]}"
+                      "<br>n reference %{customdata[2]}, n cohort %{customdata[3]}<extra></extra>",
+        showlegend=False))
+    fig.update_xaxes(title_text="target class a", tickangle=-45, categoryorder="array", categoryarray=names)
+    fig.update_yaxes(title_text="energy distance of the class rows (centred log-ratios)", rangemode="tozero")
+    fig.add_annotation(text=f"dark: q < {alpha:g} (drift)", xref="paper", yref="paper", x=1, y=1.05,
+                       showarrow=False, font=dict(size=10, color="#b2182b"))
+    return _base_layout(fig, title, provenance, 460)
+
+
+def effect_bars(cells: pd.DataFrame, rois: dict[int, Roi], title: str, provenance: str) -> go.Figure:
+    """The cells that moved: Hedges' g (cohort - reference) per cell, largest first."""
+    labels = [f"{rois[int(s)].name} → {rois[int(t)].name}" for t, s in zip(cells.target_id, cells.source_id)]
+    fig = go.Figure(go.Bar(
+        y=labels, x=cells.effect_size, orientation="h",
+        marker=dict(color=np.where(cells.effect_size > 0, "#b2182b", "#2166ac")),
+        customdata=np.stack([cells.mean_ref.map(_fmt), cells.mean_new.map(_fmt), cells.q_value.map(_fmt)], axis=1),
+        hovertemplate="<b>%{y}</b><br>Hedges' g %{x:.2f}<br>reference mean %{customdata[0]} · cohort mean "
+                      "%{customdata[1]}<br>q (BH, permutations) %{customdata[2]}<extra></extra>", showlegend=False))
+    fig.update_yaxes(autorange="reversed", title_text="cell e(b → a)")
+    fig.update_xaxes(title_text="Hedges' g (cohort − reference)", zeroline=True)
+    return _base_layout(fig, title, provenance, max(360, 80 + 24 * len(cells)))
+
+
+def score_bars(frame: pd.DataFrame, value: str, title: str, provenance: str, value_label: str) -> go.Figure:
+    """One bar per case (largest first), coloured by dataset; hover names the case's metadata."""
+    fig = go.Figure()
+    for dataset, group in frame.groupby("dataset", sort=True):
+        fig.add_trace(go.Bar(x=group.case_id, y=group[value], name=str(dataset),
+                             customdata=np.stack([group.sex.fillna("?"), group.age.map(_fmt),
+                                                  group.pathologies.fillna("")], axis=1),
+                             hovertemplate="<b>%{x}</b><br>" + html.escape(value_label) + " %{y:.4f}<br>sex "
+                                           "%{customdata[0]}, age %{customdata[1]}<br>%{customdata[2]}<extra></extra>"))
+    fig.update_xaxes(categoryorder="array", categoryarray=frame.case_id.tolist(), tickangle=-45, title_text="case")
+    fig.update_yaxes(title_text=value_label)
+    fig.update_layout(legend=dict(title="dataset", orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    return _base_layout(fig, title, provenance, 420)
+
+
+def expected_dice_scatter(ranking: pd.DataFrame, title: str, provenance: str, dice_label: str) -> go.Figure:
+    """Expected Dice (with its interval) vs the true Dice where known; likely failures marked."""
+    fig = go.Figure()
+    known = ranking[ranking.dice.notna() & ranking.expected_dice.notna()]
+    lo, hi = 0.0, 1.0
+    if len(known):
+        lo = float(min(known.dice.min(), known.expected_low.min())) - 0.02
+        hi = min(1.0, float(max(known.dice.max(), known.expected_high.max())) + 0.02)
+    for flagged, colour, name in ((False, "#4d4d4d", "expected Dice"), (True, "#d6604d", "likely failure")):
+        part = known[known.likely_failure == flagged]
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=part.dice, y=part.expected_dice, mode="markers", name=name,
+            marker=dict(color=colour, size=9, symbol="x" if flagged else "circle"),
+            error_y=dict(type="data", symmetric=False, array=part.expected_high - part.expected_dice,
+                         arrayminus=part.expected_dice - part.expected_low, color=colour, thickness=1),
+            customdata=np.stack([part.case_id, part.dataset, part.expected_low.map(_fmt),
+                                 part.expected_high.map(_fmt)], axis=1),
+            hovertemplate="case <b>%{customdata[0]}</b> (%{customdata[1]})<br>true %{x:.3f} · expected %{y:.3f} "
+                          "[%{customdata[2]}, %{customdata[3]}]<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999", dash="dot"),
+                             hoverinfo="skip", name="expected = true"))
+    fig.update_xaxes(title_text=f"true {dice_label}", range=[lo, hi])
+    fig.update_yaxes(title_text=f"expected {dice_label} (no labels used)", range=[lo, hi])
+    return _base_layout(fig, title, provenance, 460)
+
+
+def reason_bars(reasons: pd.DataFrame, title: str, provenance: str) -> go.Figure:
+    """A case's top outlier cells: contribution to its anomaly (path-length units), largest first."""
+    labels = [f"{s} → {t}" for s, t in zip(reasons.source, reasons.target)]
+    fig = go.Figure(go.Bar(y=labels, x=reasons.contribution, orientation="h",
+                           marker=dict(color=np.where(reasons.contribution > 0, "#b2182b", "#2166ac")),
+                           hovertemplate="<b>%{y}</b><br>contribution %{x:.3f} (tree depths)<extra></extra>",
+                           showlegend=False))
+    fig.update_yaxes(autorange="reversed", title_text="cell e(b → a)")
+    fig.update_xaxes(title_text="contribution to the anomaly (shorter isolation path, tree depths)")
+    return _base_layout(fig, title, provenance, max(320, 80 + 28 * len(reasons)))
+
+
+def agreement_bars(agreement: pd.DataFrame, rois: dict[int, Roi], other_label: str, title: str,
+                   provenance: str) -> go.Figure:
+    """Mean Spearman rho of the two methods' class rows per class, with its bootstrap interval."""
+    names = ["all classes" if int(t) == -1 else rois[int(t)].name for t in agreement.target_id]
+    fig = go.Figure(go.Bar(
+        x=names, y=agreement.spearman_mean, marker=dict(color="#4393c3"),
+        error_y=dict(type="data", symmetric=False, array=agreement.spearman_high - agreement.spearman_mean,
+                     arrayminus=agreement.spearman_mean - agreement.spearman_low, color="#333"),
+        customdata=np.stack([agreement.spearman_median.map(_fmt), agreement.n_cases], axis=1),
+        hovertemplate="<b>%{x}</b><br>mean rho %{y:.3f} (median %{customdata[0]})<br>%{customdata[1]} cases"
+                      "<extra></extra>", name=f"vs {other_label}"))
+    fig.update_xaxes(tickangle=-45, title_text="target class a")
+    fig.update_yaxes(title_text="Spearman rho of the two runs' rows, mean over cases", range=[-1.05, 1.05])
+    return _base_layout(fig, title, provenance, 440)

@@ -32,6 +32,23 @@ target = ui.roi_picker("Class", classes, "target", default=classes[1] if len(cla
 kind = ui.kind_picker(ctx, container=controls[2])
 row = meta.loc[case]
 st.caption(f"Pathologies: {row.pathologies or 'none annotated'} · split: {row.split}")
+source = case_view.source_from_url(ctx)       # set by the Outliers page: the cell's source region
+if source is not None:                        # it belongs to the case and class it was opened on
+    if state.entering():
+        st.session_state["_source_anchor"] = f"{case}|{target.name}"
+    elif st.session_state.get("_source_anchor") != f"{case}|{target.name}":
+        state.set_url("source", None)
+        source = None
+expected = data.case_dice_estimates(ctx.ref, ctx.run_id, case)
+if len(expected):
+    shown = case_view.expected_dice_table(expected, ctx.rois)
+    mean = shown[shown["class"] == "mean over classes"]
+    flagged = shown[shown.likely_failure & (shown["class"] != "mean over classes")]
+    st.caption(f"Expected Dice without labels (80 % interval): mean {mean.expected.iloc[0]:.3f} "
+               f"[{mean.low.iloc[0]:.3f}, {mean.high.iloc[0]:.3f}]"
+               + (f" · likely failures: {', '.join(flagged['class'])}" if len(flagged) else " · no likely failure"))
+    with st.expander("Expected Dice per class"):
+        export.show_table(shown, [f"expected-dice-{case}", ctx.run_id], "case-expected")
 
 st.subheader("Slices")
 relative = artefacts.get(case)
@@ -87,6 +104,12 @@ else:
                                 label_opacity=opacity * 0.6, attr_opacity=opacity, hide_below_percentile=percentile,
                                 pred_outline="attribution" in show)
     start = case_view.start_voxel(artifact, channel)
+    if source is not None:
+        centre = case_view.region_voxel(artifact, ctx.channel_of(source) if source.is_class else None, source.name)
+        st.info(f"Opened on the cell {source.name} → {target.name}: the crosshair starts at the largest "
+                f"cross-sections of {source.name}" + ("" if centre else " (not in this case's artefact; at "
+                                                       f"{target.name} instead)") + ".", icon=":material/target:")
+        start = centre or start
     anchor = f"{case}|{target.name}"
     if st.session_state.get("_case_viewer_anchor") not in (None, anchor) and not state.entering():
         set_voxel(start)        # another case or class: back to its largest cross-sections

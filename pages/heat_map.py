@@ -27,10 +27,13 @@ if view == "map":
     figure = figures.matrix_heatmap(matrix.matrix, matrix.targets, matrix.sources, title, ctx.provenance(),
                                     value_label=MASS_KIND_TITLES[kind], log_scale=scale == "log",
                                     counts=matrix.counts, row_tree=matrix.row_tree, column_tree=matrix.column_tree)
+    intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, kind, matrix, len(ctx.cases))
+    figures.add_intervals(figure, intervals.low, intervals.high, "95 % CI")
     export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order), "heatmap")
+    st.caption(f"Hover a cell for its {intervals.how}.")
     with st.expander("Values as a table"):
-        export.show_table(matrix.long_table(MASS_KIND_TITLES[kind]), ctx.name_parts("global-matrix", kind),
-                          "heatmap-table")
+        export.show_table(compute.interval_table(matrix, intervals, MASS_KIND_TITLES[kind]),
+                          ctx.name_parts("global-matrix", kind), "heatmap-table")
     st.stop()
 
 attributes = analytics.comparison_attributes(ctx.cases)
@@ -85,7 +88,11 @@ figure = figures.difference_heatmap(result.difference, result.p_values, result.q
                                                    f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
                                                    f"(n={result.n_b}), {result.n_permutations} permutations"),
                                     adjusted=bool(fdr))
+if comparison.interval is not None:
+    figures.add_intervals(figure, comparison.interval.low, comparison.interval.high, "95 % CI of the difference")
 export.show_figure(figure, ctx.name_parts("difference-heatmap", kind, split.label_a, "vs", split.label_b), "diff")
+st.caption(f"Hover a cell for the 95 % bootstrap interval of its difference ({compute.COMPARISON_RESAMPLES} "
+           "resamples of each cohort's patients).")
 with st.expander("Cells with p-values", expanded=n_sig > 0):
     export.show_table(comparison.table(), ctx.name_parts("comparison", kind, split.label_a, "vs", split.label_b),
                       "diff-table")

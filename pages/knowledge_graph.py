@@ -9,12 +9,14 @@ ui.page_header("Knowledge graph", ctx, intro="Directed graph b → a of the top-
                "which is left out of the arrows. Colours: cardiovascular red, muscle yellow, bone blue, organ grey, "
                "pathology black.")
 
-controls = st.columns([3, 1])
+controls = st.columns([3, 2, 1])
 k = state.slider("Sources per target (k)", "k", 1, 8, 3, 1, integer=True, what="k", container=controls[0])
-background = state.toggle("Include background", "background", default=False, container=controls[1],
+min_mass = state.slider("Minimum mass of an edge", "min_mass", 0.0, 0.5, 0.0, 0.01, what="mass",
+                        container=controls[1], help="Edges lighter than this are left out (0: the top k only).")
+background = state.toggle("Include background", "background", default=False, container=controls[2],
                           help="The background RoI is a source of every class; leaving it out shows the anatomy.")
 nodes, self_mass, edges, positions = compute.graph_edges(ctx.ref, ctx.run_id, ctx.cohort, int(k),
-                                                         include_background=background)
+                                                         include_background=background, min_mass=float(min_mass))
 if edges.empty:
     st.info("No importance outside the targets themselves for this cohort.")
     st.stop()

@@ -1,7 +1,8 @@
 """Methods: evaluation of attribution methods (Table 1 of the paper) and MoRF/LeRF perturbation curves."""
 import streamlit as st
 
-from dashboard import analytics, causal_views, data, export, figures, ui
+from agg2exp_core.vocabulary import AVERAGE_TARGET
+from dashboard import analytics, causal_views, data, export, figures, state, ui
 from dashboard.filters import CohortFilter
 
 ctx = ui.context()
@@ -10,6 +11,39 @@ ui.page_header("Attribution methods", ctx, needs_cases=False, intro="Faithfulnes
                "perturbation curves: model output while the most (MoRF) or least (LeRF) relevant input is removed.")
 
 causal_views.components_section(ctx)  # which network blocks each class depends on (causal runs)
+
+labels = {r.run_id: analytics.method_label(r.method, r.params) for r in ctx.runs.itertuples()}
+st.subheader("Agreement between methods")
+agreement = data.method_agreement(ctx.ref, ctx.run_id)
+if agreement.empty:
+    st.caption(f"No other run of this store explains the same cases as {ctx.run_id}, or their agreement was not "
+               "computed (`python -m agg2exp_core analyze` does it for every pair of runs over the same cases).")
+else:
+    others = sorted(agreement.other_run_id.unique())
+    other = state.selectbox("Compared with", others, "agree_with", what="run",
+                            format_func=lambda r: f"{labels.get(r, r)} · {r}")
+    rows = agreement[agreement.other_run_id == other]
+    pooled = rows[rows.target_id == AVERAGE_TARGET]
+    st.caption(f"Per class, the Spearman rank correlation of the two runs' rows e(· → a) on the same case, mean "
+               f"over {int(rows.n_cases.max())} common cases with its 95 % bootstrap interval; all classes: "
+               f"{pooled.spearman_mean.iloc[0]:.3f}." if len(pooled) else "")
+    pair = f"{labels.get(ctx.run_id, ctx.run_id)} vs {labels.get(other, other)}"
+    export.show_figure(figures.agreement_bars(rows, ctx.rois, labels.get(other, other), f"Method agreement · {pair}",
+                                              ctx.provenance(int(rows.n_cases.max()), f"vs run {other}")),
+                       ctx.name_parts("method-agreement", other), "agreement")
+    named = rows.assign(**{"class": rows.target_id.map(lambda t: analytics.roi_name(ctx.rois, t))})
+    export.show_table(named[["class", "spearman_mean", "spearman_low", "spearman_high", "spearman_median",
+                             "n_cases"]], ctx.name_parts("method-agreement-table", other), "agreement-table")
+    cells = data.method_disagreement(ctx.ref, ctx.run_id, other, 15)
+    if len(cells):
+        st.caption("The cells where they disagree most: mean absolute difference of the two runs' masses on the "
+                   "same case.")
+        cells = cells.assign(target=cells.target_id.map(lambda t: analytics.roi_name(ctx.rois, t)),
+                             source=cells.source_id.map(lambda t: analytics.roi_name(ctx.rois, t)))
+        export.show_table(cells[["target", "source", "mean_run", "mean_other", "difference", "mean_abs_difference"]]
+                          .rename(columns={"mean_run": f"mean {ctx.method}", "mean_other": "mean other"}),
+                          ctx.name_parts("method-disagreement", other), "disagreement")
+
 evaluated = tuple(data.evaluated_runs(ctx.ref))
 if not evaluated:
     st.info("No attribution-method evaluation in this store yet. Compute it with "
@@ -28,7 +62,6 @@ if summary.empty and curves.empty:
             "sidebar, or press **Reset filter**.", icon=":material/filter_alt_off:")
     st.stop()
 
-labels = {r.run_id: analytics.method_label(r.method, r.params) for r in ctx.runs.itertuples()}
 st.subheader("Benchmark of attribution methods")
 if summary.empty:
     st.info("No metric values for the evaluated cases of this cohort (only perturbation curves).")

@@ -166,6 +166,21 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         assert call(data.causal_target_values, value, filters.CohortFilter(), 1).empty
         assert call(data.component_effects, run_id, filters.CohortFilter(), value).empty
         assert call(data.causal_case, run_id, value).empty and call(data.relevance_masks, value, real_case).empty
+        # the analyses' tables (drift, expected Dice, outlier reasons, intervals, agreement, paper parity)
+        for fn in (data.drift_tests, data.dice_estimate_quality, data.method_agreement, data.paper_parity):
+            assert call(fn, value).empty
+        assert call(data.analysis_settings, value) == {}
+        assert call(data.drift_cells, run_id, value).empty and call(data.drift_cells, value, "default").empty
+        assert call(data.drift_cases, value, filters.CohortFilter(), -1).empty
+        assert call(data.dice_estimates, value, -1).empty and call(data.case_dice_estimates, run_id, value).empty
+        for target in (-1, 1):
+            assert call(data.outlier_reasons, run_id, value, target).empty
+        assert call(data.stored_intervals, run_id, value, "abs").empty
+        assert call(data.stored_intervals, run_id, "*", value).empty
+        assert call(data.method_disagreement, run_id, value).empty
+        assert call(data.global_matrix_spread, value, filters.CohortFilter()).empty
+        assert data.has_table(ref, value) is False
+        covered.add("has_table")
     for cohort in hostile_filters():
         assert call(data.cohort_cases, run_id, cohort).empty
         assert call(data.global_matrix, run_id, cohort).empty

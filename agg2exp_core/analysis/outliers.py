@@ -4,11 +4,14 @@ One scikit-learn Isolation Forest per target class is fitted on the reference ca
 rows ``E_x[a, :]`` (masses of class a's attribution in every predicted class region) and
 scores every case. Score sign: **higher = more anomalous** (``-score_samples``).
 Then: Spearman anomaly vs Dice per class and averaged, and inliers vs outliers by sex
-(Fisher exact) and age (Mann-Whitney U).
+(Fisher exact) and age (Mann-Whitney U). The settings of an analysis are stored with it
+(``analysis_settings``), so later analyses (outlier reasons, expected Dice) rebuild the
+same forests. ``analysis.paper`` runs the paper's own settings.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +25,35 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import AVERAGE_TARGET as AVERAGE
 
 
+SCORE_CONVENTION = "higher = more anomalous (score = -IsolationForest.score_samples)"
+
+
 @dataclass
 class AnalysisConfig:
     fit_dataset: str | None = None     # None: any dataset
     fit_split: str | None = "train"    # None: any split
-    contamination: float = 0.1
+    contamination: float | str = 0.1   # or "auto" (scikit-learn's offset: outlier where score > 0.5)
     n_estimators: int = 200
     random_state: int = 0
+    absent: str = "zero"               # a class absent from a case: "zero" row, or "drop" (no score)
+
+    def __post_init__(self):
+        if self.absent not in ("zero", "drop"):
+            raise InputError("absent", f"must be 'zero' or 'drop', got {self.absent!r}")
+        if self.contamination != "auto" and not 0 < float(self.contamination) <= 0.5:
+            raise InputError("--contamination", "must lie in (0, 0.5] or be 'auto'")
+
+    def settings(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "AnalysisConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names})
 
 
-def class_features(con, run_id: str) -> tuple[list[str], list[int], np.ndarray]:
-    """(case ids, target ids, features ``[cases, targets, class sources]``) of a run.
+def class_features(con, run_id: str) -> tuple[list[str], list[int], list[int], np.ndarray]:
+    """(case ids, target ids, class source ids, features ``[cases, targets, class sources]``) of a run.
 
     Features are the masses in the model's own predicted class regions only: extra RoIs
     (pathology annotations) would leak what the analysis is meant to discover.
@@ -40,7 +61,7 @@ def class_features(con, run_id: str) -> tuple[list[str], list[int], np.ndarray]:
     class_ids = store.class_roi_ids(con)
     cases, targets, sources, cube = store.local_matrices(con, run_id, "abs")
     keep = [i for i, s in enumerate(sources) if s in class_ids]
-    return cases, targets, cube[:, :, keep]
+    return cases, targets, [sources[i] for i in keep], cube[:, :, keep]
 
 
 def fit_mask(meta: pd.DataFrame, config: AnalysisConfig) -> np.ndarray:
@@ -52,16 +73,36 @@ def fit_mask(meta: pd.DataFrame, config: AnalysisConfig) -> np.ndarray:
     return mask
 
 
+def forest_inputs(features: np.ndarray, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit and score, which cases have a row) of one class ``[cases, sources]``.
+
+    A class absent from a case's prediction has no attribution (NaN row): scored as all-zero
+    masses ("zero", far from any normal row) or left out ("drop", as the paper does).
+    """
+    if config.absent == "drop":
+        present = np.isfinite(features).all(axis=1)
+        return np.nan_to_num(features, nan=0.0), present
+    return np.nan_to_num(features, nan=0.0), np.ones(len(features), dtype=bool)
+
+
+def fit_forest(x: np.ndarray, config: AnalysisConfig) -> IsolationForest:
+    return IsolationForest(n_estimators=config.n_estimators, contamination=config.contamination,
+                           random_state=config.random_state).fit(x)
+
+
 def isolation_scores(features: np.ndarray, fit: np.ndarray, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores (higher = more anomalous) and outlier flags for one class ``[cases, sources]``.
 
-    A class absent from a case's prediction has no attribution (NaN row); it is scored as
-    all-zero masses, which lies far from any normal row.
+    Cases without a row (``absent="drop"``) get a NaN score and no outlier flag.
     """
-    x = np.nan_to_num(features, nan=0.0)
-    forest = IsolationForest(n_estimators=config.n_estimators, contamination=config.contamination,
-                             random_state=config.random_state).fit(x[fit])
-    return -forest.score_samples(x), forest.predict(x) == -1
+    x, present = forest_inputs(features, config)
+    score, outlier = np.full(len(x), np.nan), np.zeros(len(x), dtype=bool)
+    if (fit & present).sum() < 2:
+        return score, outlier
+    forest = fit_forest(x[fit & present], config)
+    score[present] = -forest.score_samples(x[present])
+    outlier[present] = forest.predict(x[present]) == -1
+    return score, outlier
 
 
 def anomaly_table(case_ids, targets, features, fit, config) -> pd.DataFrame:
@@ -69,9 +110,11 @@ def anomaly_table(case_ids, targets, features, fit, config) -> pd.DataFrame:
     for t_index, target in enumerate(targets):
         score, outlier = isolation_scores(features[:, t_index, :], fit, config)
         frames.append(pd.DataFrame({"case_id": case_ids, "target_id": target, "score": score, "is_outlier": outlier}))
-    per_class = pd.concat(frames, ignore_index=True)
+    per_class = pd.concat(frames, ignore_index=True).dropna(subset=["score"])
     mean = per_class.groupby("case_id", sort=False)["score"].mean()
-    threshold = np.quantile(mean[np.asarray(case_ids)[fit]], 1 - config.contamination)
+    fitted = mean[mean.index.isin(np.asarray(case_ids)[fit])]
+    # "auto": scikit-learn's own offset, outlier where -score_samples > 0.5; else the fit cases' quantile
+    threshold = 0.5 if config.contamination == "auto" else np.quantile(fitted, 1 - float(config.contamination))
     average = pd.DataFrame({"case_id": mean.index, "target_id": AVERAGE, "score": mean.to_numpy(),
                             "is_outlier": mean.to_numpy() > threshold})
     return pd.concat([per_class, average], ignore_index=True)
@@ -119,34 +162,84 @@ def group_tests(anomaly: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 
 def analyze(db: str | Path, run_id: str | None = None, config: AnalysisConfig = AnalysisConfig()) -> dict:
     """Fit the forests, score every case of a run, and write anomaly / statistics tables."""
+    with store.open_writer(existing_store(db)) as con:
+        result = compute(con, resolve_run(con, db, run_id), config)
+        write(con, result, config)
+    return result
+
+
+def existing_store(db: str | Path) -> Path:
     if not Path(db).is_file():
         raise InputError(db, "store not found")
-    with store.open_writer(db) as con:
-        run_id = run_id or store.latest_run_id(con)
-        if run_id is None:
-            raise InputError(db, "the store has no runs; run precompute first")
-        if not store.run_exists(con, run_id):
-            raise InputError(db, f"no run '{run_id}' in the store")
-        case_ids, targets, features = class_features(con, run_id)
-        if not case_ids:
-            raise InputError(db, f"run '{run_id}' has no local importance rows")
-        meta = store.case_metadata(con, case_ids)
-        fit = fit_mask(meta, config)
-        fallback = fit.sum() < 2
-        if fallback:  # e.g. an imported test-only cohort: the cohort is its own reference
-            fit = np.ones(len(case_ids), dtype=bool)
-        anomaly = anomaly_table(case_ids, targets, features, fit, config)
-        dice = store.dice_of_model(con, store.run_model(con, run_id))
-        evaluated = set(np.asarray(case_ids)[~fit]) if not fallback else set(case_ids)
-        spearman = spearman_table(anomaly, dice, evaluated)
-        tests = group_tests(anomaly, meta)
-        frames = {table: frame.copy() for table, frame in
-                  (("anomaly", anomaly), ("anomaly_dice", spearman), ("outlier_tests", tests))}
-        for frame in frames.values():
-            frame.insert(0, "run_id", run_id)
-        store.replace_analysis(con, run_id, frames)  # one transaction: all three tables or none
-    return {"run_id": run_id, "n_cases": len(case_ids), "n_fit": int(fit.sum()), "fit_fallback": fallback,
-            "anomaly": anomaly, "spearman": spearman, "tests": tests}
+    return Path(db)
+
+
+def resolve_run(con, db, run_id: str | None) -> str:
+    """The given run (checked) or the newest one."""
+    run_id = run_id or store.latest_run_id(con)
+    if run_id is None:
+        raise InputError(db, "the store has no runs; run precompute first")
+    if not store.run_exists(con, run_id):
+        raise InputError(db, f"no run '{run_id}' in the store")
+    return run_id
+
+
+@dataclass(frozen=True)
+class FitCases:
+    """The inputs of a run's forests: features ``[cases, targets, class sources]`` and the fit cases."""
+
+    case_ids: list[str]
+    targets: list[int]
+    sources: list[int]
+    features: np.ndarray
+    meta: pd.DataFrame
+    fit: np.ndarray
+    fallback: bool
+
+
+def fit_cases(con, run_id: str, config: AnalysisConfig) -> FitCases:
+    """A run's forest inputs; without two reference cases the whole cohort is its own reference."""
+    case_ids, targets, sources, features = class_features(con, run_id)
+    if not case_ids:
+        raise InputError(run_id, "the run has no local importance rows")
+    meta = store.case_metadata(con, case_ids)
+    fit = fit_mask(meta, config)
+    fallback = fit.sum() < 2
+    if fallback:  # e.g. an imported test-only cohort: the cohort is its own reference
+        fit = np.ones(len(case_ids), dtype=bool)
+    return FitCases(case_ids, targets, sources, features, meta, fit, bool(fallback))
+
+
+def compute(con, run_id: str, config: AnalysisConfig) -> dict:
+    """Anomaly scores and their statistics of a run (nothing written)."""
+    inputs = fit_cases(con, run_id, config)
+    anomaly = anomaly_table(inputs.case_ids, inputs.targets, inputs.features, inputs.fit, config)
+    dice = store.dice_of_model(con, store.run_model(con, run_id))
+    evaluated = set(np.asarray(inputs.case_ids)[~inputs.fit]) if not inputs.fallback else set(inputs.case_ids)
+    return {"run_id": run_id, "n_cases": len(inputs.case_ids), "n_fit": int(inputs.fit.sum()),
+            "fit_fallback": inputs.fallback, "anomaly": anomaly, "spearman": spearman_table(anomaly, dice, evaluated),
+            "tests": group_tests(anomaly, inputs.meta), "meta": inputs.meta}
+
+
+def write(con, result: dict, config: AnalysisConfig, extra: dict[str, pd.DataFrame] | None = None) -> None:
+    """The analysis tables of ``compute`` (and ``extra`` ones) and its settings, in one transaction."""
+    run_id = result["run_id"]
+    frames = {table: result[key].copy() for table, key in
+              (("anomaly", "anomaly"), ("anomaly_dice", "spearman"), ("outlier_tests", "tests"))}
+    for table, frame in (extra or {}).items():
+        frames[table] = frame.copy()
+    for frame in frames.values():
+        frame.insert(0, "run_id", run_id)
+    frames["analysis_settings"] = pd.DataFrame({
+        "run_id": [run_id], "settings": [json.dumps({**config.settings(), "fit_fallback": result["fit_fallback"]})],
+        "score_convention": [SCORE_CONVENTION], "created_at": [pd.Timestamp.now("UTC").tz_localize(None)]})
+    store.replace_analysis(con, run_id, frames)  # one transaction: all tables or none
+
+
+def stored_config(con, run_id: str) -> AnalysisConfig:
+    """The settings the run's anomaly scores were computed with (defaults for older stores)."""
+    settings = store.analysis_settings(con, run_id)
+    return AnalysisConfig.from_settings(settings) if settings else AnalysisConfig()
 
 
 def pathology_auroc(con, run_id: str, target_ids: list[int], dataset: str | None = None) -> float:

@@ -2,7 +2,8 @@
 
 The paper's repository publishes, per patient, the mass fractions
 ``{a}_explanation_in_{b}_mass`` and Dice ``{a}_dice`` of its SwinUNETR on the
-TotalSegmentator v2 test set. They become a dataset and a SmoothGrad run of their own,
+TotalSegmentator v2 test set, and the mean absolute attribution per voxel of each region
+``{a}_explanation_in_{b}_mean`` (stored beside the masses, in ``region_attribution``). They become a dataset and a SmoothGrad run of their own,
 so the dashboard shows real results next to the demo.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.labels import NAME_ALIASES, roi_specs
 
 MASS_COLUMN = re.compile(r"^(?P<a>.+)_explanation_in_(?P<b>.+)_mass$")
+MEAN_COLUMN = "{a}_explanation_in_{b}_mean"     # mean |attribution| of class a per voxel of region b
 ROW_SUM_TOLERANCE = 1e-3
 PUBLISHED_PARAMS = {"n_samples": 20, "sigma": 0.1, "aggregation": "sum",
                     "network": "SwinUNETR", "spacing_mm": 1.5,
@@ -90,6 +92,33 @@ def mass_cube(csv_path: Path, frame: pd.DataFrame, names: list[str]) -> np.ndarr
     return values.reshape(len(frame), len(names), len(names))
 
 
+def mean_cube(csv_path: Path, frame: pd.DataFrame, names: list[str]) -> np.ndarray | None:
+    """The per-region mean attributions ``[patients, a, b]`` (None when the file has none of them)."""
+    columns = [MEAN_COLUMN.format(a=a, b=b) for a in names for b in names]
+    present = [c in frame.columns for c in columns]
+    if not any(present):
+        return None
+    if not all(present):
+        raise InputError(csv_path, f"missing column '{columns[present.index(False)]}' "
+                                   f"({present.count(False)} mean-attribution columns missing)")
+    try:
+        values = frame[columns].apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError) as err:
+        raise InputError(csv_path, f"non-numeric mean attribution ({err})") from None
+    if (values < 0).any():
+        raise InputError(csv_path, "negative mean attribution (the published means are of |attribution|)")
+    return values.reshape(len(frame), len(names), len(names))
+
+
+def region_rows(run_id: str, case_ids, ids: list[int], means: np.ndarray | None) -> list[list]:
+    """Long rows of ``region_attribution`` (NaN means, e.g. of an empty region, are left out)."""
+    if means is None:
+        return []
+    return [[run_id, case_id, int(a), int(b), float(means[i, j, k])]
+            for i, case_id in enumerate(case_ids) for j, a in enumerate(ids) for k, b in enumerate(ids)
+            if np.isfinite(means[i, j, k])]
+
+
 def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str | Path | None = None,
                        dataset: str = "tsv2", data_dir: str | Path | None = None) -> str:
     """Import a published aggregate CSV into the store; return the run id.
@@ -108,6 +137,7 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
         copy_with_licence(csv_path, Path(data_dir) / csv_path.parent.name)
     run_id = store.run_id_for("smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, cohort=dataset)
     masses = mass_cube(csv_path, frame, names)
+    means = mean_cube(csv_path, frame, names)
     with store.open_writer(db_path) as con:
         roi_ids = store.upsert_rois(con, roi_specs(canonical))
         ids = [roi_ids[n] for n in canonical]
@@ -117,7 +147,8 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
             rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty)
         store.ensure_run(con, run_id, "smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, canonical,
                          source="import", description=f"Published Agg2Exp SmoothGrad aggregates ({csv_path.name})")
-        store.write_imported_run(con, run_id, cases, rows, dice_rows(frame, names, ids))
+        store.write_imported_run(con, run_id, cases, rows, dice_rows(frame, names, ids),
+                                 region_rows(run_id, cases.case_id, ids, means))
     return run_id
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agg2exp_core import store
-from agg2exp_core.aggregate import local_matrices
+from agg2exp_core.aggregate import local_matrices, region_mean_attribution
 from agg2exp_core.attribution.registry import check_params, explain, get_method
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.images import Case, load_case, save_nifti
@@ -100,13 +100,15 @@ class CaseResult:
     failure: tuple[str, str] | None = None  # (stage, message)
     artifact_path: Path | None = None
     extras: causal_stage.CaseExtras | None = None  # causal matrices, component effects, relevance masks
+    region_means: np.ndarray | None = None  # [explained classes, n_classes]: mean |attribution| per region voxel
 
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
                  donors: causal_stage.CohortDonors | None = None, out: Path | None = None):
-    """(matrices, Dice, slice artefact, attributions, causal extras): prediction, Dice,
-    attributions of every class and their RoI-importance matrices.
+    """(matrices, Dice, slice artefact, attributions, causal extras, region means): prediction,
+    Dice, attributions of every class, their RoI-importance matrices and mean |attribution| per
+    region voxel.
 
     ``out``: a .npy path where gradient methods stream the attributions (memory-mapped;
     without it they do so by themselves above ``attribution.sinks.STREAM_ABOVE_BYTES``).
@@ -127,10 +129,12 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
     # one class row at a time, so that aggregation's float64 copies are [1,*S], not [k,*S]
     rows = [local_matrices(attributions[j:j + 1], pred, model.n_classes, case.rois) for j in range(len(classes))]
     matrices = {kind: np.concatenate([r[kind] for r in rows]) for kind in rows[0]}
+    region_means = np.concatenate([region_mean_attribution(attributions[j:j + 1], pred, model.n_classes)
+                                   for j in range(len(classes))])
     artifact = slice_artifact(case, pred.numpy(), attributions, classes, model.preprocessing)
     if case_extras is not None:
         artifact.update(case_extras.artifact())
-    return matrices, dice, artifact, attributions, case_extras
+    return matrices, dice, artifact, attributions, case_extras, region_means
 
 
 def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
@@ -140,8 +144,8 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
         case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
         inputs = input_fingerprint(job.row)
         stage = "explain"
-        matrices, dice, artifact, attributions, extras = process_case(model, case, job.method, job.params,
-                                                                      job.classes, job.extras, job.donors, job.scratch)
+        matrices, dice, artifact, attributions, extras, region_means = process_case(
+            model, case, job.method, job.params, job.classes, job.extras, job.donors, job.scratch)
         attributions = np.array(attributions) if job.keep_attributions else None  # off the scratch file
     except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
         return CaseResult(job.case_id, failure=(stage, str(err)))
@@ -150,7 +154,7 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
             job.scratch.unlink(missing_ok=True)
     return CaseResult(job.case_id, matrices, dice, artifact, attributions,
                       case.affine, list(case.rois), case_record(job.row, case), inputs, time.time() - started,
-                      extras=extras)
+                      extras=extras, region_means=region_means)
 
 
 @dataclass(frozen=True)
@@ -381,11 +385,20 @@ class _CaseWriter:
         return store.importance_rows(self.run_id, result.case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
 
     def _result_rows(self, result: CaseResult) -> dict[str, list[list]]:
-        """Rows of the causal tables (causal_effect, component_effect, relevance_mask), if any."""
-        if result.extras is None:
-            return {}
+        """Rows of the per-case result tables: region means, and the causal tables if any."""
         class_roi_ids = [self.roi_ids[n] for n in self.model.label_names]
-        return result.extras.rows(self.run_id, result.case_id, self.classes, class_roi_ids)
+        rows = {"region_attribution": self._region_rows(result, class_roi_ids)}
+        if result.extras is not None:
+            rows.update(result.extras.rows(self.run_id, result.case_id, self.classes, class_roi_ids))
+        return rows
+
+    def _region_rows(self, result: CaseResult, class_roi_ids: list[int]) -> list[list]:
+        """Mean |attribution| of each explained class per voxel of each predicted class region."""
+        if result.region_means is None:
+            return []
+        return [[self.run_id, result.case_id, class_roi_ids[c], class_roi_ids[b], float(v)]
+                for row, c in enumerate(self.classes) for b, v in enumerate(result.region_means[row])
+                if np.isfinite(v)]
 
     def _dice_rows(self, result: CaseResult) -> list[list]:
         if result.dice is None:

@@ -1,6 +1,8 @@
 """Reads of the store by the core (the dashboard has its own, read-only, in ``dashboard/data.py``)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import duckdb
@@ -8,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from agg2exp_core.vocabulary import MASS_KINDS
+
 
 def done_cases(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
     return {r[0] for r in con.execute("SELECT case_id FROM case_status WHERE run_id = ?", [run_id]).fetchall()}
@@ -76,3 +79,46 @@ def mean_anomaly_by_case(con: duckdb.DuckDBPyConnection, run_id: str, target_ids
 
 def has_method_evaluation(con: duckdb.DuckDBPyConnection) -> bool:
     return con.execute("SELECT count(*) FROM method_eval").fetchone()[0] > 0
+
+
+# --- reads of the analyses beyond the paper (agg2exp_core.analysis: drift, quality, reasons, ...) ----------
+
+def anomaly_scores(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """``case_id, target_id, score, is_outlier`` of a run (target -1: averaged over classes)."""
+    return con.execute("SELECT case_id, target_id, score, is_outlier FROM anomaly WHERE run_id = ? "
+                       "ORDER BY case_id, target_id", [run_id]).df()
+
+
+def artifact_paths(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, str]:
+    """case_id -> slice artefact path (relative to the store's folder) of a run."""
+    return dict(con.execute("SELECT case_id, path FROM artifacts WHERE run_id = ?", [run_id]).fetchall())
+
+
+def store_folder(con: duckdb.DuckDBPyConnection) -> str:
+    """Folder of the open store file (the base of artefact paths)."""
+    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    return str(Path(path).resolve().parent)
+
+
+def matrix_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Runs with importance matrices: ``run_id, method, model_sha256, source, n_cases``."""
+    return con.execute(
+        "SELECT r.run_id, r.method, r.model_sha256, r.source, li.n_cases FROM runs r JOIN "
+        "(SELECT run_id, count(DISTINCT case_id) AS n_cases FROM local_importance GROUP BY run_id) li USING (run_id) "
+        "ORDER BY r.created_at, r.run_id").df()
+
+
+def roi_names(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    return dict(con.execute("SELECT roi_id, name FROM rois ORDER BY roi_id").fetchall())
+
+
+def run_label_names(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """The run's class names in model channel order."""
+    row = con.execute("SELECT CAST(label_names AS VARCHAR) FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    return list(json.loads(row[0])) if row and row[0] else []
+
+
+def analysis_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """The settings a run's outlier analysis was computed with ({} before one ran, or in older stores)."""
+    row = con.execute("SELECT CAST(settings AS VARCHAR) FROM analysis_settings WHERE run_id = ?", [run_id]).fetchone()
+    return json.loads(row[0]) if row and row[0] else {}

@@ -69,6 +69,53 @@ CREATE TABLE IF NOT EXISTS relevance_mask(
     run_id VARCHAR, case_id VARCHAR, target_id INTEGER, share DOUBLE, n_units INTEGER, n_voxels INTEGER,
     dice_keep DOUBLE, dice_remove DOUBLE,
     PRIMARY KEY(run_id, case_id, target_id));
+-- Analyses beyond the paper (agg2exp_core.analysis: drift, quality, reasons, uncertainty, agreement, paper).
+CREATE TABLE IF NOT EXISTS drift(
+    run_id VARCHAR, dataset VARCHAR, target_id INTEGER, statistic DOUBLE, p_value DOUBLE, q_value DOUBLE,
+    n_ref INTEGER, n_new INTEGER, reference VARCHAR, n_permutations INTEGER,
+    PRIMARY KEY(run_id, dataset, target_id));
+CREATE TABLE IF NOT EXISTS drift_cells(
+    run_id VARCHAR, dataset VARCHAR, target_id INTEGER, source_id INTEGER, mean_ref DOUBLE, mean_new DOUBLE,
+    difference DOUBLE, effect_size DOUBLE, p_value DOUBLE, q_value DOUBLE,
+    PRIMARY KEY(run_id, dataset, target_id, source_id));
+CREATE TABLE IF NOT EXISTS drift_cases(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, score DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id));
+CREATE TABLE IF NOT EXISTS dice_estimate(
+    run_id VARCHAR, case_id VARCHAR, class_id INTEGER, estimate DOUBLE, low DOUBLE, high DOUBLE,
+    level DOUBLE, likely_failure BOOLEAN, failure_below DOUBLE, fitted BOOLEAN,
+    PRIMARY KEY(run_id, case_id, class_id));
+CREATE TABLE IF NOT EXISTS dice_estimate_quality(
+    run_id VARCHAR, scope VARCHAR, metric VARCHAR, value DOUBLE, n INTEGER,
+    PRIMARY KEY(run_id, scope, metric));
+CREATE TABLE IF NOT EXISTS outlier_reasons(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER, contribution DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id, source_id));
+CREATE TABLE IF NOT EXISTS bootstrap_ci(
+    run_id VARCHAR, cohort VARCHAR, kind VARCHAR, target_id INTEGER, source_id INTEGER,
+    estimate DOUBLE, low DOUBLE, high DOUBLE, n INTEGER, n_boot INTEGER, level DOUBLE,
+    PRIMARY KEY(run_id, cohort, kind, target_id, source_id));
+CREATE TABLE IF NOT EXISTS sampling_noise(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER, kind VARCHAR,
+    se DOUBLE, low DOUBLE, high DOUBLE, n_samples INTEGER,
+    PRIMARY KEY(run_id, case_id, target_id, source_id, kind));
+CREATE TABLE IF NOT EXISTS method_agreement(
+    run_id VARCHAR, other_run_id VARCHAR, target_id INTEGER, spearman_mean DOUBLE, spearman_low DOUBLE,
+    spearman_high DOUBLE, spearman_median DOUBLE, n_cases INTEGER,
+    PRIMARY KEY(run_id, other_run_id, target_id));
+CREATE TABLE IF NOT EXISTS method_disagreement(
+    run_id VARCHAR, other_run_id VARCHAR, target_id INTEGER, source_id INTEGER, mean_run DOUBLE,
+    mean_other DOUBLE, difference DOUBLE, mean_abs_difference DOUBLE,
+    PRIMARY KEY(run_id, other_run_id, target_id, source_id));
+CREATE TABLE IF NOT EXISTS region_attribution(
+    run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER, mean_attribution DOUBLE,
+    PRIMARY KEY(run_id, case_id, target_id, source_id));
+CREATE TABLE IF NOT EXISTS paper_parity(
+    run_id VARCHAR, target_id INTEGER, label VARCHAR, spearman_rho DOUBLE, p_value DOUBLE,
+    paper_rho DOUBLE, paper_p_value DOUBLE, n INTEGER,
+    PRIMARY KEY(run_id, target_id));
+CREATE TABLE IF NOT EXISTS analysis_settings(
+    run_id VARCHAR PRIMARY KEY, settings JSON, score_convention VARCHAR, created_at TIMESTAMP);
 """
 
 
@@ -76,13 +123,20 @@ CREATE TABLE IF NOT EXISTS relevance_mask(
 # case_started: cases being computed in the writer's own process (cleared when written),
 # so a case during which the process died is known on the rerun (store/attempts.py).
 # anomaly.target_id / anomaly_dice.target_id: AVERAGE_TARGET (-1) stands for "averaged over classes".
-ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve")
-# Per-case results of causal runs (written with the case, in its transaction), by column count:
+ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve",
+                   "drift", "drift_cells", "drift_cases", "dice_estimate", "dice_estimate_quality",
+                   "outlier_reasons", "bootstrap_ci", "sampling_noise", "method_agreement", "method_disagreement",
+                   "paper_parity", "analysis_settings")
+# drift_cases.target_id, dice_estimate.class_id, bootstrap_ci.target_id, method_agreement.target_id:
+# AVERAGE_TARGET (-1) also stands for "over all classes" there. outlier_tests.target_id UNION_TARGET (-2):
+# outliers for any class (the paper's sex/age tests). bootstrap_ci.cohort: ALL_CASES or a dataset name.
+# Per-case results (written with the case, in its transaction), by column count:
 # causal_effect: signed ATE of replacing source RoI b on target class a, its standard error and the
 # donors behind it; component_effect: the same for ablating a network component (``position``:
 # order in the network); relevance_mask: the supervoxel relevance mask of a class and its
-# faithfulness (Dice of the prediction keeping only / removing the mask).
-CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask": 8}
+# faithfulness (Dice of the prediction keeping only / removing the mask); region_attribution: mean
+# |attribution| of class a per voxel of region b (the paper's ``_mean`` columns).
+CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask": 8, "region_attribution": 5}
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:

@@ -198,15 +198,22 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
             con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         for table, table_rows in results.items():
             con.execute(f"DELETE FROM {table} WHERE run_id = ? AND case_id = ?", [run_id, case_id])
-            if table_rows:
-                marks = ", ".join("?" * CASE_RESULT_TABLES[table])
-                con.executemany(f"INSERT INTO {table} VALUES ({marks})", [list(r) for r in table_rows])
+            _insert_rows(con, table, table_rows)
         if dice_rows:
             con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", list(dice_rows))
         if artifact_path is not None:
             con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", [run_id, case_id, artifact_path])
         con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
         con.execute("INSERT OR REPLACE INTO case_status VALUES (?, ?, ?, ?)", [run_id, case_id, seconds, _now()])
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence]) -> None:
+    """Insert long rows as one frame (``executemany`` takes seconds for thousands of rows)."""
+    if len(rows):
+        columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+        con.register("_rows", pd.DataFrame(list(rows), columns=columns))
+        con.execute(f"INSERT INTO {table} SELECT * FROM _rows")
+        con.unregister("_rows")
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, stage: str, message: str) -> None:
@@ -269,7 +276,7 @@ def write_method_eval(con: duckdb.DuckDBPyConnection, run_ids: dict[str, str], c
 
 
 def write_imported_run(con: duckdb.DuckDBPyConnection, run_id: str, cases: pd.DataFrame,
-                       importance: list[list], dice_rows: list[list]) -> None:
+                       importance: list[list], dice_rows: list[list], region_rows: list[list] = ()) -> None:
     """Replace an imported run's cases, matrices and Dice in one transaction (the run row exists).
 
     Cases the store already knows (from another run) keep their metadata; only the sex and
@@ -283,10 +290,11 @@ def write_imported_run(con: duckdb.DuckDBPyConnection, run_id: str, cases: pd.Da
         if len(given):
             con.executemany("UPDATE cases SET sex = coalesce(?, sex), age = coalesce(?, age) WHERE case_id = ?",
                             [[sex, age, case_id] for case_id, sex, age in given.values.tolist()])
-        for table in ("local_importance", "case_status"):  # a smaller re-import leaves no ghosts
+        for table in ("local_importance", "case_status", "region_attribution"):  # a smaller re-import leaves no ghosts
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         if importance:
             con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", importance)
+        _insert_rows(con, "region_attribution", region_rows)
         if dice_rows:
             con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice_rows)
         con.executemany("INSERT OR REPLACE INTO case_status VALUES (?, ?, 0, ?)",
