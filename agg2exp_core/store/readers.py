@@ -76,3 +76,18 @@ def mean_anomaly_by_case(con: duckdb.DuckDBPyConnection, run_id: str, target_ids
 
 def has_method_evaluation(con: duckdb.DuckDBPyConnection) -> bool:
     return con.execute("SELECT count(*) FROM method_eval").fetchone()[0] > 0
+
+
+def build_status(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The steps of the store's build in order (empty for a store not built step by step, or an older one)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'build_status' "
+                       "AND database_name = current_database()").fetchone()[0]:
+        return pd.DataFrame(columns=["step", "position", "title", "state", "done", "total", "unit", "remaining_s",
+                                     "run_id", "started_at", "updated_at"])
+    return con.execute("SELECT * FROM build_status ORDER BY position, step").df()
+
+
+def build_complete(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store has a build plan and every step of it is done."""
+    steps = build_status(con)
+    return bool(len(steps)) and bool((steps.state == "done").all())
