@@ -180,13 +180,15 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                params: dict | None = None, classes: Sequence[int] | None = None, device: str = "auto",
                data_dir: str | Path | None = None, nifti_dir: str | Path | None = None,
                progress: bool = True, case_ids: Sequence[str] | None = None, executor: Executor | None = None,
-               shared_files: bool = False, retry_crashed: bool = False) -> PrecomputeSummary:
+               shared_files: bool = False, retry_crashed: bool = False,
+               build_step: str | None = None) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
     ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). ``executor``: where cases
     are computed (default: this process). ``shared_files``: workers write the artefacts
     themselves (``data_dir`` is shared storage, at the same path on every node).
-    ``retry_crashed``: compute again the cases during which a previous run died. All bad
+    ``retry_crashed``: compute again the cases during which a previous run died.
+    ``build_step``: record the run's progress as that step of the store's ``build_status``. All bad
     input (method, parameters, classes, case ids, manifest, model) is an ``InputError``
     before anything is written.
     """
@@ -224,7 +226,9 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                 for row in todo]
         compute = functools.partial(compute_and_save, files) if shared_files else compute_case
         writer = _CaseWriter(con, db, files, summary, model, classes, roi_ids, executor)
-        bar = CaseProgress(len(jobs), f"precompute {method}", progress, executor)
+        report = (store.build_step_reporter(con, build_step, len(frame), len(frame) - len(jobs), run_id=summary.run_id)
+                  if build_step else None)
+        bar = CaseProgress(len(jobs), f"precompute {method}", progress, executor, report)
         for note in summary.notes:
             bar.note(note)
         try:
