@@ -1,8 +1,11 @@
 """Evaluation of attribution methods over cases of a cohort: one evaluation run per method.
 
-Every method explains the model through the model's own sliding window; a case's metrics
-and curves of all methods land in one transaction, and a failing case is recorded in
-``failures`` while the others go on.
+Every method explains the model through the model's own sliding window. One job is one
+method on one case (so the progress bar moves, and its ETA means something, also for a
+few long cases, and the executor's workers share the work evenly); its metrics and curves
+land in one transaction, and a failing job is recorded in ``failures`` while the others
+go on. The rows do not depend on how the jobs are split: the faithfulness subsets, noisy
+copies and perturbation game are seeded per case.
 """
 from __future__ import annotations
 
@@ -31,8 +34,17 @@ DEFAULT_METHODS = ("vg", "smoothgrad", "ig", "kernelshap", "causal")
 @dataclass
 class EvaluationSummary:
     run_ids: dict[str, str]
-    done: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)     # cases evaluated with every method
+    failed: list[str] = field(default_factory=list)   # cases where a method failed
+    _left: dict[str, int] = field(default_factory=dict, repr=False)  # case -> jobs not yet written
+
+    def finished(self, case_id: str, ok: bool) -> None:
+        """One job of a case is written (or failed); the case counts once all its jobs are."""
+        if not ok and case_id not in self.failed:
+            self.failed.append(case_id)
+        self._left[case_id] = self._left.get(case_id, len(self.run_ids)) - 1
+        if self._left[case_id] == 0 and case_id not in self.failed:
+            self.done.append(case_id)
 
     def line(self) -> str:
         return (f"evaluated {len(self.done)} case(s) with {', '.join(self.run_ids)}"
@@ -41,7 +53,7 @@ class EvaluationSummary:
 
 @dataclass(frozen=True)
 class EvaluationJob:
-    """One case to evaluate with every method (small, picklable)."""
+    """One case to evaluate with some methods, usually one (small, picklable)."""
 
     row: dict
     methods: tuple[str, ...]
@@ -120,11 +132,12 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
             store.ensure_run(con, run_id, name, {**run_settings[name], "model": model.provenance()},
                              model.checkpoint_sha256, names,
                              source="evaluate", description="attribution-method evaluation")
-        jobs = [EvaluationJob(row, tuple(methods), tuple(class_ids), config, tuple(params.items()))
-                for row in frame.to_dict("records")]
+        jobs = [EvaluationJob(row, (m,), tuple(class_ids), config, tuple(params.items()))
+                for row in frame.to_dict("records") for m in methods]
         target_ids = {c: roi_ids[names[c]] for c in class_ids}
-        report = store.build_step_reporter(con, build_step, len(jobs)) if build_step else None
-        bar = CaseProgress(len(jobs), "evaluate methods", progress, executor, report)
+        report = store.build_step_reporter(con, build_step, len(jobs), unit="method runs") if build_step else None
+        bar = CaseProgress(len(jobs), f"evaluate {len(methods)} methods on {len(frame)} case(s)", progress,
+                           executor, report, unit="method")
         try:
             with closing(executor.map(compute_evaluation, source, jobs)) as outcomes:
                 for outcome in outcomes:
@@ -136,21 +149,22 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
 
 
 def _write_evaluation(con, outcome: Completed, summary: EvaluationSummary, target_ids: dict[int, int]) -> bool:
-    """One case's rows of every method in one transaction, or its failure once per run."""
+    """One job's rows (a case, its methods) in one transaction, or its failure once per run."""
     case_id, result = outcome.job.case_id, outcome.result
+    run_ids = {m: summary.run_ids[m] for m in outcome.job.methods}
     failure = ((store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else ("evaluate", outcome.error) if outcome.error
                else result.failure)
     if failure is None:
         try:
-            store.write_method_eval(con, summary.run_ids, case_id, result.scores, result.curves, target_ids)
-            summary.done.append(case_id)
+            store.write_method_eval(con, run_ids, case_id, result.scores, result.curves, target_ids)
+            summary.finished(case_id, True)
             return True
         except Exception as err:  # noqa: BLE001
             failure = ("store", f"{type(err).__name__}: {err}")
-    summary.failed.append(case_id)
-    for run_id in summary.run_ids.values():
+    summary.finished(case_id, False)
+    for run_id in run_ids.values():
         store.record_failure(con, run_id, case_id, *failure)
-    tqdm.write(f"evaluate: {case_id}: failed: {failure[1]}")
+    tqdm.write(f"evaluate: {case_id} ({', '.join(run_ids)}): failed: {failure[1]}")
     return False
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import os
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -112,9 +113,12 @@ class InProcessExecutor:
 class ProcessExecutor:
     """Computes jobs on ``workers`` processes of this machine, ``threads`` torch threads each.
 
-    Processes are spawned (never forked from a driver holding torch's thread pools) on the
-    first job and stay until the outermost ``with`` block ends, so several runs of one build
-    pay their start-up once; each process loads a map's model on its first job of that map.
+    Processes are spawned (never forked from a driver holding torch's thread pools) when the
+    outermost ``with`` block is entered, importing torch and ``preload`` (the modules of the
+    compute functions) while the driver prepares its work, and stay until that block ends,
+    so several runs of one build pay their start-up once; each process loads a map's model
+    on its first job of that map. A process whose driver died ends itself. As with any
+    spawned process, a script that uses it needs an ``if __name__ == "__main__":`` guard.
     A process that dies takes the pool with it: its cases in flight are run again one at a
     time, so the case that kills a process is found, and comes back as ``crashed`` after
     ``max_retries`` further attempts, while the others complete.
@@ -123,17 +127,20 @@ class ProcessExecutor:
     name = "processes"
     isolates_cases = True
 
-    def __init__(self, workers: int | None = None, threads: int = 1, max_retries: int = 1):
+    def __init__(self, workers: int | None = None, threads: int = 1, max_retries: int = 1,
+                 preload: tuple[str, ...] = ()):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers or max(1, (os.cpu_count() or 1) // max(1, threads))
-        self.threads, self.max_retries = max(1, threads), max_retries
+        self.threads, self.max_retries, self.preload = max(1, threads), max_retries, tuple(preload)
         self.running = 0
         self._pool: ProcessPoolExecutor | None = None
         self._sessions = 0
         self._maps = itertools.count()
 
     def __enter__(self) -> ProcessExecutor:
+        if self._sessions == 0:
+            self._pool = self._new_pool()
         self._sessions += 1
         return self
 
@@ -149,8 +156,6 @@ class ProcessExecutor:
         if not jobs:
             return
         with self:
-            if self._pool is None:
-                self._pool = self._new_pool()
             key = next(self._maps)
             queue, suspects, pending, attempts = deque(jobs), deque(), {}, {}
             try:
@@ -169,7 +174,7 @@ class ProcessExecutor:
                     if broken:
                         outcomes += self._after_break(broken + list(pending.values()), suspects, attempts)
                         pending.clear()
-                    self.running = len(pending)
+                    self._fill(compute, source, key, queue, suspects, pending, on_start)  # before the driver writes
                     yield from outcomes
             finally:
                 self.running = 0
@@ -201,10 +206,14 @@ class ProcessExecutor:
         return crashed
 
     def _new_pool(self) -> ProcessPoolExecutor:
+        """A pool whose processes start now (one no-op each: a pool spawns a process per job submitted)."""
         import multiprocessing
 
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(self.threads,))
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(self.threads, os.getpid(), self.preload))
+        for _ in range(self.workers):
+            pool.submit(os.getpid)
+        return pool
 
     @staticmethod
     def _stop(pool: ProcessPoolExecutor) -> None:
@@ -221,10 +230,22 @@ class ProcessExecutor:
 _WORKER_MODEL: dict = {}  # in a worker process: the model of the current map, by map key
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, driver: int, preload: tuple[str, ...]) -> None:
+    threading.Thread(target=_exit_with, args=(driver,), daemon=True, name="exit-with-driver").start()
+    import importlib
+
     import torch
 
     torch.set_num_threads(threads)
+    for module in preload:
+        importlib.import_module(module)
+
+
+def _exit_with(driver: int) -> None:
+    """A worker whose driver died (SIGKILL, out of memory) would wait for work forever: end it."""
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _run_in_worker(compute: Compute, source: ModelSource, key: int, job: Any) -> Any:
@@ -242,10 +263,10 @@ class CaseProgress:
     """
 
     def __init__(self, total: int, desc: str, enabled: bool, executor: Executor,
-                 report: Callable[[int, float | None], None] | None = None):
+                 report: Callable[[int, float | None], None] | None = None, unit: str = "case"):
         self.executor, self.done, self.failed, self.report = executor, 0, 0, report
         self.total, self.started = total, time.monotonic()
-        self.bar = tqdm(total=total, desc=desc, unit="case", disable=not enabled, file=sys.stderr)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr)
 
     def update(self, ok: bool) -> None:
         self.done += ok
