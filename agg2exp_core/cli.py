@@ -358,10 +358,21 @@ def _add_demo(subparsers) -> None:
     p = subparsers.add_parser("demo", help="build the demo store (phantoms, network, attributions, outliers)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--retrain", action="store_true", help="train the network even if data/demo_unet.pt exists")
+    p.add_argument("--background", action="store_true",
+                   help="start the build as a process of its own (log: DATA_DIR/demo-build.log) and return at once; "
+                        "nothing to do when the store is complete or a build is running")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
+    from agg2exp_core.pipeline.background import demo_complete, demo_db, start_detached
+
+    if args.background:
+        print(start_detached(args.data_dir, args.retrain))
+        return 0
+    if demo_complete(args.data_dir) and not args.retrain:
+        print(f"demo store {demo_db(args.data_dir)} is complete (make clean-demo builds it again)")
+        return 0
     from agg2exp_core.pipeline.demo import build_demo
 
     report = build_demo(args.data_dir, args.retrain)
