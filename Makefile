@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
-DEMO_DB := data/demo.duckdb
+DEMO_DATA := data
+DEMO_DB := $(DEMO_DATA)/demo.duckdb
 
 .PHONY: setup demo run test bench clean-demo
 
@@ -24,12 +25,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	    echo "warning: could not install chromium; figure export and browser tests will be skipped"; }
 	touch $@
 
-$(DEMO_DB): | setup
-	$(PY) -m agg2exp_core demo --data-dir data
+# The demo store, in the foreground (nothing to do once it is complete; resumes a stopped build).
+demo: setup
+	$(PY) -m agg2exp_core demo --data-dir $(DEMO_DATA)
 
-demo: $(DEMO_DB)
-
-run: demo
+# The dashboard at once; the demo store (unless DEMO_DB names another store) is built beside it
+# by a process of its own that publishes each result as it completes and goes on when the
+# dashboard stops (log: data/demo-build.log; README, "The demo").
+run: setup
+ifeq ($(DEMO_DB),$(DEMO_DATA)/demo.duckdb)
+	$(PY) -m agg2exp_core demo --data-dir $(DEMO_DATA) --background
+endif
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) -- --db $(DEMO_DB)
 
 test: setup
@@ -41,4 +47,5 @@ bench: setup
 	$(PY) benchmarks/dashboard_render.py
 
 clean-demo:
-	rm -rf data/demo data/artifacts $(DEMO_DB) $(DEMO_DB).writing
+	rm -rf $(DEMO_DATA)/demo $(DEMO_DATA)/artifacts $(DEMO_DB) $(DEMO_DB).writing $(DEMO_DB).writing.wal \
+	  $(DEMO_DB).writing.seed $(DEMO_DB).lock $(DEMO_DATA)/demo-build.log $(DEMO_DATA)/demo.build.lock

@@ -147,6 +147,18 @@ def _json_or_empty(text):
         return {}
 
 
+_BUILD_COLUMNS = ["step", "title", "state", "done", "total", "unit", "remaining_s", "run_id", "updated_at"]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def build_status(ref: StoreRef) -> pd.DataFrame:
+    """The steps of a store built while it is read (the demo), in order; empty for other stores."""
+    if "build_status" not in table_names(ref):
+        return pd.DataFrame(columns=_BUILD_COLUMNS)
+    return query(ref, "SELECT step, title, state, done, total, unit, remaining_s, run_id, updated_at "
+                      "FROM build_status ORDER BY position, step")
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def rois(ref: StoreRef) -> pd.DataFrame:
     """RoIs (roi_id, name, grp, color, is_class) ordered by id."""

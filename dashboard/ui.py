@@ -17,7 +17,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, config, data, filters, state
+from dashboard import analytics, build_banner, config, data, filters, state
 from dashboard.auth import require_auth
 from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
@@ -105,6 +105,7 @@ def app_frame() -> Context | None:
     if isinstance(shown, StoreProblem):
         store_problem_page(shown)
         return None
+    build_banner.banner(shown.ref.path)  # while the store is being built: what is still to come
     return shown
 
 
@@ -145,8 +146,11 @@ def sidebar_context() -> Context | StoreProblem:
     ref = data.store_ref(path)
     runs = data.runs(ref)
     # Evaluation-only runs hold no importance matrices; they appear on the Methods page.
-    # Computed runs come before imported ones, so the default is the store's own newest run.
-    with_matrices = runs[runs.n_cases > 0].sort_values("source", key=lambda s: s != "precompute", kind="stable")
+    # Computed runs come before imported ones, so the default is the store's own newest run,
+    # and complete runs before runs still being computed (a store published while it is built).
+    order = 2 * (runs.source != "precompute") + runs.run_id.isin(build_banner.incomplete_runs(data.build_status(ref)))
+    with_matrices = runs.assign(_order=order)[runs.n_cases > 0].sort_values("_order", kind="stable").drop(
+        columns="_order")
     run = _choose_run(with_matrices if len(with_matrices) else runs)
     run_cases = data.run_cases(ref, str(run["run_id"]))
     options = filters.options_from_cases(run_cases)
@@ -178,7 +182,9 @@ def _store_problem(path: Path) -> StoreProblem | None:
     ref = data.store_ref(path)
     if ref is None:
         return StoreProblem(path, "No store found",
-                            f"There is no DuckDB store at {literal(path, 400)}. Build the demo store with `make demo`, or start "
+                            f"There is no DuckDB store at {literal(path, 400)} yet. `make run` builds the demo store in "
+                            "the background (this page opens the dashboard once its first results are published), "
+                            "`make demo` in the foreground. Or start "
                             "the dashboard on your own store: `streamlit run app.py -- --db path/to/store.duckdb` "
                             f"(or set `{config.ENV_VAR}`).")
     try:
@@ -357,11 +363,15 @@ def page_header(title: str, ctx: Context, needs_cases: bool = True, intro: str =
 
 
 def store_problem_page(problem: StoreProblem) -> None:
-    """The page shown instead of the dashboard when no store can be read."""
+    """The page shown instead of the dashboard when no store can be read; it reloads once one is published."""
     st.title("Agg2Exp Studio")
+    if build_banner.building(problem.path):  # a store published while it is built, before its first run
+        build_banner.wait_for_store(problem.path)
+        return
     st.error(f"**{problem.title}.** {problem.detail}", icon=":material/database:")
     st.markdown("To try the dashboard on the built-in demo cohort:\n\n"
-                "```bash\nmake demo   # builds data/demo.duckdb (phantom CT cohort, small network)\nmake run\n```")
+                "```bash\nmake run    # builds data/demo.duckdb in the background and opens the dashboard at once\n```")
+    build_banner.wait_for_store(problem.path)
 
 
 def roi_picker(label: str, rois: list[Roi], key: str, default: Roi | None = None, container=None) -> Roi:

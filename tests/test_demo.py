@@ -1,7 +1,8 @@
 """The built demo store tells the paper's story: pathology cases are lung-class outliers.
 
-Runs on ``data/demo.duckdb`` (``make test`` builds it first through ``make demo``), or on
-the store named by ``AGG2EXP_DEMO_DB``; builds it here if neither exists.
+Runs on ``data/demo.duckdb``, or on the store named by ``AGG2EXP_DEMO_DB``; builds (or
+completes) it here when its build is not complete (waiting for a build that is running,
+e.g. the one ``make run`` started).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from agg2exp_core import store
 from agg2exp_core.analysis import drift, paper
 from agg2exp_core.analysis.outliers import pathology_auroc
-from agg2exp_core.pipeline.demo import LUNG_CLASSES, build_demo
+from agg2exp_core.pipeline.demo import EVALUATION, LUNG_CLASSES, build_demo
 from agg2exp_core.labels import THORAX_LABELS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,11 +28,18 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo_db():
     path = Path(os.environ.get("AGG2EXP_DEMO_DB", REPO / "data" / "demo.duckdb"))
-    if not path.exists():
+    if not _complete(path):
         build_demo(path.parent, progress=False)
     con = store.connect(path, read_only=True)
     yield con
     con.close()
+
+
+def _complete(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with store.connect(path, read_only=True) as con:
+        return store.build_complete(con)
 
 
 def precompute_runs(con):
@@ -66,6 +74,19 @@ def test_demo_model_segments_well_and_worse_with_pathology(demo_db):
     sick = dice[(dice.dataset == "external") & dice.sick].dice.mean()
     assert reference >= DICE_FLOOR, f"mean foreground Dice on reference test {reference:.3f}"
     assert sick < reference - 0.02
+
+
+def test_every_evaluated_method_has_finite_numbers(demo_db):
+    """The Methods page: every method of the demo's evaluation, every metric finite on both cases."""
+    frame = demo_db.execute(
+        "SELECT r.method, e.metric, count(DISTINCT e.case_id) AS cases, "
+        "bool_and(e.value IS NOT NULL AND isfinite(e.value)) AS finite "
+        "FROM method_eval e JOIN runs r USING (run_id) WHERE r.source = 'evaluate' GROUP BY ALL").df()
+    assert set(frame.method) == set(EVALUATION["methods"])
+    for metric in ("faithfulness", "sensitivity_avg", "complexity", "efficiency_s", "aopc", "abpc"):
+        rows = frame[frame.metric == metric]
+        assert set(rows.method) == set(EVALUATION["methods"]), metric
+        assert rows.finite.all() and (rows.cases == EVALUATION["max_cases"]).all(), rows
 
 
 def test_published_cohort_is_imported(demo_db):

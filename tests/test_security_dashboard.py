@@ -184,7 +184,7 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
     for cohort in hostile_filters():
         assert call(data.cohort_cases, run_id, cohort).empty
         assert call(data.global_matrix, run_id, cohort).empty
-    for fn in (data.table_names, data.runs, data.rois, data.evaluated_runs):
+    for fn in (data.table_names, data.runs, data.rois, data.evaluated_runs, data.build_status):
         call(fn)
     assert_sql_is_clean(recorded)
     # hostile values travelled as parameters, intact

@@ -6,6 +6,9 @@ driver's: one store transaction per case). An executor runs the compute side:
 
 - ``InProcessExecutor``: in the driver's own process, in order (the default; exactly
   the behaviour and speed of a plain loop).
+- ``ProcessExecutor``: on worker processes of this machine (the standard library's
+  process pool), each loading the model once per map and serving many cases; no
+  start-up cost beyond the processes' imports (a few seconds), for one machine's cores.
 - ``RayExecutor`` (``pipeline/ray_executor.py``): on Ray workers, local or a cluster,
   each worker loading the model once and serving many cases; Ray is imported only there.
 
@@ -16,7 +19,14 @@ running it died (``Completed.crashed``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -100,18 +110,176 @@ class InProcessExecutor:
             yield Completed(job, result)
 
 
-class CaseProgress:
-    """The driver's progress line: cases done / failed / running, and tqdm's ETA."""
+class ProcessExecutor:
+    """Computes jobs on ``workers`` processes of this machine, ``threads`` torch threads each.
 
-    def __init__(self, total: int, desc: str, enabled: bool, executor: Executor):
-        self.executor, self.done, self.failed = executor, 0, 0
-        self.bar = tqdm(total=total, desc=desc, unit="case", disable=not enabled, file=sys.stderr)
+    Processes are spawned (never forked from a driver holding torch's thread pools) when the
+    outermost ``with`` block is entered, importing torch and ``preload`` (the modules of the
+    compute functions) while the driver prepares its work, and stay until that block ends,
+    so several runs of one build pay their start-up once; each process loads a map's model
+    on its first job of that map. A process whose driver died ends itself. As with any
+    spawned process, a script that uses it needs an ``if __name__ == "__main__":`` guard.
+    A process that dies takes the pool with it: its cases in flight are run again one at a
+    time, so the case that kills a process is found, and comes back as ``crashed`` after
+    ``max_retries`` further attempts, while the others complete.
+    """
+
+    name = "processes"
+    isolates_cases = True
+
+    def __init__(self, workers: int | None = None, threads: int = 1, max_retries: int = 1,
+                 preload: tuple[str, ...] = ()):
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers or max(1, (os.cpu_count() or 1) // max(1, threads))
+        self.threads, self.max_retries, self.preload = max(1, threads), max_retries, tuple(preload)
+        self.running = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._sessions = 0
+        self._maps = itertools.count()
+
+    def __enter__(self) -> ProcessExecutor:
+        if self._sessions == 0:
+            self._pool = self._new_pool()
+        self._sessions += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sessions -= 1
+        if self._sessions == 0 and self._pool is not None:
+            self._stop(self._pool)
+            self._pool = None
+
+    def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
+            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
+        jobs = list(jobs)
+        if not jobs:
+            return
+        with self:
+            key = next(self._maps)
+            queue, suspects, pending, attempts = deque(jobs), deque(), {}, {}
+            try:
+                while queue or suspects or pending:
+                    self._fill(compute, source, key, queue, suspects, pending, on_start)
+                    finished, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)  # wakes for signals
+                    outcomes, broken = [], []
+                    for future in finished:
+                        job = pending.pop(future)
+                        try:
+                            outcomes.append(Completed(job, future.result()))
+                        except BrokenProcessPool:
+                            broken.append(job)
+                        except Exception as err:  # noqa: BLE001 - the compute function raised (a bug, not the case)
+                            outcomes.append(Completed(job, error=f"{type(err).__name__}: {err}"))
+                    if broken:
+                        outcomes += self._after_break(broken + list(pending.values()), suspects, attempts)
+                        pending.clear()
+                    self._fill(compute, source, key, queue, suspects, pending, on_start)  # before the driver writes
+                    yield from outcomes
+            finally:
+                self.running = 0
+                for future in pending:
+                    future.cancel()
+
+    def _fill(self, compute, source, key, queue, suspects, pending, on_start) -> None:
+        """Keep every process busy; a suspect of a crash runs alone, so a crash is its own."""
+        while (suspects and not pending) or (queue and not suspects and len(pending) < self.workers):
+            job = (suspects or queue).popleft()
+            if on_start is not None:
+                on_start(job)
+            pending[self._pool.submit(_run_in_worker, compute, source, key, job)] = job
+        self.running = len(pending)
+
+    def _after_break(self, in_flight: list, suspects: deque, attempts: dict) -> list[Completed]:
+        """A process died: restart the pool; cases in flight are suspects, crashed once tried alone too often."""
+        self._stop(self._pool)
+        self._pool = self._new_pool()
+        crashed = []
+        for job in in_flight:
+            alone = len(in_flight) == 1
+            attempts[id(job)] = attempts.get(id(job), 0) + alone
+            if alone and attempts[id(job)] > self.max_retries:
+                crashed.append(Completed(job, crashed=f"the worker process died while computing this case "
+                                                      f"({attempts[id(job)]} attempts alone)"))
+            else:
+                suspects.append(job)
+        return crashed
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        """A pool whose processes start now (one no-op each: a pool spawns a process per job submitted)."""
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(self.threads, os.getpid(), self.preload))
+        for _ in range(self.workers):
+            pool.submit(os.getpid)
+        return pool
+
+    @staticmethod
+    def _stop(pool: ProcessPoolExecutor) -> None:
+        """Cancel what has not started and end the processes now (an interrupt must not wait for a case)."""
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+
+
+_WORKER_MODEL: dict = {}  # in a worker process: the model of the current map, by map key
+
+
+def _start_worker(threads: int, driver: int, preload: tuple[str, ...]) -> None:
+    threading.Thread(target=_exit_with, args=(driver,), daemon=True, name="exit-with-driver").start()
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(threads)
+    for module in preload:
+        importlib.import_module(module)
+
+
+def _exit_with(driver: int) -> None:
+    """A worker whose driver died (SIGKILL, out of memory) would wait for work forever: end it."""
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _run_in_worker(compute: Compute, source: ModelSource, key: int, job: Any) -> Any:
+    if key not in _WORKER_MODEL:
+        _WORKER_MODEL.clear()
+        _WORKER_MODEL[key] = source.load(source.device)
+    return compute(_WORKER_MODEL[key], job)
+
+
+class CaseProgress:
+    """The driver's progress line: cases done / failed / running, and tqdm's ETA.
+
+    ``report(n, remaining_s)``, if given, hears of every case (cases finished, seconds left
+    by the bar's rate or ``None`` before there is one): e.g. to record a build step's progress.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool, executor: Executor,
+                 report: Callable[[int, float | None], None] | None = None, unit: str = "case"):
+        self.executor, self.done, self.failed, self.report = executor, 0, 0, report
+        self.total, self.started = total, time.monotonic()
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr)
 
     def update(self, ok: bool) -> None:
         self.done += ok
         self.failed += not ok
         self.bar.set_postfix(done=self.done, failed=self.failed, running=self.executor.running, refresh=False)
         self.bar.update(1)
+        if self.report is not None:
+            self.report(self.done + self.failed, self.remaining_s())
+
+    def remaining_s(self) -> float | None:
+        """Seconds left at the mean rate so far (what the bar shows as its ETA)."""
+        n = self.done + self.failed
+        return (self.total - n) * (time.monotonic() - self.started) / n if n else None
 
     def note(self, line: str) -> None:
         if not self.bar.disable:

@@ -5,6 +5,7 @@ now: same content (sha256), checked cheaply by path, size and modification time 
 A moved or touched but identical file is not recomputed; a changed scan, label or RoI
 mask, or a different manifest pointing elsewhere, is. A DICOM series folder counts as the
 files it holds (total size, newest modification, one hash over their names and contents).
+``plan_cases`` picks what a run still has to compute.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import os
 from typing import Mapping
 
+from agg2exp_core import store
 from agg2exp_core.io.manifest import ROI_PREFIX
 
 
@@ -73,3 +75,45 @@ def _same_file(stamp: Mapping, path: str) -> bool:
     if all(now[k] == stamp.get(k) for k in ("path", "size", "mtime_ns")):
         return True
     return now["size"] == stamp.get("size") and file_sha256(path) == stamp.get("sha256")
+def plan_cases(con, summary, rows: list[dict], retry_crashed: bool) -> list[dict]:
+    """The rows to compute: not done from the same inputs, not held back after a crash (those last).
+
+    ``summary`` (a ``PrecomputeSummary``) collects the skipped, recomputed and held-back cases
+    and the notes that say why.
+    """
+    run_id = summary.run_id
+    markers = store.started_cases(con, run_id)  # left by a process that died computing them
+    for case_id, started_at, pid in markers:
+        if retry_crashed:
+            store.clear_started(con, run_id, case_id)
+        else:
+            store.record_failure(con, run_id, case_id, store.CRASHED_STAGE,
+                                 f"the process computing this case (pid {pid}, started {started_at:%Y-%m-%d %H:%M:%S}"
+                                 " UTC) died before it was done; rerun with --retry-crashed to compute it again")
+    done = store.done_inputs(con, run_id)
+    crashed = store.crashed_cases(con, run_id) | {case_id for case_id, *_ in markers}
+    todo, retried, unknown = [], [], 0
+    for row in rows:
+        case_id = row["case_id"]
+        if case_id in done:
+            changed = changed_inputs(done[case_id], row) if done[case_id] is not None else []
+            unknown += done[case_id] is None
+            if not changed:
+                summary.skipped.append(case_id)
+                continue
+            summary.recomputed.append(case_id)
+            summary.notes.append(f"recomputing {case_id}: {', '.join(changed)} changed since it was computed")
+        if case_id in crashed and not retry_crashed:
+            summary.crashed.append(case_id)
+            summary.notes.append(f"holding back {case_id}: a previous run died while computing it "
+                                 "(recorded in failures); --retry-crashed computes it again")
+        elif case_id in crashed:
+            retried.append(row)
+            summary.notes.append(f"computing {case_id} last: a previous run died while computing it")
+        else:
+            todo.append(row)
+    if unknown:
+        summary.notes.append(f"{unknown} done case(s) have no recorded input files (an older store): kept as done")
+    return todo + retried  # a case that killed a run comes last, after every other case is safe
+
+

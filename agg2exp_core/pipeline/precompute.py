@@ -33,7 +33,7 @@ from agg2exp_core.models.sources import ModelSpec
 from agg2exp_core.pipeline import causal_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
 from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
-from agg2exp_core.pipeline.inputs import changed_inputs, input_fingerprint
+from agg2exp_core.pipeline.inputs import input_fingerprint, plan_cases
 
 PUBLISH_EVERY_S = 5.0
 
@@ -198,7 +198,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                data_dir: str | Path | None = None, nifti_dir: str | Path | None = None,
                progress: bool = True, case_ids: Sequence[str] | None = None, executor: Executor | None = None,
                shared_files: bool = False, retry_crashed: bool = False,
-               scratch_dir: str | Path | None = None) -> PrecomputeSummary:
+               scratch_dir: str | Path | None = None, build_step: str | None = None) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
     ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). ``executor``: where cases
@@ -206,7 +206,8 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     themselves (``data_dir`` is shared storage, at the same path on every node).
     ``retry_crashed``: compute again the cases during which a previous run died.
     ``scratch_dir``: gradient attributions of each case stream to a .npy there (removed once
-    the case is computed) instead of RAM; see ``process_case``. All bad input (method,
+    the case is computed) instead of RAM; see ``process_case``. ``build_step``: record the
+    run's progress as that step of the store's ``build_status``. All bad input (method,
     parameters, classes, case ids, manifest, model) is an ``InputError`` before anything is
     written.
     """
@@ -242,12 +243,14 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                          model.checkpoint_sha256, model.label_names,
                          source="precompute",
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
-        todo = _plan(con, summary, frame.to_dict("records"), retry_crashed)
+        todo = plan_cases(con, summary, frame.to_dict("records"), retry_crashed)
         jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors,
                         scratch / f"{row['case_id']}.npy" if scratch else None) for row in todo]
         compute = functools.partial(compute_and_save, files) if shared_files else compute_case
         writer = _CaseWriter(con, db, files, summary, model, classes, roi_ids, executor)
-        bar = CaseProgress(len(jobs), f"precompute {method}", progress, executor)
+        report = (store.build_step_reporter(con, build_step, len(frame), len(frame) - len(jobs), run_id=summary.run_id)
+                  if build_step else None)
+        bar = CaseProgress(len(jobs), f"precompute {method}", progress, executor, report)
         for note in summary.notes:
             bar.note(note)
         try:
@@ -277,44 +280,6 @@ def _select_cases(frame, case_ids: Sequence[str] | None):
     if unknown:
         raise InputError("--cases", f"case id(s) not in the manifest: {', '.join(map(repr, unknown[:5]))}")
     return frame[frame.case_id.isin(list(case_ids))]
-
-
-def _plan(con, summary: PrecomputeSummary, rows: list[dict], retry_crashed: bool) -> list[dict]:
-    """The rows to compute: not done from the same inputs, not held back after a crash (those last)."""
-    run_id = summary.run_id
-    markers = store.started_cases(con, run_id)  # left by a process that died computing them
-    for case_id, started_at, pid in markers:
-        if retry_crashed:
-            store.clear_started(con, run_id, case_id)
-        else:
-            store.record_failure(con, run_id, case_id, store.CRASHED_STAGE,
-                                 f"the process computing this case (pid {pid}, started {started_at:%Y-%m-%d %H:%M:%S}"
-                                 " UTC) died before it was done; rerun with --retry-crashed to compute it again")
-    done = store.done_inputs(con, run_id)
-    crashed = store.crashed_cases(con, run_id) | {case_id for case_id, *_ in markers}
-    todo, retried, unknown = [], [], 0
-    for row in rows:
-        case_id = row["case_id"]
-        if case_id in done:
-            changed = changed_inputs(done[case_id], row) if done[case_id] is not None else []
-            unknown += done[case_id] is None
-            if not changed:
-                summary.skipped.append(case_id)
-                continue
-            summary.recomputed.append(case_id)
-            summary.notes.append(f"recomputing {case_id}: {', '.join(changed)} changed since it was computed")
-        if case_id in crashed and not retry_crashed:
-            summary.crashed.append(case_id)
-            summary.notes.append(f"holding back {case_id}: a previous run died while computing it "
-                                 "(recorded in failures); --retry-crashed computes it again")
-        elif case_id in crashed:
-            retried.append(row)
-            summary.notes.append(f"computing {case_id} last: a previous run died while computing it")
-        else:
-            todo.append(row)
-    if unknown:
-        summary.notes.append(f"{unknown} done case(s) have no recorded input files (an older store): kept as done")
-    return todo + retried  # a case that killed a run comes last, after every other case is safe
 
 
 @dataclass

@@ -122,3 +122,18 @@ def analysis_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     """The settings a run's outlier analysis was computed with ({} before one ran, or in older stores)."""
     row = con.execute("SELECT CAST(settings AS VARCHAR) FROM analysis_settings WHERE run_id = ?", [run_id]).fetchone()
     return json.loads(row[0]) if row and row[0] else {}
+
+
+def build_status(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The steps of the store's build in order (empty for a store not built step by step, or an older one)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'build_status' "
+                       "AND database_name = current_database()").fetchone()[0]:
+        return pd.DataFrame(columns=["step", "position", "title", "state", "done", "total", "unit", "remaining_s",
+                                     "run_id", "started_at", "updated_at"])
+    return con.execute("SELECT * FROM build_status ORDER BY position, step").df()
+
+
+def build_complete(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store has a build plan and every step of it is done."""
+    steps = build_status(con)
+    return bool(len(steps)) and bool((steps.state == "done").all())

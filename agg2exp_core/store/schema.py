@@ -116,6 +116,10 @@ CREATE TABLE IF NOT EXISTS paper_parity(
     PRIMARY KEY(run_id, target_id));
 CREATE TABLE IF NOT EXISTS analysis_settings(
     run_id VARCHAR PRIMARY KEY, settings JSON, score_convention VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS build_status(
+    step VARCHAR PRIMARY KEY, position INTEGER NOT NULL, title VARCHAR NOT NULL, state VARCHAR NOT NULL,
+    done INTEGER, total INTEGER, unit VARCHAR, remaining_s DOUBLE, run_id VARCHAR, started_at TIMESTAMP,
+    updated_at TIMESTAMP);
 """
 
 
@@ -137,6 +141,12 @@ ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "p
 # faithfulness (Dice of the prediction keeping only / removing the mask); region_attribution: mean
 # |attribution| of class a per voxel of region b (the paper's ``_mean`` columns).
 CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask": 8, "region_attribution": 5}
+# build_status: the steps of a build that publishes while it runs (the demo), in ``position``
+# order, so readers can say what is still being built: ``state`` one of BUILD_STATES, ``done``
+# of ``total`` items (``unit``: "cases"; NULL for a step without items) since ``started_at``,
+# ``remaining_s`` the writer's estimate of the time left (its progress bar's ETA), ``run_id`` the
+# run the step computes, if any (incomplete while the step is not done).
+BUILD_STATES = ("pending", "running", "done", "failed")
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:

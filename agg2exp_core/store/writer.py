@@ -25,7 +25,7 @@ from agg2exp_core.labels import RoiSpec
 from agg2exp_core.store.attempts import end_attempt
 from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, remove_leftover_temporaries,
                                             remove_work_files, seed_matches, writing_path)
-from agg2exp_core.store.schema import ANALYSIS_TABLES, CASE_RESULT_TABLES, connect
+from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES, connect
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,56 @@ def write_imported_run(con: duckdb.DuckDBPyConnection, run_id: str, cases: pd.Da
             con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice_rows)
         con.executemany("INSERT OR REPLACE INTO case_status VALUES (?, ?, 0, ?)",
                         [[run_id, c, _now()] for c in cases.case_id])
+
+
+def plan_build(con: duckdb.DuckDBPyConnection, steps: Sequence[tuple[str, str]]) -> None:
+    """Set the steps ``(step, title)`` of a build, in order; steps of another plan are dropped.
+
+    A step done by an earlier, interrupted build stays done; any other step is pending
+    again (a step shown running was left by a process that died).
+    """
+    with transaction(con):
+        con.execute("DELETE FROM build_status WHERE step NOT IN (SELECT unnest(?::VARCHAR[]))",
+                    [[step for step, _ in steps]])
+        for position, (step, title) in enumerate(steps):
+            con.execute("INSERT INTO build_status VALUES (?, ?, ?, 'pending', NULL, NULL, NULL, NULL, NULL, NULL, ?) "
+                        "ON CONFLICT (step) DO UPDATE SET position = excluded.position, title = excluded.title, "
+                        "state = CASE WHEN build_status.state = 'done' THEN 'done' ELSE 'pending' END, "
+                        "remaining_s = NULL, "
+                        "updated_at = excluded.updated_at", [step, position, title, _now()])
+
+
+def update_build_step(con: duckdb.DuckDBPyConnection, step: str, state: str | None = None,
+                      done: int | None = None, total: int | None = None, unit: str | None = None,
+                      remaining_s: float | None = None, run_id: str | None = None) -> None:
+    """Record a build step's state and progress; a step not in the plan is added last, titled by its name.
+
+    ``None`` keeps the recorded value, except ``remaining_s`` (the estimate of the time left,
+    ``None``: unknown), which a finished step never has.
+    """
+    if state is not None and state not in BUILD_STATES:
+        raise ValueError(f"unknown build state {state!r} (one of {', '.join(BUILD_STATES)})")
+    now = _now()
+    with transaction(con):
+        con.execute("INSERT INTO build_status SELECT ?, coalesce(max(position) + 1, 0), ?, 'pending', NULL, NULL, "
+                    "NULL, NULL, NULL, NULL, ? FROM build_status ON CONFLICT (step) DO NOTHING", [step, step, now])
+        con.execute("UPDATE build_status SET done = coalesce(?, done), total = coalesce(?, total), "
+                    "unit = coalesce(?, unit), run_id = coalesce(?, run_id), "
+                    "remaining_s = CASE WHEN coalesce(?, state) IN ('done', 'failed') THEN NULL ELSE ? END, "
+                    "started_at = CASE WHEN ? = 'running' AND state <> 'running' THEN ? ELSE started_at END, "
+                    "state = coalesce(?, state), updated_at = ? WHERE step = ?",
+                    [done, total, unit, run_id, state, remaining_s, state, now, state, now, step])
+
+
+def build_step_reporter(con: duckdb.DuckDBPyConnection, step: str, total: int, done_before: int = 0,
+                        unit: str = "cases", run_id: str | None = None):
+    """Mark a build step (computing ``run_id``) running, ``done_before`` of ``total`` done; return
+    ``report(n, remaining_s)`` (a ``CaseProgress`` report) recording ``done_before + n`` and the time left."""
+    update_build_step(con, step, "running", done_before, total, unit, run_id=run_id)
+
+    def report(n: int, remaining_s: float | None) -> None:
+        update_build_step(con, step, done=done_before + n, remaining_s=remaining_s)
+    return report
 
 
 def _now() -> datetime:

@@ -8,11 +8,12 @@ a run with failed cases exits 1. Stages are imported when their subcommand runs,
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 
+from agg2exp_core.cli.options import (add_executor, add_model, class_ids, comma_list,
+                                       executor_from, json_object, model_spec)
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import METHODS
 
@@ -70,93 +71,6 @@ def _sigterm_interrupts():
         return None
 
 
-# ----------------------------------------------------------------------------- shared parsing
-def _add_model(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model", "any of: a checkpoint written by 'train', a MONAI bundle folder, "
-                                               "an nnU-Net v2 trained-model folder, TorchScript with a sidecar "
-                                               "JSON, or a plain state dict with --network and --labels")
-    group.add_argument("--model", "--checkpoint", dest="model", required=True, type=Path,
-                       help="model file or folder (format recognised from its content)")
-    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
-    group.add_argument("--fold", help="nnU-Net: fold(s) to use, e.g. 0, 0,1 or all (default: every fold found)")
-    group.add_argument("--checkpoint-name", help="nnU-Net: checkpoint file in fold_K (default checkpoint_final.pth)")
-    group.add_argument("--mirroring", action="store_true", help="nnU-Net: test-time mirroring (up to 8x the cost)")
-    group.add_argument("--tile-step-size", type=float, help="nnU-Net: tile step as a fraction of the patch (0.5)")
-    group.add_argument("--network", help="state dict: unet, basicunet, swinunetr, segresnet, dynunet or unetr")
-    group.add_argument("--network-params", help="state dict: the network's keyword arguments as JSON")
-    group.add_argument("--labels", type=Path, help="label names: a text file (one per line), a JSON list, or a "
-                                                    "sidecar JSON with labels, preprocessing and window")
-
-
-def _model_spec(args):
-    """The model named on the command line, loaded by the stage (models.sources.load_model)."""
-    from agg2exp_core.models.sources import ModelSpec
-
-    params = _json_object("--network-params", args.network_params) if args.network_params else None
-    return ModelSpec(args.model, fold=args.fold, checkpoint_name=args.checkpoint_name, network=args.network,
-                     network_params=params, labels=args.labels, mirroring=args.mirroring,
-                     tile_step_size=args.tile_step_size)
-
-
-def _json_object(flag: str, text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(flag, f"not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise InputError(flag, "must be a JSON object")
-    return value
-
-
-def _comma_list(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def _class_ids(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(c) for c in _comma_list(text)]
-    except ValueError:
-        raise InputError("--classes", f"expected comma-separated class ids, got '{text}'") from None
-
-
-EXECUTOR_NAMES = ("inprocess", "ray")
-RAY_FLAGS = {"ray_address": "--ray-address", "cpus_per_case": "--cpus-per-case", "gpus_per_case": "--gpus-per-case",
-             "ray_workers": "--ray-workers", "ray_retries": "--ray-retries"}
-
-
-def _add_executor(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("where cases are computed (docs/DEPLOYMENT.md)")
-    g.add_argument("--executor", choices=EXECUTOR_NAMES, default="inprocess",
-                   help="inprocess (default): this process; ray: Ray workers, each loading the model once")
-    g.add_argument("--ray-address", help="auto or HOST:PORT of a running Ray cluster "
-                                         "(default: start a local instance on 127.0.0.1, stop it at the end)")
-    g.add_argument("--cpus-per-case", type=float, help="CPU cores per Ray worker, also its torch threads (default 1)")
-    g.add_argument("--gpus-per-case", type=float, help="GPUs per Ray worker; 0.5 puts two workers on a GPU (default 0)")
-    g.add_argument("--ray-workers", type=int, help="Ray worker processes (default: as many as the resources hold)")
-    g.add_argument("--ray-retries", type=int, help="re-runs of a case whose worker process died (default 2)")
-
-
-def _executor(args):
-    """The executor the options name; Ray options without ``--executor ray`` are an error."""
-    given = {flag: getattr(args, key) for key, flag in RAY_FLAGS.items() if getattr(args, key) is not None}
-    if args.executor == "inprocess":
-        if given:
-            raise InputError(next(iter(given)), "needs --executor ray")
-        from agg2exp_core.pipeline.executors import InProcessExecutor
-
-        return InProcessExecutor()
-    from agg2exp_core.pipeline.ray_executor import RayConfig, RayExecutor
-
-    defaults = RayConfig()
-    return RayExecutor(RayConfig(
-        address=args.ray_address, workers=args.ray_workers,
-        cpus_per_case=defaults.cpus_per_case if args.cpus_per_case is None else args.cpus_per_case,
-        gpus_per_case=defaults.gpus_per_case if args.gpus_per_case is None else args.gpus_per_case,
-        max_retries=defaults.max_retries if args.ray_retries is None else args.ray_retries))
-
-
 # ----------------------------------------------------------------------------- phantoms
 def _add_phantoms(subparsers) -> None:
     p = subparsers.add_parser(
@@ -206,12 +120,12 @@ def _run_train(args) -> int:
     from agg2exp_core.io.preprocessing import Preprocessing
     from agg2exp_core.models.train import TrainConfig, train
 
-    config = TrainConfig(network=_json_object("--network", args.network), crop_size=tuple(args.crop),
+    config = TrainConfig(network=json_object("--network", args.network), crop_size=tuple(args.crop),
                          roi_size=tuple(args.roi_size), iterations=args.iterations, batch_size=args.batch_size,
                          learning_rate=args.lr, seed=args.seed,
                          preprocessing=Preprocessing(spacing=tuple(args.spacing) if args.spacing else None))
     if args.labels:
-        config.label_names = tuple(_comma_list(args.labels))
+        config.label_names = tuple(comma_list(args.labels))
     print(train(args.manifest, args.out, config, device=args.device))
     return 0
 
@@ -219,7 +133,7 @@ def _run_train(args) -> int:
 def _add_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="Dice of a model on a manifest's labelled cases")
     p.add_argument("--manifest", required=True, type=Path)
-    _add_model(p)
+    add_model(p)
     p.add_argument("--split", default="test")
     p.add_argument("--dataset")
     p.set_defaults(func=_run_predict)
@@ -230,7 +144,7 @@ def _run_predict(args) -> int:
 
     from agg2exp_core.models.train import evaluate_dice
 
-    scores = evaluate_dice(args.manifest, _model_spec(args), args.split, args.dataset, args.device)
+    scores = evaluate_dice(args.manifest, model_spec(args), args.split, args.dataset, args.device)
     for case_id, dice in scores.items():
         print(f"{case_id}\tmean foreground Dice {np.nanmean(dice[1:]):.3f}")
     if scores:
@@ -242,7 +156,7 @@ def _run_predict(args) -> int:
 def _add_precompute(subparsers) -> None:
     p = subparsers.add_parser("precompute", help="attributions and RoI-importance matrices of a cohort")
     p.add_argument("--manifest", required=True, type=Path, help="cohort manifest CSV")
-    _add_model(p)
+    add_model(p)
     p.add_argument("--db", required=True, type=Path, help="DuckDB store (published file)")
     p.add_argument("--method", default="vg", choices=METHOD_NAMES)
     p.add_argument("--params", default="{}", help='JSON of method parameters, e.g. \'{"n_samples": 8}\'')
@@ -254,7 +168,7 @@ def _add_precompute(subparsers) -> None:
                    help="compute again the cases during which a previous run died (held back otherwise)")
     p.add_argument("--scratch-dir", type=Path, help="stream each case's gradient attributions to a .npy here "
                    "instead of RAM (default: by themselves above 512 MiB, to the system temp folder)")
-    _add_executor(p)
+    add_executor(p)
     p.add_argument("--shared-data-dir", action="store_true",
                    help="--data-dir (and --save-nifti) are shared storage at the same path on every Ray node: "
                         "workers write the artefacts there instead of sending them to the driver")
@@ -266,9 +180,9 @@ def _run_precompute(args) -> int:
 
     if args.shared_data_dir and args.executor != "ray":
         raise InputError("--shared-data-dir", "needs --executor ray")
-    summary = precompute(args.manifest, _model_spec(args), args.db, args.method, _json_object("--params", args.params),
-                         _class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
-                         case_ids=_comma_list(args.cases) or None, executor=_executor(args),
+    summary = precompute(args.manifest, model_spec(args), args.db, args.method, json_object("--params", args.params),
+                         class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
+                         case_ids=comma_list(args.cases) or None, executor=executor_from(args),
                          shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed,
                          scratch_dir=args.scratch_dir)
     print(summary.line())
@@ -344,7 +258,7 @@ def _add_evaluate(subparsers) -> None:
         "evaluate", help="evaluate attribution methods (faithfulness, sensitivity, complexity, "
                          "efficiency, MoRF/LeRF curves) and store method_eval / perturbation_curve")
     p.add_argument("--manifest", required=True, type=Path, help="cohort manifest CSV (case_id,image,label,...)")
-    _add_model(p)
+    add_model(p)
     p.add_argument("--db", required=True, type=Path, help="DuckDB store to write into")
     p.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated (default: all)")
     p.add_argument("--classes", default="", help="class names or ids, comma-separated (default: all but background)")
@@ -356,7 +270,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--curve-steps", type=int, default=None, help="MoRF/LeRF steps (default: one per unit)")
     p.add_argument("--curve-value", default="logit", help="value function of the curves (logit/tp/fp/dice/softdice)")
     p.add_argument("--seed", type=int, default=0)
-    _add_executor(p)
+    add_executor(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -365,13 +279,13 @@ def _run_evaluate(args) -> int:
                                                   SensitivityConfig)
     from agg2exp_core.pipeline.evaluate import evaluate_cohort
 
-    config = EvaluationConfig(metrics=tuple(_comma_list(args.metrics)),
+    config = EvaluationConfig(metrics=tuple(comma_list(args.metrics)),
                               faithfulness=FaithfulnessConfig(n_subsets=args.n_subsets),
                               sensitivity=SensitivityConfig(n=args.sensitivity_n),
                               curves=CurveConfig(value=args.curve_value, steps=args.curve_steps), seed=args.seed)
-    summary = evaluate_cohort(args.manifest, _model_spec(args), args.db, _comma_list(args.methods),
-                              _comma_list(args.classes), config, args.max_cases, args.split, args.device,
-                              executor=_executor(args))
+    summary = evaluate_cohort(args.manifest, model_spec(args), args.db, comma_list(args.methods),
+                              comma_list(args.classes), config, args.max_cases, args.split, args.device,
+                              executor=executor_from(args))
     print(summary.line())
     return 1 if summary.failed else 0
 
@@ -398,10 +312,21 @@ def _add_demo(subparsers) -> None:
     p = subparsers.add_parser("demo", help="build the demo store (phantoms, network, attributions, outliers)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--retrain", action="store_true", help="train the network even if data/demo_unet.pt exists")
+    p.add_argument("--background", action="store_true",
+                   help="start the build as a process of its own (log: DATA_DIR/demo-build.log) and return at once; "
+                        "nothing to do when the store is complete or a build is running")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
+    from agg2exp_core.pipeline.background import demo_complete, demo_db, start_detached
+
+    if args.background:
+        print(start_detached(args.data_dir, args.retrain))
+        return 0
+    if demo_complete(args.data_dir) and not args.retrain:
+        print(f"demo store {demo_db(args.data_dir)} is complete (make clean-demo builds it again)")
+        return 0
     from agg2exp_core.pipeline.demo import build_demo
 
     report = build_demo(args.data_dir, args.retrain)
