@@ -37,6 +37,8 @@ SCREENSHOTS = [
     ("07_outliers.png", "outliers"),
     ("08_case_viewer.png", "case_viewer?3d=1"),
     ("09_methods.png", "methods"),
+    ("10_drift.png", "drift"),
+    ("11_report.png", "report"),
 ]
 TIMEOUT_MS = 90_000
 
