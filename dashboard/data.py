@@ -402,15 +402,27 @@ def method_eval_summary(ref: StoreRef, run_ids: tuple[str, ...], cohort: CohortF
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def perturbation_summary(ref: StoreRef, run_ids: tuple[str, ...], cohort: CohortFilter) -> pd.DataFrame:
-    """MoRF/LeRF curves: median and IQR of the value per run, ordering and step over the cohort."""
+    """MoRF/LeRF curves: median and IQR per run, ordering and step over the cohort's (case, class)
+    curves, each normalised as the nAOPC/nABPC are: ``(s - s_min) / (s(0) - s_min)``, ``s(0)`` the
+    clean score and ``s_min`` the fully perturbed one (MoRF's last step), so that classes of
+    different sizes and logit scales share one axis (1 = clean, 0 = all removed). Curves whose
+    span is zero drop out, as they do from the normalised metrics."""
     condition, params = where_clause(cohort, "c")
     return query(ref, f"""
-        SELECT p.run_id, lower(p.ordering) AS ordering, p.step, avg(p.fraction) AS fraction,
-               median(p.value) AS median, quantile_cont(p.value, 0.25) AS q25,
-               quantile_cont(p.value, 0.75) AS q75, count(p.value) AS n
-        FROM perturbation_curve p JOIN cases c USING (case_id)
-        WHERE p.run_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}
-        GROUP BY p.run_id, lower(p.ordering), p.step ORDER BY 1, 2, 3""", [list(run_ids)] + params)
+        WITH curves AS (
+            SELECT p.run_id, p.case_id, p.target_id, lower(p.ordering) AS ordering, p.step, p.fraction, p.value
+            FROM perturbation_curve p JOIN cases c USING (case_id)
+            WHERE p.run_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}),
+        ends AS (
+            SELECT run_id, case_id, target_id, arg_min(value, step) AS clean, arg_max(value, step) AS removed
+            FROM curves WHERE ordering = 'morf' GROUP BY run_id, case_id, target_id),
+        normalised AS (
+            SELECT k.run_id, k.ordering, k.step, k.fraction, (k.value - e.removed) / (e.clean - e.removed) AS value
+            FROM curves k JOIN ends e USING (run_id, case_id, target_id)
+            WHERE abs(e.clean - e.removed) > 1e-12)
+        SELECT run_id, ordering, step, avg(fraction) AS fraction, median(value) AS median,
+               quantile_cont(value, 0.25) AS q25, quantile_cont(value, 0.75) AS q75, count(value) AS n
+        FROM normalised GROUP BY run_id, ordering, step ORDER BY 1, 2, 3""", [list(run_ids)] + params)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -548,7 +548,7 @@ def perturbation_curves(summary: pd.DataFrame, labels: dict[str, str], title: st
                                                     "<extra>" + html.escape(labels.get(run_id, run_id)) + "</extra>")),
                           row=1, col=c)
         fig.update_xaxes(title_text=f"{names.get(ordering, ordering)} (fraction of input removed)", row=1, col=c)
-    fig.update_yaxes(title_text="model output (normalised)", row=1, col=1)
+    fig.update_yaxes(title_text="class score, normalised (1 clean, 0 all removed)", row=1, col=1)
     fig.update_layout(legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
     return _base_layout(fig, title, provenance, 440)
 
@@ -763,5 +763,5 @@ def agreement_bars(agreement: pd.DataFrame, rois: dict[int, Roi], other_label: s
         hovertemplate="<b>%{x}</b><br>mean rho %{y:.3f} (median %{customdata[0]})<br>%{customdata[1]} cases"
                       "<extra></extra>", name=f"vs {other_label}"))
     fig.update_xaxes(tickangle=-45, title_text="target class a")
-    fig.update_yaxes(title_text="Spearman rho of the two runs' rows, mean over cases", range=[-1.05, 1.05])
+    fig.update_yaxes(title_text="Spearman ρ, mean over cases", range=[-1.05, 1.05])
     return _base_layout(fig, title, provenance, 440)

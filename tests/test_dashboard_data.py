@@ -144,6 +144,29 @@ def test_evaluation_runs_are_filtered_by_their_cases_metadata(ref, synthetic_sto
     assert data.evaluated_case_count(ref, runs) == 8
 
 
+def test_perturbation_curves_are_normalised_per_case_and_class(tmp_path):
+    """Two curves of very different scales: each is rescaled to (s - s_min) / (s(0) - s_min) before
+    the median, so the summary is the median of the normalised curves (a flat curve drops out)."""
+    from agg2exp_core import store as core_store
+
+    path = tmp_path / "curves.duckdb"
+    with core_store.open_writer(path) as con:
+        con.execute("INSERT INTO cases (case_id, dataset, split) VALUES ('a', 'd', 'test'), ('b', 'd', 'test')")
+        rows = []
+        for case, target, morf, lerf in (("a", 1, [10.0, 4.0, 0.0], [10.0, 9.0, 0.0]),
+                                         ("b", 1, [-50_000.0, -80_000.0, -90_000.0], [-50_000.0, -60_000.0, -90_000.0]),
+                                         ("b", 2, [3.0, 3.0, 3.0], [3.0, 3.0, 3.0])):
+            for ordering, values in (("MoRF", morf), ("LeRF", lerf)):
+                rows += [["r", case, target, ordering, k, k / 2, v] for k, v in enumerate(values)]
+        con.executemany("INSERT INTO perturbation_curve VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    summary = data.perturbation_summary(data.store_ref(path), ("r",), CohortFilter()).set_index(["ordering", "step"])
+    # normalised: a MoRF 1, 0.4, 0 / LeRF 1, 0.9, 0; b MoRF 1, 0.25, 0 / LeRF 1, 0.75, 0; b class 2 is flat
+    assert summary.loc[("morf", 1), "median"] == pytest.approx((0.4 + 0.25) / 2)
+    assert summary.loc[("lerf", 1), "median"] == pytest.approx((0.9 + 0.75) / 2)
+    assert (summary.xs(0, level="step")["median"] == 1).all() and (summary.xs(2, level="step")["median"] == 0).all()
+    assert (summary.n == 2).all()
+
+
 def test_permutation_labels_are_the_generators_shuffles_of_the_cohort_labels():
     """The p-values count, per cell, shuffles of the pooled labels as numpy's Generator draws them
     (seeded, in order); a plain re-count in float64 gives the same p-values."""

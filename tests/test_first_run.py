@@ -188,12 +188,13 @@ def test_demo_publishes_the_vg_run_before_smoothgrad_starts(tmp_path, monkeypatc
     report = demo.build_demo(data_dir, methods=TINY_RUNS, progress=False, cohort=TINY_COHORT,
                              executor=InProcessExecutor())
     steps, counts = seen["during_vg"]
-    assert steps.loc["vg", "state"] == "running" and 1 <= counts.get("vg", 0) < 6
-    assert steps.loc["vg", "done"] == counts["vg"] and steps.loc["vg", "total"] == 6
+    assert steps.loc["vg", "state"] == "running" and 1 <= counts.get("vg", 0) < 5
+    assert steps.loc["vg", "done"] == counts["vg"] and steps.loc["vg", "total"] == 5  # 3 reference + 2 external
     assert steps.loc["evaluation", "state"] == "pending"
     steps, counts = seen["before_smoothgrad"]
-    assert counts["vg"] == 6 and counts["anomaly"] == 6 and "smoothgrad" not in counts
-    assert list(steps.state[:4]) == ["done", "done", "done", "pending"]  # phantoms, VG, its anomaly scores
+    assert counts["vg"] == 5 and counts["anomaly"] == 5 and "smoothgrad" not in counts
+    # phantoms, VG and its analyses done; SmoothGrad's step begun, none of its cases published
+    assert list(steps.state[:4]) == ["done", "done", "done", "running"] and pd.isna(steps.done.iloc[3])
     with store.connect(db, read_only=True) as con:
         assert store.build_complete(con)
     assert set(report["runs"]) == {"vg", "smoothgrad"}
@@ -227,7 +228,7 @@ def test_process_executor_gives_the_rows_of_an_in_process_run(tmp_path):
     precompute(manifest, checkpoint, tmp_path / "a.duckdb", "smoothgrad", params, device="cpu", progress=False)
     summary = precompute(manifest, checkpoint, tmp_path / "b.duckdb", "smoothgrad", params, device="cpu",
                          progress=False, executor=ProcessExecutor(workers=2))
-    assert sorted(summary.done) == ["ext-000", "ext-001", "ref-000", "ref-001", "ref-002"]
+    assert sorted(summary.done) == ["ext-000", "ext-001", "ref-000", "ref-001"]  # n_test is within n_reference
     query = ("SELECT case_id, target_id, source_id, mass_abs, mass_pos, mass_neg FROM local_importance "
              "ORDER BY ALL")
     with store.connect(tmp_path / "a.duckdb", read_only=True) as a, store.connect(tmp_path / "b.duckdb",

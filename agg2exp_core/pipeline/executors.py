@@ -83,6 +83,31 @@ class Executor(Protocol):
             on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]: ...
 
 
+class SharedSession:
+    """Workers held from the first ``with`` block to the end of the last: nested blocks (the demo's
+    steps inside its build) share one pool or cluster connection. Subclasses say how to
+    ``_open`` and ``_close`` it."""
+
+    _sessions = 0
+
+    def __enter__(self):
+        if self._sessions == 0:
+            self._open()
+        self._sessions += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sessions -= 1
+        if self._sessions == 0:
+            self._close()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
 class InProcessExecutor:
     """Computes each job in the calling process, one after the other, with the driver's model."""
 
@@ -110,7 +135,7 @@ class InProcessExecutor:
             yield Completed(job, result)
 
 
-class ProcessExecutor:
+class ProcessExecutor(SharedSession):
     """Computes jobs on ``workers`` processes of this machine, ``threads`` torch threads each.
 
     Processes are spawned (never forked from a driver holding torch's thread pools) when the
@@ -135,18 +160,13 @@ class ProcessExecutor:
         self.threads, self.max_retries, self.preload = max(1, threads), max_retries, tuple(preload)
         self.running = 0
         self._pool: ProcessPoolExecutor | None = None
-        self._sessions = 0
         self._maps = itertools.count()
 
-    def __enter__(self) -> ProcessExecutor:
-        if self._sessions == 0:
-            self._pool = self._new_pool()
-        self._sessions += 1
-        return self
+    def _open(self) -> None:
+        self._pool = self._new_pool()
 
-    def __exit__(self, *exc) -> None:
-        self._sessions -= 1
-        if self._sessions == 0 and self._pool is not None:
+    def _close(self) -> None:
+        if self._pool is not None:
             self._stop(self._pool)
             self._pool = None
 

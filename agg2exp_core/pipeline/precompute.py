@@ -257,6 +257,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
             with closing(executor.map(compute, source, jobs, on_start=writer.started)) as outcomes:
                 for outcome in outcomes:
                     bar.update(writer.write(outcome))
+                    writer.publish_due()
         except KeyboardInterrupt:
             writer.interrupted()
             raise
@@ -330,10 +331,13 @@ class _CaseWriter:
             return self._failed(case_id, "store", str(err))
         self.summary.done.append(case_id)
         self.summary.seconds.append(result.seconds)
+        return True
+
+    def publish_due(self) -> None:
+        """A snapshot for readers, at most every PUBLISH_EVERY_S (after the progress is recorded too)."""
         if time.time() - self.last_publish > PUBLISH_EVERY_S:
             store.publish(self.con, self.db)
             self.last_publish = time.time()
-        return True
 
     def _failed(self, case_id: str, stage: str, message: str) -> bool:
         store.record_failure(self.con, self.run_id, case_id, stage, message)

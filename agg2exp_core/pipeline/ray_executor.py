@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.models import Segmenter
-from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource
+from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource, SharedSession
 
 LOOPBACK = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # agg2exp_core/
@@ -71,7 +71,7 @@ class CaseWorker:
         return compute(self.model, job)
 
 
-class RayExecutor:
+class RayExecutor(SharedSession):
     name = "ray"
     isolates_cases = True
 
@@ -79,19 +79,14 @@ class RayExecutor:
         self.config = config
         self.running = 0
         self.workers = 0
-        self._sessions = 0   # open ``with`` blocks
         self._joined = False  # this executor started or joined Ray (and leaves it at the end)
 
-    def __enter__(self) -> RayExecutor:
-        """Start or join Ray now (before the store is opened: a bad address writes nothing)."""
-        if self._sessions == 0:
-            self._joined = self._connect()
-        self._sessions += 1
-        return self
+    def _open(self) -> None:
+        """Start or join Ray at the first ``with`` (before the store is opened: a bad address writes nothing)."""
+        self._joined = self._connect()
 
-    def __exit__(self, *exc) -> None:
-        self._sessions -= 1
-        if self._sessions == 0 and self._joined:
+    def _close(self) -> None:
+        if self._joined:
             import ray
 
             ray.shutdown()
