@@ -261,3 +261,45 @@ def test_process_executor_finds_the_case_that_kills_its_process(tmp_path):
     assert "died" in outcomes["c2"].crashed and outcomes["c2"].result is None
     assert all(outcomes[c].result == (c, 17) and not outcomes[c].crashed for c in ("c0", "c1", "c3", "c4"))
     assert len(attempts.read_text()) >= 2  # run again alone before it is given up
+
+
+# ----------------------------------------------------------------------------- make run: --background
+def test_background_start_is_a_no_op_when_complete_or_running(tmp_path, capsys):
+    from agg2exp_core.cli import main
+    from agg2exp_core.pipeline.background import build_lock
+
+    with store.open_writer(tmp_path / "demo.duckdb") as con:
+        store.plan_build(con, [("phantoms", "phantom cohort")])
+        store.update_build_step(con, "phantoms", "done")
+    assert main(["demo", "--data-dir", str(tmp_path), "--background"]) == 0
+    assert "is complete" in capsys.readouterr().out and not (tmp_path / "demo-build.log").exists()
+    running = tmp_path / "running"
+    with build_lock(running):  # this process is "the build"
+        assert main(["demo", "--data-dir", str(running), "--background"]) == 0
+        assert f"already running (pid {os.getpid()})" in capsys.readouterr().out
+    assert not (running / "demo-build.log").exists()
+
+
+@pytest.mark.slow
+def test_background_build_runs_detached_and_logs_its_failure(tmp_path, capsys):
+    """A real detached build (of a folder whose checkpoint is broken, so that it ends in seconds):
+    the command returns at once, the build holds the folder's lock while it runs and its output,
+    the failure's one line included, lands in the log."""
+    import time
+
+    from agg2exp_core.cli import main
+    from agg2exp_core.pipeline.background import build_holder
+
+    (tmp_path / "demo_unet.pt").write_bytes(b"not a checkpoint")
+    started = time.time()
+    assert main(["demo", "--data-dir", str(tmp_path), "--background"]) == 0
+    assert time.time() - started < 5 and "in the background" in capsys.readouterr().out
+    deadline = time.time() + 120
+    while time.time() < deadline and (build_holder(tmp_path) is not None or not (tmp_path / "demo.duckdb").exists()):
+        time.sleep(0.5)
+    assert build_holder(tmp_path) is None, "the build did not end"
+    log = (tmp_path / "demo-build.log").read_text()
+    assert "--- demo build started" in log and "demo_unet.pt" in log and "error" in log.lower()
+    with store.connect(tmp_path / "demo.duckdb", read_only=True) as con:
+        steps = store.build_status(con).set_index("step").state
+    assert steps["phantoms"] == "done" and steps["vg"] == "failed"
