@@ -107,3 +107,52 @@ def test_permutations_without_a_statistic_do_not_count_as_not_extreme():
     assert result.difference[0] == pytest.approx(0.8)
     assert result.p_values[0] == 1.0 and not result.significant[0]
     assert 0 < result.p_values[1] <= 1
+
+
+def test_random_subsets_have_k_members_and_every_subset_is_equally_likely():
+    """The labels of a permutation: exactly k of n per row, each of the C(n, k) subsets with
+    probability 1 / C(n, k) (chi-square over 12,000 rows), also for k near 0, n / 2 and n."""
+    from itertools import combinations
+
+    from scipy.stats import chisquare
+
+    from agg2exp_core.analysis.compare import random_subsets
+
+    for n, k in [(6, 1), (6, 3), (7, 5), (6, 6), (6, 0)]:
+        rows = random_subsets(np.random.default_rng(n), np.random.default_rng(k + 100), 12000, n, k)
+        assert rows.shape == (12000, n) and np.all(rows.sum(axis=1) == k)
+        subsets = list(combinations(range(n), k))
+        if len(subsets) == 1:
+            continue
+        code = rows.astype(np.int64) @ (1 << np.arange(n))
+        observed = np.array([np.sum(code == sum(1 << i for i in s)) for s in subsets])
+        assert observed.sum() == 12000
+        assert chisquare(observed).pvalue > 1e-3, (n, k, observed)
+
+
+def test_labels_do_not_depend_on_the_batch_size():
+    from agg2exp_core.analysis.compare import _label_batches
+
+    membership = np.zeros(37)
+    membership[:15] = 1
+    small = np.concatenate(list(_label_batches(membership, 100, 7, seed=4)))
+    large = np.concatenate(list(_label_batches(membership, 100, 64, seed=4)))
+    assert np.array_equal(small, large) and np.all(small.sum(axis=1) == 15)
+
+
+def test_p_values_match_the_exact_permutation_distribution():
+    """Known answer: with 5 + 4 cases there are C(9, 5) = 126 partitions; the Monte Carlo
+    p-value must approach the fraction of partitions at least as extreme as the observed one."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(0.8, 1.0, size=(5, 3)), rng.normal(0.0, 1.0, size=(4, 3))
+    pooled = np.concatenate([a, b])
+    observed = np.abs(a.mean(axis=0) - b.mean(axis=0))
+    extreme = np.zeros(3)
+    for chosen in combinations(range(9), 5):
+        inside = np.isin(np.arange(9), chosen)
+        extreme += np.abs(pooled[inside].mean(axis=0) - pooled[~inside].mean(axis=0)) >= observed - 1e-9
+    exact = extreme / 126
+    result = permutation_test(a, b, n_permutations=20000, seed=1, fdr=False)
+    assert np.all(np.abs(result.p_values - exact) < 0.012), (result.p_values, exact)

@@ -167,15 +167,19 @@ def test_perturbation_curves_are_normalised_per_case_and_class(tmp_path):
     assert (summary.n == 2).all()
 
 
-def test_permutation_labels_are_the_generators_shuffles_of_the_cohort_labels():
-    """The p-values count, per cell, shuffles of the pooled labels as numpy's Generator draws them
-    (seeded, in order); a plain re-count in float64 gives the same p-values."""
+def test_permutation_labels_are_the_seeded_random_subsets_of_the_cohort_labels():
+    """The p-values count, per cell, the seeded random label assignments (``_label_batches``: each
+    row exactly n_a labels of cohort A); a plain re-count in float64 gives the same p-values."""
+    from agg2exp_core.analysis.compare import _label_batches
+
     rng = np.random.default_rng(1)
     a, b = rng.random((15, 2, 3)), rng.random((11, 2, 3)) + np.array([[0.3, 0, 0], [0, 0, 0]])
     n_permutations = 400
     result = permutation_test(a, b, n_permutations=n_permutations, seed=9, fdr=False, batch_size=64)
     pooled = np.concatenate([a, b]).reshape(26, -1)
-    labels = np.random.default_rng(9).permuted(np.tile(np.r_[np.ones(15), np.zeros(11)], (n_permutations, 1)), axis=1)
+    labels = np.concatenate(list(_label_batches(np.r_[np.ones(15), np.zeros(11)], n_permutations, 1000, 9)))
+    assert labels.shape == (n_permutations, 26) and np.all(labels.sum(axis=1) == 15)
+    labels = labels.astype(float)
     diff = labels @ pooled / 15 - (1 - labels) @ pooled / 11
     observed = a.reshape(15, -1).mean(axis=0) - b.reshape(11, -1).mean(axis=0)
     exceed = (np.abs(diff) >= np.abs(observed) - 1e-6 * np.maximum(1, np.abs(observed))).sum(axis=0)

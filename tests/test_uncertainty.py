@@ -71,3 +71,21 @@ def test_context_values_read_each_target_at_its_own_column():
     cube[:, 0, 1], cube[:, 1, 2] = 0.75, 0.5                   # targets 5 and 7 at sources 5 and 7
     targets, values = uncertainty.context_values(cube, [5, 7], [3, 5, 7])
     assert targets == [5, 7] and np.allclose(values, [[0.25, 0.5], [0.25, 0.5]])
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_resampled_means_equal_a_straightforward_resampling(missing):
+    """The product form (resample counts @ values) gives, resample by resample, the NaN-aware mean
+    of the values gathered at the drawn patients (same draws: ``integers(0, n)`` per batch)."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(23, 4))
+    if missing:
+        values[:9, 2] = np.nan
+    config = BootstrapConfig(n_boot=uncertainty.BATCH + 30, seed=5)
+    fast = uncertainty._resampled_means(values, config, np.random.default_rng(5))
+    reference_rng, reference = np.random.default_rng(5), []
+    for start in range(0, config.n_boot, uncertainty.BATCH):
+        draws = reference_rng.integers(0, len(values), size=(min(uncertainty.BATCH, config.n_boot - start), len(values)))
+        reference += [np.nanmean(values[patients], axis=0) for patients in draws]
+    assert fast.shape == (config.n_boot, 4)
+    np.testing.assert_allclose(fast, np.array(reference), rtol=1e-5, atol=1e-6)

@@ -56,15 +56,20 @@ def resample_weights(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _resampled_means(values: np.ndarray, config: BootstrapConfig, rng: np.random.Generator) -> np.ndarray:
-    """``[n_boot, cells]`` bootstrap means of ``values`` ``[n, cells]`` (NaN-aware)."""
+    """``[n_boot, cells]`` bootstrap means of ``values`` ``[n, cells]`` (NaN-aware).
+
+    A batch of resamples is one float32 product ``counts @ values``; without missing values every
+    cell's count is the resample's size ``n`` (exact in float32), so the second product is skipped.
+    """
     present = np.isfinite(values)
     filled = np.where(present, values, 0.0).astype(np.float32)
-    counts = present.astype(np.float32)
+    counts = None if present.all() else present.astype(np.float32)
     out = np.empty((config.n_boot, values.shape[1]))
     for start in range(0, config.n_boot, BATCH):
         weights = resample_weights(len(values), min(BATCH, config.n_boot - start), rng)
+        denominator = np.float32(len(values)) if counts is None else weights @ counts
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + len(weights)] = (weights @ filled) / (weights @ counts)
+            out[start:start + len(weights)] = (weights @ filled) / denominator
     return out
 
 
