@@ -100,6 +100,10 @@ def test_recorder_only_for_smoothgrad_with_two_samples_and_within_the_memory_lim
 
 
 def test_noise_rows_clip_the_interval_to_a_fraction():
+    from scipy.stats import norm
+
+    from agg2exp_core.vocabulary import SAMPLING_NOISE_LEVEL, SAMPLING_NOISE_Z
+    assert SAMPLING_NOISE_Z == pytest.approx(norm.ppf(0.5 + SAMPLING_NOISE_LEVEL / 2), abs=1e-6)
     noise = noise_stage.CaseNoise({"abs": np.array([[0.1, np.nan]])}, 4)
     rows = noise_stage.noise_rows("r", "c", noise, {"abs": np.array([[0.05, 0.5]])}, [7], [7, 8])
     assert rows == [["r", "c", 7, 7, "abs", 0.1, 0.0, pytest.approx(0.05 + 1.959964 * 0.1), 4]]

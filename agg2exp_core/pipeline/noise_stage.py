@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import norm
 
 from agg2exp_core.aggregate import sampling_noise
 from agg2exp_core.attribution.gradients import GradientConfig
 from agg2exp_core.attribution.sinks import SampleMaps
-from agg2exp_core.vocabulary import SAMPLING_NOISE_LEVEL
+from agg2exp_core.vocabulary import SAMPLING_NOISE_Z
 
 SAMPLE_MAPS_MAX_BYTES = 512 * 2**20
-Z = float(norm.ppf(0.5 + SAMPLING_NOISE_LEVEL / 2))  # 1.96
+Z = SAMPLING_NOISE_Z  # 95 % (vocabulary.SAMPLING_NOISE_LEVEL)
 
 
 @dataclass
