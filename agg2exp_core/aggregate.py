@@ -120,3 +120,28 @@ def region_mean_attribution(attributions, labels, n_rois: int) -> np.ndarray:
     voxels = np.bincount(label_map.flatten().numpy(), minlength=n_rois)[:n_rois].astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(voxels > 0, sums / voxels, np.nan)
+
+
+def sampling_noise(samples, pred_labels, n_classes: int,
+                   extra_rois: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Standard error ``[k, r]`` per mass kind of ``local_matrices`` of the mean of n noisy samples.
+
+    ``samples``: ``[n, k, *S]``, each SmoothGrad sample's attribution (or any common positive
+    multiple of them, e.g. the weighted terms ``a_s / n``: mass fractions do not change with
+    the scale). Delete-one jackknife: ``θ_s`` = the matrix of the leave-one-out mean
+    ``(Σ a − a_s) / (n − 1)``, ``SE² = (n − 1)/n · Σ_s (θ_s − θ̄)²``; for a fraction that is
+    linear in the mean this is exactly ``std(θ of each sample, ddof=1) / √n``. One class row at
+    a time, so the float64 copies are ``[n, *S]``. NaN where a leave-one-out row has no mass.
+    """
+    samples = torch.as_tensor(np.asarray(samples) if not torch.is_tensor(samples) else samples)
+    n = samples.shape[0]
+    if n < 2:
+        raise ValueError(f"the sampling noise needs at least 2 samples, got {n}")
+    rows: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
+    for j in range(samples.shape[1]):
+        row = samples[:, j].detach().to(torch.float64).cpu()
+        leave_one_out = (row.sum(0, keepdim=True) - row) / (n - 1)  # [n, *S]
+        for kind, theta in local_matrices(leave_one_out, pred_labels, n_classes, extra_rois).items():
+            spread = ((theta - theta.mean(0)) ** 2).sum(0)
+            rows[kind].append(np.sqrt((n - 1) / n * spread))
+    return {kind: np.stack(r) for kind, r in rows.items()}

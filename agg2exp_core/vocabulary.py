@@ -29,6 +29,9 @@ AVERAGE_TARGET = -1
 UNION_TARGET = -2
 # bootstrap_ci.cohort of "all cases of the run" (other rows name a dataset).
 ALL_CASES = "*"
+# sampling_noise.low/high: estimate ± z·SE of a normal interval at this level (clipped to [0, 1]).
+SAMPLING_NOISE_LEVEL = 0.95
+SAMPLING_NOISE_Z = 1.959964  # its two-sided normal quantile
 
 # runs.source: how a run's rows came about.
 RUN_SOURCES: tuple[str, ...] = ("precompute", "import", "evaluate")

@@ -180,6 +180,36 @@ def case_matrix_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, l
     return MatrixView(like.targets, like.sources, out, np.isfinite(out).astype(int))
 
 
+@dataclass(frozen=True)
+class CaseNoise:
+    """A case's SmoothGrad sampling noise in the cell order of a ``MatrixView`` (NaN where none is stored)."""
+
+    se: np.ndarray
+    n_samples: int
+    table: pd.DataFrame  # target, source, mass, se, low, high, n_samples (for the table and its CSV)
+
+
+def case_noise_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, local: MatrixView) -> CaseNoise | None:
+    """The stored standard errors of one case's matrix cells (None: the run has none for this case)."""
+    rows = data.sampling_noise(ref, run_id, case_id)
+    rows = rows[rows.kind == kind]
+    if rows.empty:
+        return None
+    se = np.full(local.matrix.shape, np.nan)
+    t_index = {t.roi_id: i for i, t in enumerate(local.targets)}
+    s_index = {s.roi_id: j for j, s in enumerate(local.sources)}
+    for target_id, source_id, value in zip(rows.target_id, rows.source_id, rows.se):
+        if target_id in t_index and source_id in s_index:
+            se[t_index[target_id], s_index[source_id]] = value
+    names = {r.roi_id: r.name for r in (*local.targets, *local.sources)}
+    table = pd.DataFrame({"target": rows.target_id.map(names), "source": rows.source_id.map(names),
+                          "mass": [local.matrix[t_index[t], s_index[s]] if t in t_index and s in s_index else np.nan
+                                   for t, s in zip(rows.target_id, rows.source_id)],
+                          "se": rows.se.to_numpy(), "low": rows.low.to_numpy(), "high": rows.high.to_numpy(),
+                          "n_samples": rows.n_samples.to_numpy()}).dropna(subset=["target", "source"])
+    return CaseNoise(se, int(rows.n_samples.max()), table.sort_values("se", ascending=False, ignore_index=True))
+
+
 # --- intervals, expected Dice, outlier reasons, drift (the analyses beyond the paper) ----------------------
 
 # Cohorts up to this size get a live bootstrap (one array read, ~0.1 s); larger ones a normal approximation

@@ -631,6 +631,15 @@ def stored_intervals(ref: StoreRef, run_id: str, cohort_name: str, kind: str) ->
                       "WHERE run_id = ? AND cohort = ? AND kind = ? ORDER BY 1, 2", [run_id, cohort_name, kind])
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def sampling_noise(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
+    """One case's SmoothGrad sampling noise per cell and kind: SE, interval, noise samples behind it."""
+    if not has_table(ref, "sampling_noise"):
+        return pd.DataFrame(columns=["target_id", "source_id", "kind", "se", "low", "high", "n_samples"])
+    return query(ref, "SELECT target_id, source_id, kind, se, low, high, n_samples FROM sampling_noise "
+                      "WHERE run_id = ? AND case_id = ? ORDER BY kind, target_id, source_id", [run_id, case_id])
+
+
 def global_matrix_spread(ref: StoreRef, run_id: str, cohort: CohortFilter, kind: str = "abs") -> pd.DataFrame:
     """Mean, standard deviation and count per cell over the cohort (the cached ``global_matrix`` frame)."""
     return global_matrix(ref, run_id, cohort, kind)

@@ -658,6 +658,20 @@ def add_intervals(fig: go.Figure, low: np.ndarray, high: np.ndarray, label: str 
     return fig
 
 
+def add_sampling_noise(fig: go.Figure, se: np.ndarray, n_samples: int) -> go.Figure:
+    """Each cell's SmoothGrad sampling noise in the heat map's hover: "± SE (n noise samples)"."""
+    heat = next(t for t in fig.data if isinstance(t, go.Heatmap))
+    custom = np.asarray(heat.customdata, dtype=object)
+    noise = np.empty(custom.shape[:2] + (1,), dtype=object)
+    for i in range(custom.shape[0]):
+        for j in range(custom.shape[1]):
+            noise[i, j, 0] = "n/a" if not np.isfinite(se[i, j]) else f"± {se[i, j]:.4f} ({n_samples} noise samples)"
+    heat.customdata = np.concatenate([custom, noise], axis=2)
+    heat.hovertemplate = heat.hovertemplate.replace(
+        "<extra></extra>", f"<br>sampling noise (SE): %{{customdata[{custom.shape[2]}]}}<extra></extra>")
+    return fig
+
+
 def drift_bars(tests: pd.DataFrame, targets: Sequence[Roi], title: str, provenance: str,
                alpha: float = 0.05) -> go.Figure:
     """Energy distance per class (one dataset vs the reference); bars at q < alpha dark, with the q-value."""

@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from agg2exp_core.vocabulary import MASS_KIND_TITLES
+from agg2exp_core.vocabulary import MASS_KIND_TITLES, SAMPLING_NOISE_LEVEL, SAMPLING_NOISE_Z
 from dashboard import case_view, causal_views, compute, data, export, figures, slices, state, surfaces, ui
 from dashboard.analytics import Roi
 
@@ -151,15 +151,24 @@ causal_views.case_section(ctx, case, target, slices.CaseArtifact(data.load_artif
 st.subheader("Local matrix vs cohort mean")
 cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, "group")
 local = compute.case_matrix_view(ctx.ref, ctx.run_id, case, kind, cohort_mean)
+noise = compute.case_noise_view(ctx.ref, ctx.run_id, case, kind, local)
 left, right = st.columns(2)
-export.show_figure(figures.matrix_heatmap(local.matrix, local.targets, local.sources,
-                                          f"Case {case} ({MASS_KIND_TITLES[kind]})",
-                                          ctx.provenance(1, f"case {case}"), MASS_KIND_TITLES[kind]),
-                   [f"local-matrix-{case}", kind, ctx.run_id], "local", container=left, compact=True)
+local_figure = figures.matrix_heatmap(local.matrix, local.targets, local.sources,
+                                      f"Case {case} ({MASS_KIND_TITLES[kind]})",
+                                      ctx.provenance(1, f"case {case}"), MASS_KIND_TITLES[kind])
+if noise is not None:
+    figures.add_sampling_noise(local_figure, noise.se, noise.n_samples)
+export.show_figure(local_figure, [f"local-matrix-{case}", kind, ctx.run_id], "local", container=left, compact=True)
 export.show_figure(figures.matrix_heatmap(cohort_mean.matrix, cohort_mean.targets, cohort_mean.sources,
                                           f"Cohort mean ({MASS_KIND_TITLES[kind]})", ctx.provenance(),
                                           MASS_KIND_TITLES[kind], counts=cohort_mean.counts),
                    ctx.name_parts("global-heatmap", kind, "group"), "local-mean", container=right, compact=True)
+if noise is not None:
+    st.caption(f"Sampling noise of this SmoothGrad case: each cell's standard error over its {noise.n_samples} "
+               f"noise samples (delete-one jackknife) is in the hover; the largest is {noise.table.se.max():.4f}. "
+               f"Intervals: mass ± {SAMPLING_NOISE_Z:.2f}·SE ({SAMPLING_NOISE_LEVEL:.0%} normal), clipped to [0, 1].")
+    with st.expander("Sampling noise per cell"):
+        export.show_table(noise.table, [f"sampling-noise-{case}", kind, ctx.run_id], "case-noise")
 
 st.subheader("3-D view of the predicted structures")
 if path is None:

@@ -151,3 +151,35 @@ def test_add_intervals_extends_the_hover_of_any_heat_map():
     heat = figure.data[0]
     assert heat.customdata[1][0][-1] == "[0.1000, 0.3000]" and "95 % CI: %{customdata[3]}" in heat.hovertemplate
     json.loads(figure.to_json())
+
+
+def test_case_viewer_shows_the_sampling_noise_of_a_smoothgrad_case(monkeypatch, synthetic_store, tmp_path):
+    """Rows as precompute writes them (SE per cell) show in the local matrix's hover and in a table with CSV."""
+    import duckdb
+
+    path = tmp_path / "store.duckdb"
+    shutil.copyfile(synthetic_store["path"], path)
+    shutil.copytree(synthetic_store["artifact_root"], tmp_path / "artifacts")
+    run_id = synthetic_store["run_ids"]["smoothgrad"]
+    with duckdb.connect(str(path)) as con:
+        case = con.execute("SELECT min(case_id) FROM local_importance WHERE run_id = ?", [run_id]).fetchone()[0]
+        con.execute("""INSERT INTO sampling_noise SELECT run_id, case_id, target_id, source_id, 'abs',
+                       0.01 + 0.001 * source_id, greatest(mass_abs - 0.02, 0), least(mass_abs + 0.02, 1), 4
+                       FROM local_importance WHERE run_id = ? AND case_id = ? AND mass_abs IS NOT NULL""",
+                    [run_id, case])
+        heart = synthetic_store["roi_ids"]["heart"]
+        expected_se = 0.01 + 0.001 * heart
+    app = open_app(monkeypatch, path, "case_viewer", {"run": run_id, "case": case})
+    assert not app.error
+    local = next(t for c in charts(app) for t in pio.from_json(c.proto.spec).data
+                 if t.type == "heatmap" and "sampling noise" in t.hovertemplate)
+    cells = [row[-1] for grid in [local.customdata] for line in grid for row in line]
+    assert f"± {expected_se:.4f} (4 noise samples)" in cells
+    assert any("its 4 noise samples (delete-one jackknife)" in c for c in texts(app, "caption"))
+    table = next(d.value for d in app.dataframe if "se" in d.value.columns)
+    assert (table.n_samples == 4).all() and table.se.max() == pytest.approx(table.se.iloc[0])
+    assert (table.low <= table.mass + 1e-12).all() and (table.mass <= table.high + 1e-12).all()
+    assert "CSV" in downloads(app)
+    app = open_app(monkeypatch, path, "case_viewer", {"run": synthetic_store["run_ids"]["vg"], "case": case})
+    assert not any("sampling noise" in t.hovertemplate for c in charts(app) for t in pio.from_json(c.proto.spec).data
+                   if t.type == "heatmap")

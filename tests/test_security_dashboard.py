@@ -166,6 +166,7 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         assert call(data.causal_target_values, value, filters.CohortFilter(), 1).empty
         assert call(data.component_effects, run_id, filters.CohortFilter(), value).empty
         assert call(data.causal_case, run_id, value).empty and call(data.relevance_masks, value, real_case).empty
+        assert call(data.sampling_noise, value, real_case).empty and call(data.sampling_noise, run_id, value).empty
         # the analyses' tables (drift, expected Dice, outlier reasons, intervals, agreement, paper parity)
         for fn in (data.drift_tests, data.dice_estimate_quality, data.method_agreement, data.paper_parity):
             assert call(fn, value).empty

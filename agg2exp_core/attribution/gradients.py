@@ -19,6 +19,8 @@ whose cotangent is the class mask times ``a_i``. Batching the l backward passes 
 ``is_grads_batched`` (a vmap over the backward graph) was measured slower on CPU for
 a MONAI UNet (17 classes, 64x48x48, 2 samples, 2 threads: 3.5 s vs 2.2 s for the 17
 backward passes), so the plain loop is kept. Empty classes skip their pass.
+SmoothGrad given ``sample_maps=SampleMaps()`` also records each sample's own term (for
+the sampling noise of the result); without it the loops do no extra work.
 
 Large volumes (a window): the explained function is the output of the model's sliding
 window (MONAI's ``sliding_window_inference`` or nnU-Net's tile fusion). Its fused logit
@@ -36,6 +38,7 @@ passes under ``torch.autocast``; masks, cotangents and sums stay in float32.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from agg2exp_core.attribution import options
-from agg2exp_core.attribution.sinks import PadAdjoint, check_out, open_sink
+from agg2exp_core.attribution.sinks import PadAdjoint, SampleMaps, check_out, check_sample_maps, open_sink
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import placed, resolve_device
 from agg2exp_core.models.inference import Window, WindowGeometry, checked_forward, predict_logits
@@ -55,7 +58,7 @@ IG_RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_lef
 COMMON_PARAMS = ("seed", "device", "batch_size", "aggregation", "mask", "window", "autocast", "out",
                  *options.WINDOW_KEYS)
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-METHOD_PARAMS = {"vg": (), "smoothgrad": ("n_samples", "sigma"), "ig": ("steps", "baseline", "rule")}
+METHOD_PARAMS = {"vg": (), "smoothgrad": ("n_samples", "sigma", "sample_maps"), "ig": ("steps", "baseline", "rule")}
 
 # A stream of (input sample [1,*S], weight a_i) pairs, consumed once, in order.
 Samples = Iterator[tuple[torch.Tensor, float]]
@@ -76,6 +79,7 @@ class GradientConfig:
     out: str | Path | None = None     # a .npy path: accumulate there (memory-mapped) and keep it
     n_samples: int = 20               # smoothgrad
     sigma: float = 0.1                # smoothgrad, times the image's value range
+    sample_maps: SampleMaps | None = None  # smoothgrad: records each sample's term a_i ∇f̂(x_i)
     steps: int = 20                   # ig
     baseline: float | torch.Tensor | None = None  # ig; None: the model's air (options.default_baseline)
     rule: str = "gausslegendre"
@@ -97,6 +101,7 @@ class GradientConfig:
         if method == "smoothgrad":
             options.positive_int("n_samples", config.n_samples)
             options.finite_number("sigma", config.sigma, low=0.0)
+            check_sample_maps(config.sample_maps)
         if method == "ig":
             options.positive_int("steps", config.steps)
             if config.rule not in IG_RULES:
@@ -126,7 +131,7 @@ def explain_gradients(model, image: torch.Tensor, method: str, classes: Sequence
         if labels is None and (config.window is not None or method != "vg"):
             labels = predict_logits(network, x, config.window).argmax(0).to(device)
         samples, factor = method_samples(config, x)
-        new_sink = lambda k: open_sink((k, *x.shape[1:]), x.dtype, image.dtype, device, config.out)  # noqa: E731
+        new_sink = functools.partial(_new_sink, config, tuple(x.shape[1:]), x.dtype, image.dtype, device)
         if config.window is None:  # VG without windows reuses its own forward pass as the clean one
             sink = _direct_gradients(forward, samples, labels, classes, config, new_sink)
         else:
@@ -135,6 +140,13 @@ def explain_gradients(model, image: torch.Tensor, method: str, classes: Sequence
         if factor is not None:
             sink.multiply(factor[0])
         return sink.result(image.dtype)
+
+
+def _new_sink(config: GradientConfig, shape: tuple[int, ...], compute_dtype, out_dtype, device, k: int):
+    """The sum's sink of k rows (and the per-sample maps' storage, when they are asked for)."""
+    if config.sample_maps is not None:
+        config.sample_maps.open(config.n_samples, k, shape)
+    return open_sink((k, *shape), compute_dtype, out_dtype, device, config.out)
 
 
 def _forward(network, autocast: str | None, device: torch.device, dtype: torch.dtype):
@@ -250,7 +262,8 @@ def _class_counts(labels: torch.Tensor, n_labels: int) -> torch.Tensor:
 def _direct_gradients(forward, samples: Samples, labels: torch.Tensor | None, classes: list[int] | None,
                       config: GradientConfig, new_sink):
     """Whole-volume forward passes, ``batch_size`` samples at a time."""
-    targets, sink = None, None
+    targets, sink, first = None, None, 0
+    recorder = config.sample_maps
     while batch := list(itertools.islice(samples, config.batch_size)):
         inputs = torch.stack([s for s, _ in batch]).requires_grad_(True)  # [b,1,*S]
         logits = forward(inputs)                                          # [b,l,*S]
@@ -260,10 +273,17 @@ def _direct_gradients(forward, samples: Samples, labels: torch.Tensor | None, cl
             targets = _Targets.build(labels, classes, logits.shape[1], config.aggregation)
             sink = new_sink(len(targets.classes))
         a = inputs.new_tensor([w for _, w in batch]).view(-1, *[1] * (inputs.dim() - 2))  # [b,1,1,1]
+
+        def accumulate(j: int, grad: torch.Tensor, first=first) -> None:
+            sink.add(j, (), grad.sum(0)[0])
+            if recorder is not None:
+                for i, g in enumerate(grad):
+                    recorder.add(first + i, j, (), g[0])
+
         _backward_per_class(logits, inputs, targets, targets.active,
-                            cotangent_of=lambda j: a * targets.weight(j, dtype=logits.dtype),
-                            accumulate=lambda j, g: sink.add(j, (), g.sum(0)[0]))
+                            cotangent_of=lambda j: a * targets.weight(j, dtype=logits.dtype), accumulate=accumulate)
         sink.release()
+        first += len(batch)
     return sink
 
 
@@ -299,7 +319,8 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
     fold = PadAdjoint(geometry)
     windows = list(geometry.slices)
     targets = sink = presence = importance = inv_count = None
-    for sample, weight in samples:
+    recorder = config.sample_maps
+    for index, (sample, weight) in enumerate(samples):
         padded = geometry.pad(sample[None])  # [1,1,*P]
         if importance is None:
             importance = geometry.importance(device, padded.dtype)
@@ -320,10 +341,13 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
                          for s, h in zip(group, here[:, j].tolist())]
                 return blend * torch.stack([m.expand(blend.shape[1:]) for m in masks])
 
-            def accumulate(j: int, grad: torch.Tensor, group=group, here=here) -> None:
+            def accumulate(j: int, grad: torch.Tensor, group=group, here=here, index=index) -> None:
                 for g, s, h in zip(grad, group, here[:, j].tolist()):
                     if h:  # a window without the class gets a zero cotangent, hence a zero gradient
-                        sink.add(j, *fold(s, g[0]))
+                        box, image_grad = fold(s, g[0])
+                        sink.add(j, box, image_grad)
+                        if recorder is not None:
+                            recorder.add(index, j, box, image_grad)
 
             rows = [j for j in targets.active if bool(here[:, j].any())]
             _backward_per_class(logits, inputs, targets, rows, cotangent_of, accumulate)

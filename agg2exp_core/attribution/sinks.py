@@ -101,6 +101,30 @@ def open_sink(shape: tuple[int, ...], compute_dtype: torch.dtype, out_dtype: tor
     return MemorySink(shape, compute_dtype, device)
 
 
+class SampleMaps:
+    """Each sample's own term ``a_i ∇f̂_c(x_i)`` ``[n, k, *S]`` (float32, CPU), recorded beside the sum.
+
+    Given to an explanation as ``sample_maps=`` (SmoothGrad): the explainer calls ``open``
+    once it knows its k rows and ``add`` wherever it adds to the sum, so ``maps.sum(0)``
+    is the attribution it returns. The caller bounds the memory (``n·k·voxels·4`` bytes).
+    """
+
+    def __init__(self):
+        self.maps: torch.Tensor | None = None
+
+    def open(self, n_samples: int, rows: int, shape: tuple[int, ...]) -> None:
+        self.maps = torch.zeros((n_samples, rows, *shape), dtype=torch.float32)
+
+    def add(self, sample: int, row: int, box: Box, grad: torch.Tensor) -> None:
+        self.maps[(sample, row, *box)] += grad.detach().to(device="cpu", dtype=torch.float32)
+
+
+def check_sample_maps(value) -> "SampleMaps | None":
+    if value is not None and not isinstance(value, SampleMaps):
+        raise InputError("sample_maps", f"expected an attribution.sinks.SampleMaps or None, got {type(value).__name__}")
+    return value
+
+
 class PadAdjoint:
     """A window's gradient on the padded grid pulled back to the image grid.
 

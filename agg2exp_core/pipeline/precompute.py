@@ -30,7 +30,7 @@ from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manif
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
-from agg2exp_core.pipeline import causal_stage
+from agg2exp_core.pipeline import causal_stage, noise_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
 from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
 from agg2exp_core.pipeline.inputs import input_fingerprint, plan_cases
@@ -101,21 +101,22 @@ class CaseResult:
     artifact_path: Path | None = None
     extras: causal_stage.CaseExtras | None = None  # causal matrices, component effects, relevance masks
     region_means: np.ndarray | None = None  # [explained classes, n_classes]: mean |attribution| per region voxel
+    noise: noise_stage.CaseNoise | None = None  # SmoothGrad's sampling noise per cell
 
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
                  donors: causal_stage.CohortDonors | None = None, out: Path | None = None):
-    """(matrices, Dice, slice artefact, attributions, causal extras, region means): prediction,
-    Dice, attributions of every class, their RoI-importance matrices and mean |attribution| per
-    region voxel.
+    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise):
+    prediction, Dice, attributions of every class, their RoI-importance matrices, mean
+    |attribution| per region voxel and SmoothGrad's standard errors per cell (``noise_stage``).
 
     ``out``: a .npy path where gradient methods stream the attributions (memory-mapped;
     without it they do so by themselves above ``attribution.sinks.STREAM_ABOVE_BYTES``).
     """
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
-    case_extras = None
+    case_extras, recorder, note = None, None, None
     if method == "causal" or extras.relevance_share is not None:
         attributions, case_extras = causal_stage.explain_case(model, case, pred, method, params, classes, extras,
                                                               donors)
@@ -124,6 +125,9 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
             params = {"spacing": case.spacing, **params}
         if out is not None and "out" in get_method(method).parameters:
             params = {**params, "out": out}
+        recorder, note = noise_stage.recorder_for(method, params, len(classes), case.image.shape[1:])
+        if recorder is not None:
+            params = {**params, "sample_maps": recorder}
         attributions = explain(model, case.image, method, classes=list(classes), mask=pred, device=model.device,
                                **params).float().numpy()
     # one class row at a time, so that aggregation's float64 copies are [1,*S], not [k,*S]
@@ -134,7 +138,8 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
     artifact = slice_artifact(case, pred.numpy(), attributions, classes, model.preprocessing)
     if case_extras is not None:
         artifact.update(case_extras.artifact())
-    return matrices, dice, artifact, attributions, case_extras, region_means
+    noise = noise_stage.case_noise(recorder, note, pred, model.n_classes, case.rois)
+    return matrices, dice, artifact, attributions, case_extras, region_means, noise
 
 
 def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
@@ -144,7 +149,7 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
         case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
         inputs = input_fingerprint(job.row)
         stage = "explain"
-        matrices, dice, artifact, attributions, extras, region_means = process_case(
+        matrices, dice, artifact, attributions, extras, region_means, noise = process_case(
             model, case, job.method, job.params, job.classes, job.extras, job.donors, job.scratch)
         attributions = np.array(attributions) if job.keep_attributions else None  # off the scratch file
     except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
@@ -154,7 +159,7 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
             job.scratch.unlink(missing_ok=True)
     return CaseResult(job.case_id, matrices, dice, artifact, attributions,
                       case.affine, list(case.rois), case_record(job.row, case), inputs, time.time() - started,
-                      extras=extras, region_means=region_means)
+                      extras=extras, region_means=region_means, noise=noise)
 
 
 @dataclass(frozen=True)
@@ -216,8 +221,9 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     run_params = {**params}
     extras = causal_stage.ExtrasSpec.pop_from(method, params)
     check_params(method, params)
-    if "out" in params:
-        raise InputError("--params", "'out' is chosen per case by precompute; give --scratch-dir instead")
+    if "out" in params or "sample_maps" in params:
+        raise InputError("--params", "'out' and 'sample_maps' are chosen per case by precompute "
+                         "(give --scratch-dir for 'out')")
     cohort = read_manifest(manifest)
     frame = _select_cases(cohort, case_ids)
     model_source = "model" if isinstance(model, Segmenter) else model
@@ -354,9 +360,15 @@ class _CaseWriter:
         return store.importance_rows(self.run_id, result.case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
 
     def _result_rows(self, result: CaseResult) -> dict[str, list[list]]:
-        """Rows of the per-case result tables: region means, and the causal tables if any."""
+        """Rows of the per-case result tables: region means, sampling noise, and the causal tables if any."""
         class_roi_ids = [self.roi_ids[n] for n in self.model.label_names]
-        rows = {"region_attribution": self._region_rows(result, class_roi_ids)}
+        rows = {"region_attribution": self._region_rows(result, class_roi_ids),
+                "sampling_noise": noise_stage.noise_rows(self.run_id, result.case_id, result.noise, result.matrices,
+                                                         [class_roi_ids[c] for c in self.classes],
+                                                         class_roi_ids + [self.roi_ids[s] for s in result.roi_names])}
+        if result.noise is not None and result.noise.note:
+            tqdm.write(f"{result.case_id}: {result.noise.note}")
+            self.summary.notes.append(f"{result.case_id}: {result.noise.note}")
         if result.extras is not None:
             rows.update(result.extras.rows(self.run_id, result.case_id, self.classes, class_roi_ids))
         return rows

@@ -129,7 +129,7 @@ CREATE TABLE IF NOT EXISTS build_status(
 # anomaly.target_id / anomaly_dice.target_id: AVERAGE_TARGET (-1) stands for "averaged over classes".
 ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve",
                    "drift", "drift_cells", "drift_cases", "dice_estimate", "dice_estimate_quality",
-                   "outlier_reasons", "bootstrap_ci", "sampling_noise", "method_agreement", "method_disagreement",
+                   "outlier_reasons", "bootstrap_ci", "method_agreement", "method_disagreement",
                    "paper_parity", "analysis_settings")
 # drift_cases.target_id, dice_estimate.class_id, bootstrap_ci.target_id, method_agreement.target_id:
 # AVERAGE_TARGET (-1) also stands for "over all classes" there. outlier_tests.target_id UNION_TARGET (-2):
@@ -139,8 +139,11 @@ ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "p
 # donors behind it; component_effect: the same for ablating a network component (``position``:
 # order in the network); relevance_mask: the supervoxel relevance mask of a class and its
 # faithfulness (Dice of the prediction keeping only / removing the mask); region_attribution: mean
-# |attribution| of class a per voxel of region b (the paper's ``_mean`` columns).
-CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask": 8, "region_attribution": 5}
+# |attribution| of class a per voxel of region b (the paper's ``_mean`` columns); sampling_noise: the
+# jackknife standard error of cell (a, b) of a kind over a SmoothGrad run's n_samples noise samples and
+# the normal interval estimate ± z·SE at vocabulary.SAMPLING_NOISE_LEVEL, clipped to [0, 1].
+CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask": 8, "region_attribution": 5,
+                      "sampling_noise": 9}
 # build_status: the steps of a build that publishes while it runs (the demo), in ``position``
 # order, so readers can say what is still being built: ``state`` one of BUILD_STATES, ``done``
 # of ``total`` items (``unit``: "cases"; NULL for a step without items) since ``started_at``,
