@@ -45,6 +45,7 @@ bench: setup
 	$(PY) benchmarks/attribution_speed.py
 	$(PY) benchmarks/kernelshap_speed.py
 	$(PY) benchmarks/dashboard_render.py
+	$(PY) benchmarks/comparison_speed.py
 
 clean-demo:
 	rm -rf $(DEMO_DATA)/demo $(DEMO_DATA)/artifacts $(DEMO_DB) $(DEMO_DB).writing $(DEMO_DB).writing.wal \

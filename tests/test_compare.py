@@ -156,3 +156,48 @@ def test_p_values_match_the_exact_permutation_distribution():
     exact = extreme / 126
     result = permutation_test(a, b, n_permutations=20000, seed=1, fdr=False)
     assert np.all(np.abs(result.p_values - exact) < 0.012), (result.p_values, exact)
+
+
+def _extreme_rows(a, b, n_permutations, seed):
+    """Per permutation (in the test's own label stream) and cell: at least as extreme as observed."""
+    from agg2exp_core.analysis.compare import _label_batches
+
+    pooled = np.concatenate([a, b]).reshape(len(a) + len(b), -1)
+    membership = np.r_[np.ones(len(a)), np.zeros(len(b))]
+    labels = np.concatenate(list(_label_batches(membership, n_permutations, 97, seed))).astype(float)
+    diff = labels @ pooled / len(a) - (1 - labels) @ pooled / len(b)
+    observed = a.reshape(len(a), -1).mean(axis=0) - b.reshape(len(b), -1).mean(axis=0)
+    return np.abs(diff) >= np.abs(observed) - 1e-6 * np.maximum(1, np.abs(observed))
+
+
+def test_sequential_stop_gives_besag_clifford_p_values():
+    """With stop_at=h a cell stops at its h-th extreme permutation, the L-th: p = h / L; a cell that
+    never reaches h keeps the full count, so a strong cell's p is the same as without stopping."""
+    rng = np.random.default_rng(4)
+    a, b = rng.random((30, 3, 4)), rng.random((25, 3, 4))
+    a[:, 0, 0] += 0.4                                     # one strong cell
+    n, h = 3000, 10
+    full = permutation_test(a, b, n_permutations=n, seed=5, fdr=False, batch_size=128)
+    sequential = permutation_test(a, b, n_permutations=n, seed=5, fdr=False, batch_size=128, stop_at=h)
+    extreme = _extreme_rows(a, b, n, seed=5)
+    hits = np.cumsum(extreme, axis=0)
+    expected = np.where(hits[-1] >= h, h / (np.argmax(hits >= h, axis=0) + 1.0), (1 + hits[-1]) / (1 + n))
+    assert np.allclose(sequential.p_values.ravel(), expected)
+    assert sequential.p_values[0, 0] == full.p_values[0, 0] == pytest.approx(1 / (n + 1))
+    # the cells that stopped early have p close to the full count's (relative error ~ 1/sqrt(h))
+    stopped = hits[-1] >= h
+    assert stopped.sum() >= 8 and not stopped[0]
+    assert np.allclose(sequential.p_values.ravel()[stopped], full.p_values.ravel()[stopped], rtol=0.8)
+    with pytest.raises(ValueError, match="stop_at"):
+        permutation_test(a, b, stop_at=0)
+
+
+def test_sequential_stop_keeps_missing_values_and_untestable_cells():
+    rng = np.random.default_rng(6)
+    a, b = rng.random((12, 2, 2)), rng.random((10, 2, 2))
+    a[:, 1, 1] = np.nan                                    # untestable: no observation in A
+    a[:5, 0, 1] = np.nan                                   # partly missing
+    full = permutation_test(a, b, n_permutations=800, seed=2, fdr=False)
+    sequential = permutation_test(a, b, n_permutations=800, seed=2, fdr=False, stop_at=800)  # never reached
+    assert np.isnan(sequential.p_values[1, 1]) and np.isnan(full.p_values[1, 1])
+    assert np.allclose(sequential.p_values, full.p_values, equal_nan=True)
