@@ -12,15 +12,7 @@ from agg2exp_core.attribution import explain
 from agg2exp_core.attribution.sinks import SampleMaps
 from agg2exp_core.errors import InputError
 from agg2exp_core.pipeline import noise_stage
-from tests.test_attribution import N_LABELS, SHAPE, TinyNet
-
-
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.test_attribution import N_LABELS, SHAPE, TinyNet, _few_threads  # noqa: F401 (autouse: one torch thread)
 
 
 def _direct_jackknife(samples: np.ndarray, labels: np.ndarray, n_rois: int, kind: str) -> np.ndarray:
