@@ -117,7 +117,8 @@ def test_cohort_comparison_equals_the_permutation_test_of_the_stored_matrices(re
     columns = pd.MultiIndex.from_product([target_ids, source_ids])
     a = wide.loc[list(split.cases_a), columns].to_numpy().reshape(-1, len(target_ids), len(source_ids))
     b = wide.loc[list(split.cases_b), columns].to_numpy().reshape(-1, len(target_ids), len(source_ids))
-    expected = permutation_test(a, b, n_permutations=300, seed=5, alpha=0.05, fdr=True)
+    expected = permutation_test(a, b, n_permutations=300, seed=5, alpha=0.05, fdr=True,
+                                stop_at=compute.COMPARISON_STOP_AT)       # the page's sequential p-values
     got = comparison.result
     assert np.array_equal(got.p_values, expected.p_values) and np.array_equal(got.significant, expected.significant)
     assert np.allclose(got.difference, expected.difference, rtol=0, atol=1e-15)
@@ -130,6 +131,11 @@ def test_permutation_batches_do_not_change_the_test():
     small = permutation_test(a, b, n_permutations=501, seed=3, batch_size=7)
     large = permutation_test(a, b, n_permutations=501, seed=3, batch_size=compute.PERMUTATION_BATCH)
     assert np.array_equal(small.p_values, large.p_values) and np.array_equal(small.q_values, large.q_values)
+    for stop_at in (3, compute.COMPARISON_STOP_AT):  # a cell stops at the same permutation in any batching
+        small = permutation_test(a, b, n_permutations=501, seed=3, batch_size=7, stop_at=stop_at)
+        large = permutation_test(a, b, n_permutations=501, seed=3, batch_size=compute.PERMUTATION_BATCH,
+                                 stop_at=stop_at)
+        assert np.array_equal(small.p_values, large.p_values)
 
 
 def test_evaluation_runs_are_filtered_by_their_cases_metadata(ref, synthetic_store):
