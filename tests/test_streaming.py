@@ -150,5 +150,5 @@ def test_precompute_with_a_scratch_dir_stores_the_same_and_leaves_no_files(tmp_p
                                     "ORDER BY ALL").fetchall())
     assert rows[0] == rows[1] and len(rows[0]) >= 2 * 17 * 17
     assert [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()] == []
-    with pytest.raises(InputError, match="'out' is chosen per case by precompute"):
+    with pytest.raises(InputError, match="'out' and 'sample_maps' are chosen per case by precompute"):
         precompute(manifest, checkpoint, tmp_path / "x.duckdb", "vg", params={"out": "a.npy"}, progress=False)
