@@ -175,7 +175,17 @@ def _table(report: Report, key: str, frame: pd.DataFrame, css: str = "", digits:
     return f"<!--table:{key}-->{table}"
 
 
-def _provenance_page(report, ref, request, run, cases, cohort_text, target) -> None:
+def provenance_preview(ref: data.StoreRef, request: ReportRequest) -> pd.DataFrame:
+    """The provenance table the report opens with, as it stands now (shown on the page before a download)."""
+    run = _run(ref, request.run_id)
+    target = _class_roi(analytics.roi_table(data.rois(ref)), run, request.target)
+    cases = data.cohort_cases(ref, request.run_id, request.cohort)
+    return provenance_frame(ref, request, run, cases, describe_filter(request.cohort), target,
+                            datetime.now(timezone.utc))
+
+
+def provenance_frame(ref, request, run, cases, cohort_text, target, created_at: datetime) -> pd.DataFrame:
+    """Field/value rows: store, run, model checksum, method parameters, cohort filter, dates."""
     info = ref.path and Path(ref.path).stat()
     rows = [("store", f"{request.store_label or ref.name} ({ref.path})"),
             ("store version", f"modified {datetime.fromtimestamp(info.st_mtime, timezone.utc):%Y-%m-%d %H:%M:%S} UTC,"
@@ -189,8 +199,12 @@ def _provenance_page(report, ref, request, run, cases, cohort_text, target) -> N
             ("heat-map order", request.order), ("case slices", f"window {_window_text(request.window)}, attribution "
                                                                f"below P{request.percentile:g} of |value| hidden"),
             ("cases shown", ", ".join(request.case_ids) or "none"),
-            ("report created (UTC)", f"{report.created_at:%Y-%m-%d %H:%M:%S}")]
-    frame = pd.DataFrame(rows, columns=["field", "value"])
+            ("report created (UTC)", f"{created_at:%Y-%m-%d %H:%M:%S}")]
+    return pd.DataFrame(rows, columns=["field", "value"])
+
+
+def _provenance_page(report, ref, request, run, cases, cohort_text, target) -> None:
+    frame = provenance_frame(ref, request, run, cases, cohort_text, target, report.created_at)
     contents = "".join(f"<li>{html.escape(t)}</li>" for t in _planned_titles(request, target))
     body = (f"<h1>Agg2Exp Studio report</h1><p>Run <b>{html.escape(request.run_id)}</b> · cohort: "
             f"<b>{html.escape(cohort_text)}</b> · {len(cases)} cases</p>"

@@ -60,3 +60,7 @@ buttons[1].download_button("Report (HTML)", data=functools.partial(report.report
                            icon=":material/html:", key="dl-report-html")
 buttons[2].caption("Building takes a few seconds per figure (static export with kaleido); the second download "
                    "of the same view is instant.")
+
+st.subheader("Provenance (the report's first page)")
+export.show_table(report.provenance_preview(ctx.ref, request), name_parts + ["provenance"], "report-provenance",
+                  width="stretch")

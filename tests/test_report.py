@@ -119,3 +119,6 @@ def test_report_page_offers_both_downloads(monkeypatch, synthetic_store):
     assert "Report (HTML)" in labels and ("Report (PDF)" in labels or export.chromium_path() is None)
     assert app.multiselect(key="report_cases").value, "no case suggested for the slices"
     assert "case **" in app.markdown[0].value and "pages, A4 landscape" in app.markdown[0].value
+    provenance = dict(app.dataframe[0].value[["field", "value"]].values)   # the report's first page, shown now
+    assert provenance["class"] == "heart" and "external" in provenance["cohort filter"]
+    assert provenance["run id"] in synthetic_store["run_ids"].values() and provenance["model sha256"]
