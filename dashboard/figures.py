@@ -160,12 +160,18 @@ def difference_heatmap(difference: np.ndarray, p_values: np.ndarray, q_values: n
     return _base_layout(fig, title, provenance, max(420, 60 + 28 * n_rows + 140))
 
 
-def _fmt(value, digits: int = 4) -> str:
+def _finite(value) -> float | None:
+    """``value`` as a finite float; None when it is missing, NaN or not a number."""
     try:
         value = float(value)
     except (TypeError, ValueError):
-        return "n/a"
-    if not np.isfinite(value):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _fmt(value, digits: int = 4) -> str:
+    value = _finite(value)
+    if value is None:
         return "n/a"
     return f"{value:.{digits}g}" if digits < 4 else f"{value:.4f}"
 
@@ -568,11 +574,8 @@ def signed_bound(values) -> float:
 
 def signed_text(value, signed: bool = True) -> str:
     """A signed effect as text: '+12.3', '−0.0451' (4 significant digits); 'n/a' when missing."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not np.isfinite(value):
+    value = _finite(value)
+    if value is None:
         return "n/a"
     return (f"{value:+.4g}" if signed else f"{value:.4g}").replace("-", "−")
 
