@@ -6,19 +6,9 @@ import torch
 from agg2exp_core.analysis import evaluation as ev
 from agg2exp_core.attribution.partitions import cube_partition
 from agg2exp_core.pipeline.evaluate import DEFAULT_METHODS
+from test_evaluation import LinearSeg  # class 1 logit = w * x: additive over units
 
 torch.set_num_threads(2)
-
-
-class LinearSeg(torch.nn.Module):
-    """Class 1 logit = w * x everywhere (always predicted), class 0 = -100: f̂_1 is additive over units."""
-
-    def __init__(self, w):
-        super().__init__()
-        self.register_buffer("w", torch.as_tensor(w, dtype=torch.float32))
-
-    def forward(self, x):
-        return torch.cat([torch.full_like(x, -100.0), self.w * x], dim=1)
 
 
 def test_causal_is_evaluated_beside_the_other_methods():

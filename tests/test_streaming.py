@@ -12,17 +12,9 @@ import torch
 
 from agg2exp_core.attribution import explain, sinks
 from agg2exp_core.errors import InputError
-from test_attribution import TinyNet, monai_sliding_vg
+from test_attribution import TinyNet, _few_threads, monai_sliding_vg  # noqa: F401 (autouse: one torch thread)
 
 SHAPE = (10, 9, 8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

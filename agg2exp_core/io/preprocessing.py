@@ -114,8 +114,24 @@ class ModelPreprocessing(Protocol):
         """Voxel size in mm the scan is resampled to (None: unknown or kept), for size limits."""
 
 
+class IntensityViews:
+    """What every model preprocessing answers from its ``intensity`` (the model's intensity space):
+    the air baseline, HU for display and the default display window."""
+
+    intensity: Intensity
+
+    def air_value(self, image: torch.Tensor | None = None) -> float:
+        return self.intensity.air(image)
+
+    def to_hu(self, image: torch.Tensor) -> np.ndarray:
+        return self.intensity.to_hu(torch.as_tensor(image)[0].numpy())
+
+    def display_window(self) -> tuple[float, float]:
+        return self.intensity.display_window()
+
+
 @dataclass(frozen=True)
-class Preprocessing:
+class Preprocessing(IntensityViews):
     """MONAI's preprocessing: orientation, target spacing, intensity normalisation.
 
     ``normalization="window"`` maps ``hu_window`` to [0, 1] (the default, our checkpoints);
@@ -165,15 +181,6 @@ class Preprocessing:
     def labels(self, volume: np.ndarray, affine: np.ndarray) -> torch.Tensor:
         """An integer label map (or a mask) on the grid of ``image``: ``[X, Y, Z]`` int64."""
         return self._resample(volume, affine, mode="nearest").as_tensor()[0].round().long()
-
-    def air_value(self, image: torch.Tensor | None = None) -> float:
-        return self.intensity.air(image)
-
-    def to_hu(self, image: torch.Tensor) -> np.ndarray:
-        return self.intensity.to_hu(torch.as_tensor(image)[0].numpy())
-
-    def display_window(self) -> tuple[float, float]:
-        return self.intensity.display_window()
 
     def _resample(self, volume: np.ndarray, affine: np.ndarray, mode: str) -> MetaTensor:
         """``[1, X, Y, Z]`` MetaTensor in the orientation at the target spacing (affine tracked by MONAI)."""

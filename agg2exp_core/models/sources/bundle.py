@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agg2exp_core.errors import InputError
-from agg2exp_core.io.preprocessing import GridMemo, Intensity
+from agg2exp_core.io.preprocessing import GridMemo, Intensity, IntensityViews
 from agg2exp_core.models.checkpoint import unwrap_state_dict
 from agg2exp_core.models.devices import resolve_device
 from agg2exp_core.models.inference import WindowSpec
@@ -31,7 +31,7 @@ LAYOUT = "a MONAI bundle needs configs/inference.json (or .yaml), configs/metada
 
 
 @dataclass
-class BundlePreprocessing:
+class BundlePreprocessing(IntensityViews):
     """A bundle's preprocessing transforms on a scan that is already read."""
 
     transforms: object                 # monai.transforms.Compose without its loader
@@ -56,15 +56,6 @@ class BundlePreprocessing:
         moved = SpatialResample(mode="nearest", padding_mode="zeros")(
             loaded(volume, affine)[None], dst_affine=torch.as_tensor(grid), spatial_size=shape)
         return _plain_tensor(moved)[0].round().long()
-
-    def air_value(self, image: torch.Tensor | None = None) -> float:
-        return self.intensity.air(image)
-
-    def to_hu(self, image: torch.Tensor) -> np.ndarray:
-        return self.intensity.to_hu(torch.as_tensor(image)[0].numpy())
-
-    def display_window(self) -> tuple[float, float]:
-        return self.intensity.display_window()
 
     def to_dict(self) -> dict:
         return {"kind": "bundle", "transforms": self.description, "intensity": self.intensity.to_dict()}

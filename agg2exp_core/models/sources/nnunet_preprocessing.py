@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agg2exp_core.io.preprocessing import GridMemo, Intensity
+from agg2exp_core.io.preprocessing import GridMemo, Intensity, IntensityViews
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class _Grid:
 
 
 @dataclass
-class NnUNetPreprocessing:
+class NnUNetPreprocessing(IntensityViews):
     plans_manager: object
     configuration_manager: object
     dataset_json: dict
@@ -94,15 +94,6 @@ class NnUNetPreprocessing:
         full = insert_crop_into_image(full, resampled, props["bbox_used_for_cropping"])
         full = full.transpose([0, *[i + 1 for i in self.plans_manager.transpose_backward]])
         return full.transpose(0, 3, 2, 1)  # SimpleITK's (z, y, x) back to the scan's voxel order
-
-    def air_value(self, image: torch.Tensor | None = None) -> float:
-        return self.intensity.air(image)
-
-    def to_hu(self, image: torch.Tensor) -> np.ndarray:
-        return self.intensity.to_hu(torch.as_tensor(image)[0].numpy())
-
-    def display_window(self) -> tuple[float, float]:
-        return self.intensity.display_window()
 
     def to_dict(self) -> dict:
         cm = self.configuration_manager
