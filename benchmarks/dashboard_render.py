@@ -62,7 +62,7 @@ def measure(root: Path, db: Path) -> list[dict]:
         app.query_params.update(params or {})
         app.run()
         if page != "overview":
-            app.switch_page(f"pages/{page}.py")
+            app.switch_page(f"app_pages/{page}.py")
         return app
 
     rows = []

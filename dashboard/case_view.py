@@ -1,7 +1,7 @@
 """The case viewer's figures, assembled and cached: artefact -> slice/surface maths -> Plotly figures.
 
 Shared by ``pages/case_viewer.py`` and ``dashboard/report.py``. The maths is in
-``dashboard.slices`` and ``dashboard.surfaces``, the drawing in ``dashboard.figures``;
+``dashboard.imaging.slices`` and ``dashboard.imaging.surfaces``, the drawing in ``dashboard.figures``;
 this module decides what one view shows (planes, shared attribution scale, crosshair,
 units) and caches the result per artefact version, so moving the crosshair re-renders
 only the planes that changed.
@@ -16,7 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import compute, data, figures, slices, surfaces
+from dashboard import compute, data, figures
+from dashboard.imaging import slices, surfaces
 from dashboard.analytics import Roi
 
 
@@ -161,7 +162,7 @@ def region_voxel(artifact: slices.CaseArtifact, channel: int | None = None,
 
 def source_from_url(ctx) -> "Roi | None":
     """The source RoI named by the ``source`` URL parameter (a link from the Outliers page), if known."""
-    from dashboard import state
+    from dashboard.widgets import state
     from dashboard.text import parameter
 
     name = state.url_value("source")

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import analytics, data, export, figures, slices
+from dashboard import analytics, data, figures
+from dashboard.widgets import export
+from dashboard.imaging import slices
 from dashboard.analytics import Roi
 
 ATE_LABEL = "ATE"

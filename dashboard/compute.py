@@ -18,7 +18,8 @@ from agg2exp_core.analysis import uncertainty
 from agg2exp_core.analysis.compare import PermutationResult, permutation_test
 from agg2exp_core.vocabulary import ALL_CASES
 from agg2exp_core.analysis.ordering import ClusterOrder
-from dashboard import analytics, data, slices, surfaces
+from dashboard import analytics, data
+from dashboard.imaging import slices, surfaces
 from dashboard.analytics import CohortSplit, Roi
 from dashboard.filters import CohortFilter
 

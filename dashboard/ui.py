@@ -17,8 +17,8 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, build_banner, config, data, filters, state
-from dashboard.auth import require_auth
+from dashboard import analytics, config, data, filters
+from dashboard.widgets import build_banner, state
 from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
 
@@ -94,9 +94,6 @@ class Context:
         return names.index(roi.name) if roi.name in names else None
 
 
-_APP_RAN = "_app_frame_ran"
-
-
 def app_frame() -> Context | None:
     """Sidebar and store checks shared by every page; None (after an explanatory page) without a store."""
     state.enter_page(_page_key())
@@ -109,24 +106,13 @@ def app_frame() -> Context | None:
     return shown
 
 
-def mark_app_ran() -> None:
-    """app.py drew the frame in this run (pages then skip their own fallback)."""
-    st.session_state[_APP_RAN] = True
-
-
 def context() -> Context:
-    """The context of this run, built by app.py or, when a page runs on its own, by the page.
-
-    Streamlit runs a page script without app.py when the server's first request is a deep
-    link (a ``pages/`` folder next to the entry script is first taken for the old-style
-    multipage layout), and AppTest does so after ``switch_page``; the page then draws the
-    frame itself, authentication included.
-    """
-    if not st.session_state.pop(_APP_RAN, False):
-        require_auth()
-        if app_frame() is None:
-            st.stop()
-    return st.session_state[_CONTEXT]
+    """The context app.py built for this run (its frame ran first: login gate, sidebar, store checks)."""
+    ctx = st.session_state.get(_CONTEXT)
+    if ctx is None:     # only a script run outside app.py gets here
+        st.error("This page runs inside the dashboard: start it with `streamlit run app.py`.")
+        st.stop()
+    return ctx
 
 
 def _page_key() -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a synthetic store (tests/synthetic_store.py) and the imported TSV2 store."""
+"""Shared fixtures: a synthetic store (tests/support/synthetic_store.py) and the imported TSV2 store."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TSV2_CSV = ROOT / "data" / "agg2exp-tsv2" / "tsv2_test_aggregated_sg_explanations_with_dice.csv"  # committed copy
-for path in (ROOT, ROOT / "tests"):
+for path in (ROOT, ROOT / "tests" / "support"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 

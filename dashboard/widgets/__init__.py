@@ -1,0 +1,1 @@
+"""Streamlit widgets shared by pages: URL state, export buttons, the build banner."""
