@@ -171,3 +171,31 @@ def test_bad_nnunet_folders_name_the_missing_file(tmp_path):
     (folder / "plans.json").unlink()
     with pytest.raises(InputError, match=r"plans.json: missing: an nnU-Net v2 trained-model folder needs"):
         load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def untrained_folds(tmp_path_factory):
+    """Folds 0, 1 and 'all' with random weights (loading needs no training)."""
+    return mf.write_nnunet(tmp_path_factory.mktemp("nnunet_folds") / "Dataset998", folds=(0, 1, "all"))
+
+
+@pytest.mark.parametrize("fold, expected", [
+    (0, [0]), (1, [1]), ([0, 1], [0, 1]), ((1, 0), [1, 0]), (np.int64(1), [1]), ([np.int64(0)], [0]),
+    ("0", [0]), ("0, 1", [0, 1]), ("all", ["all"]), (["all"], ["all"]), ([0, "all"], [0, "all"]),
+    (None, [0, 1, "all"])])
+def test_fold_is_an_int_a_sequence_of_ints_or_all_in_python_and_on_the_command_line(untrained_folds, fold, expected):
+    """The Python API takes fold=0 (was: AttributeError 'int' object has no attribute 'strip')."""
+    model = load_model(untrained_folds, device="cpu", fold=fold)
+    assert model.network_config["folds"] == expected
+
+
+@pytest.mark.parametrize("fold", [True, -1, "fold_0", [0.5], [], "", ",", [[0]]])
+def test_a_fold_that_is_no_fold_number_is_one_clear_error(untrained_folds, fold):
+    with pytest.raises(InputError, match="--fold.*expected fold numbers or 'all'"):
+        load_model(untrained_folds, device="cpu", fold=fold)
+
+
+def test_fold_zero_given_to_a_bundle_is_refused_not_ignored(tmp_path):
+    bundle = mf.write_bundle(tmp_path / "bundle")
+    with pytest.raises(InputError, match="--fold.*nnU-Net folders only"):
+        load_model(bundle, device="cpu", fold=0)
