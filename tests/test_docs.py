@@ -1,6 +1,6 @@
 """The repository documents itself: every store table and column is in docs/CONTRACTS.md, the
 docs' links resolve inside the repository, and nothing points outside the clone (a user's
-clone has no ``../shared`` folder)."""
+clone has no design folder beside it)."""
 from __future__ import annotations
 
 import re
