@@ -29,20 +29,23 @@ SESSIONS = 4  # writer sessions in a row, as the demo's stages (plan, runs, anal
 READER = r"""
 import json, os, sys, time
 import duckdb
-db, stop, out = sys.argv[1:4]
+db, ready, stop, out = sys.argv[1:5]
+open(ready, "w").close()
 open_connections, seen = {}, []
-while not os.path.exists(stop):
+while True:
+    stopping = os.path.exists(stop)  # checked first: the version published last is still opened below
     try:
         info = os.stat(db)
     except FileNotFoundError:
-        time.sleep(0.01)
-        continue
-    signature = (info.st_ino, info.st_mtime_ns, info.st_size)
-    if signature not in open_connections:
+        info = None
+    signature = info and (info.st_ino, info.st_mtime_ns, info.st_size)
+    if signature and signature not in open_connections:
         con = duckdb.connect(":memory:")
         con.execute("ATTACH ? AS store (READ_ONLY)", [db])
         open_connections[signature] = con
         seen.append(con.execute("SELECT count(*) FROM store.case_status").fetchone()[0])
+    if stopping:
+        break
     time.sleep(0.01)
 for con in open_connections.values():
     con.close()
@@ -70,10 +73,14 @@ def store_path(tmp_path: Path, monkeypatch, how: str) -> Path:
 @pytest.mark.parametrize("how", ["relative", "absolute", "symlinked folder"])
 def test_sessions_with_a_reader_open_neither_warn_nor_recopy_the_store(tmp_path, monkeypatch, caplog, how):
     db = store_path(tmp_path, monkeypatch, how)
-    stop, out = tmp_path / "stop", tmp_path / "reader.json"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(db.resolve()), str(stop), str(out)], cwd=REPO,
-                              env=cli_env())
+    ready, stop, out = tmp_path / "ready", tmp_path / "stop", tmp_path / "reader.json"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(db.resolve()), str(ready), str(stop), str(out)],
+                              cwd=REPO, env=cli_env())
     try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and reader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the reader is up before the first session (a loaded machine starts it slowly)
+        assert ready.exists(), "the reader process did not start"
         writing_inodes = []
         with caplog.at_level("WARNING", logger="agg2exp_core.store.writer"):
             for session in range(SESSIONS):
@@ -83,7 +90,7 @@ def test_sessions_with_a_reader_open_neither_warn_nor_recopy_the_store(tmp_path,
                     write_one_case(con, 2 * session)
                     store.publish(con, db)  # mid-session, as precompute after each case
                     write_one_case(con, 2 * session + 1)
-                time.sleep(0.05)  # let the reader open this version too
+                time.sleep(0.05)  # the reader may open this version (it always opens the last one)
     finally:
         stop.touch()
         reader.wait(timeout=60)
