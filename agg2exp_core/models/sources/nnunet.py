@@ -121,7 +121,7 @@ def _fold_names(fold) -> list[str]:
     names = [str(int(f)) if _is_int(f) and int(f) >= 0 else f.strip() if isinstance(f, str) else None
              for f in items]
     names = [n for n in names if n != ""]
-    if not names or any(n is None or not (n.isdigit() or n == "all") for n in names):
+    if not names or any(n is None or not ((n.isascii() and n.isdigit()) or n == "all") for n in names):
         raise InputError("--fold", f"expected fold numbers or 'all' (an int, a list of ints or comma-separated), "
                                    f"got {fold!r}")
     return names

@@ -197,7 +197,7 @@ def test_fold_is_an_int_a_sequence_of_ints_or_all_in_python_and_on_the_command_l
     assert model.network_config["folds"] == expected
 
 
-@pytest.mark.parametrize("fold", [True, -1, "fold_0", [0.5], [], "", ",", [[0]]])
+@pytest.mark.parametrize("fold", [True, -1, "fold_0", [0.5], [], "", ",", [[0]], "²"])
 def test_a_fold_that_is_no_fold_number_is_one_clear_error(untrained_folds, fold):
     with pytest.raises(InputError, match="--fold.*expected fold numbers or 'all'"):
         load_model(untrained_folds, device="cpu", fold=fold)
