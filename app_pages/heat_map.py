@@ -79,10 +79,12 @@ comparison = compute.cohort_comparison(ctx.ref, ctx.run_id, ctx.cohort, kind, sp
 result = comparison.result
 n_sig = int(result.significant.sum())
 st.caption(f"A = {split.label_a} (n = {result.n_a}), B = {split.label_b} (n = {result.n_b}); "
-           f"up to {result.n_permutations} permutations (seed {result.seed}; a cell stops at its "
+           f"Welch's t per cell (valid for unequal variances), up to {result.n_permutations} permutations "
+           f"(seed {result.seed}; a cell stops at its "
            f"{compute.COMPARISON_STOP_AT}th as extreme as observed, p = {compute.COMPARISON_STOP_AT}/L, Besag & "
            "Clifford); "
-           f"{n_sig} significant cell(s) at {'q' if fdr else 'p'} < {alpha}.")
+           f"{n_sig} significant cell(s) at {'q' if fdr else 'p'} < {alpha}"
+           f"{' (BH; the table gives BY q-values too, valid under any dependence between cells)' if fdr else ''}.")
 title = f"Difference of mean {MASS_KIND_TITLES[kind]}: {split.label_a} − {split.label_b}"
 figure = figures.difference_heatmap(result.difference, result.p_values, result.q_values, result.significant,
                                     result.mean_a, result.mean_b, comparison.targets, comparison.sources,

@@ -87,7 +87,9 @@ class Comparison:
                              f"mean {self.split.label_b}": r.mean_b[i, j], "difference": r.difference[i, j],
                              "ci_low": self.interval.low[i, j] if self.interval else np.nan,
                              "ci_high": self.interval.high[i, j] if self.interval else np.nan,
-                             "p_value": r.p_values[i, j], "q_value_bh": r.q_values[i, j] if r.fdr else np.nan,
+                             "t": r.statistic[i, j], "p_value": r.p_values[i, j],
+                             "q_value_bh": r.q_values[i, j] if r.fdr else np.nan,
+                             "q_value_by": r.q_values_by[i, j] if r.fdr else np.nan,
                              "significant": bool(r.significant[i, j])})
         return pd.DataFrame(rows).sort_values(["significant", "p_value"], ascending=[False, True])
 
