@@ -96,8 +96,9 @@ figure = figures.difference_heatmap(result.difference, result.p_values, result.q
 if comparison.interval is not None:
     figures.add_intervals(figure, comparison.interval.low, comparison.interval.high, "95 % CI of the difference")
 export.show_figure(figure, ctx.name_parts("difference-heatmap", kind, split.label_a, "vs", split.label_b), "diff")
-st.caption(f"Hover a cell for the 95 % bootstrap interval of its difference ({compute.COMPARISON_RESAMPLES} "
-           "resamples of each cohort's patients).")
+st.caption(f"Hover a cell for the 95 % studentised bootstrap interval of its difference "
+           f"({compute.COMPARISON_RESAMPLES} resamples of each cohort's patients)"
+           f"{compute.interval_caveat(min(result.n_a, result.n_b))}.")
 with st.expander("Cells with p-values", expanded=n_sig > 0):
     export.show_table(comparison.table(), ctx.name_parts("comparison", kind, split.label_a, "vs", split.label_b),
                       "diff-table")
