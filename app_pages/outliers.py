@@ -85,7 +85,10 @@ if has_estimate and ranking.dice.notna().any():
         st.caption("Where the truth is known (validation of the estimate, whole run): " + "; ".join(
             f"{scope}: Spearman {group.set_index('metric').value.get('spearman_case_mean', float('nan')):.2f}, "
             f"coverage {group.set_index('metric').value.get('coverage_class', float('nan')):.0%}"
-            for scope, group in quality.groupby("scope")) + ". Estimates of fitted cases are out-of-fold.")
+            for scope, group in quality.groupby("scope")) + ". Estimates of fitted cases are out-of-fold, their "
+            "intervals nested (out-of-sample). Intervals are per-class conformal (CV+): their coverage holds for "
+            "cases like the fit cases; on a shifted dataset (another scanner, site or population) it is not "
+            "guaranteed, see that dataset's coverage above.")
     export.show_figure(figures.expected_dice_scatter(ranking, f"Expected vs true Dice · {names[target]}",
                                                      ctx.provenance(len(ranking)), dice_label),
                        ctx.name_parts("expected-dice", names[target]), "expected-dice")
