@@ -78,7 +78,7 @@ def test_dice_shuffled_across_patients_does_not_reproduce_table2(tmp_path):
     other patients: the parity comes from the data, nothing of Table 2 is built in."""
     csv = shuffled_csv(tmp_path, 0)
     db = tmp_path / "shuffled.duckdb"
-    # One seed keeps this fast; with the default 20 seeds (13 min under load) the rank agreement was
+    # One seed keeps this fast; with the default 20 seeds (200 s on the loaded server) the rank agreement was
     # -0.06 and 3 of the paper's labels reached raw p < 0.05 by chance (the lung lobes move together).
     result = paper.run_paper_analysis(db, import_agg2exp_csv(csv, db), n_seeds=1)
     summary = result["parity_summary"]
