@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import auth
+from dashboard.auth import gates, passwords, throttle
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("AGG2EXP_CHROMIUM", "/usr/bin/chromium")
@@ -43,8 +43,8 @@ def server(db: Path, tmp: Path, *extra: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("AGG2EXP_DB", auth.ALLOW_ENV)}
-    env[auth.DELAY_ENV] = str(SIGNIN_DELAY_S)
+    env = {k: v for k, v in os.environ.items() if k not in ("AGG2EXP_DB", gates.ALLOW_ENV)}
+    env[throttle.DELAY_ENV] = str(SIGNIN_DELAY_S)
     log = open(tmp / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                              "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -146,7 +146,7 @@ def test_password_login_in_a_browser(browser, synthetic_store, tmp_path):
     """Sign-in in a browser, and the throttle across sessions: a fresh browser session of the
     same client address (uvicorn takes it from X-Forwarded-For of the local proxy) must wait."""
     secrets = tmp_path / "secrets.toml"
-    secrets.write_text(f'[agg2exp_auth]\npassword_hash = "{auth.hash_password(PASSWORD)}"\n')
+    secrets.write_text(f'[agg2exp_auth]\npassword_hash = "{passwords.hash_password(PASSWORD)}"\n')
     behind_nginx = {"X-Forwarded-For": "203.0.113.7"}
 
     def sign_in_page(url: str):
