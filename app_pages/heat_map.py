@@ -2,8 +2,8 @@
 import streamlit as st
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, causal_views, compute, figures, ui
-from dashboard.widgets import export, state
+from dashboard import analytics, causal_views, compute, figures, label_groups, ui
+from dashboard.widgets import class_groups, export, state
 
 ctx = ui.context()
 ui.page_header("Global heat map", ctx, intro="Mean RoI importance e(b → a) over the cohort: how much of the "
@@ -24,10 +24,20 @@ if view == "map":
     if matrix.is_empty:
         st.info(f"No {MASS_KIND_TITLES[kind]} values for this run and cohort.")
         st.stop()
+    zoom = class_groups.zoom_picker(matrix.targets, container=controls[0])   # large label sets only
+    if zoom != label_groups.ALL:
+        matrix = label_groups.zoom_view(matrix, zoom)
     title = f"Global RoI importance ({MASS_KIND_TITLES[kind]}), ordered by {order}"
     figure = figures.matrix_heatmap(matrix.matrix, matrix.targets, matrix.sources, title, ctx.provenance(),
                                     value_label=MASS_KIND_TITLES[kind], log_scale=scale == "log",
                                     counts=matrix.counts, row_tree=matrix.row_tree, column_tree=matrix.column_tree)
+    if zoom != label_groups.ALL:       # cells combine classes: no per-cell interval
+        export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order, zoom), "heatmap")
+        st.caption(label_groups.zoom_label(zoom).capitalize() + "; intervals are shown for single classes only.")
+        with st.expander("Values as a table"):
+            export.show_table(matrix.long_table(MASS_KIND_TITLES[kind]), ctx.name_parts("global-matrix", kind, zoom),
+                              "heatmap-table")
+        st.stop()
     intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, kind, matrix, len(ctx.cases))
     figures.add_intervals(figure, intervals.low, intervals.high, "95 % CI")
     export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order), "heatmap")
