@@ -25,26 +25,22 @@ if view == "map":
         st.info(f"No {MASS_KIND_TITLES[kind]} values for this run and cohort.")
         st.stop()
     zoom = class_groups.zoom_picker(matrix.targets, container=controls[0])   # large label sets only
-    if zoom != label_groups.ALL:
+    grouped = zoom != label_groups.ALL      # cells combine classes: intervals are for single classes only
+    if grouped:
         matrix = label_groups.zoom_view(matrix, zoom)
     title = f"Global RoI importance ({MASS_KIND_TITLES[kind]}), ordered by {order}"
-    figure = figures.matrix_heatmap(matrix.matrix, matrix.targets, matrix.sources, title, ctx.provenance(),
-                                    value_label=MASS_KIND_TITLES[kind], log_scale=scale == "log",
-                                    counts=matrix.counts, row_tree=matrix.row_tree, column_tree=matrix.column_tree)
-    if zoom != label_groups.ALL:       # cells combine classes: no per-cell interval
-        export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order, zoom), "heatmap")
-        st.caption(label_groups.zoom_label(zoom).capitalize() + "; intervals are shown for single classes only.")
-        with st.expander("Values as a table"):
-            export.show_table(matrix.long_table(MASS_KIND_TITLES[kind]), ctx.name_parts("global-matrix", kind, zoom),
-                              "heatmap-table")
-        st.stop()
-    intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, kind, matrix, len(ctx.cases))
-    figures.add_intervals(figure, intervals.low, intervals.high, "95 % CI")
-    export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order), "heatmap")
-    st.caption(f"Hover a cell for its {intervals.how}.")
+    intervals = None if grouped else compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, kind, matrix,
+                                                              len(ctx.cases))
+    figure = figures.matrix_heatmap(matrix, title, ctx.provenance(), value_label=MASS_KIND_TITLES[kind],
+                                    log_scale=scale == "log", intervals=intervals)
+    named = [zoom] if grouped else []
+    export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order, *named), "heatmap")
+    st.caption(f"{label_groups.zoom_label(zoom).capitalize()}; intervals are shown for single classes only."
+               if grouped else f"Hover a cell for its {intervals.how}.")
     with st.expander("Values as a table"):
-        export.show_table(compute.interval_table(matrix, intervals, MASS_KIND_TITLES[kind]),
-                          ctx.name_parts("global-matrix", kind), "heatmap-table")
+        table = (matrix.long_table(MASS_KIND_TITLES[kind]) if grouped
+                 else compute.interval_table(matrix, intervals, MASS_KIND_TITLES[kind]))
+        export.show_table(table, ctx.name_parts("global-matrix", kind, *named), "heatmap-table")
     st.stop()
 
 attributes = analytics.comparison_attributes(ctx.cases)
@@ -94,15 +90,11 @@ st.caption(f"A = {split.label_a} (n = {result.n_a}), B = {split.label_b} (n = {r
            "Clifford); "
            f"{n_sig} significant cell(s) at {'q' if fdr else 'p'} < {alpha}.")
 title = f"Difference of mean {MASS_KIND_TITLES[kind]}: {split.label_a} − {split.label_b}"
-figure = figures.difference_heatmap(result.difference, result.p_values, result.q_values, result.significant,
-                                    result.mean_a, result.mean_b, comparison.targets, comparison.sources,
-                                    split.label_a, split.label_b, title,
-                                    ctx.provenance(result.n_a + result.n_b,
-                                                   f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
-                                                   f"(n={result.n_b}), {result.n_permutations} permutations"),
-                                    adjusted=bool(fdr))
-if comparison.interval is not None:
-    figures.add_intervals(figure, comparison.interval.low, comparison.interval.high, "95 % CI of the difference")
+figure = figures.difference_heatmap(result, comparison.targets, comparison.sources, (split.label_a, split.label_b),
+                                    title, ctx.provenance(result.n_a + result.n_b,
+                                                          f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
+                                                          f"(n={result.n_b}), {result.n_permutations} permutations"),
+                                    comparison.interval)
 export.show_figure(figure, ctx.name_parts("difference-heatmap", kind, split.label_a, "vs", split.label_b), "diff")
 st.caption(f"Hover a cell for the 95 % bootstrap interval of its difference ({compute.COMPARISON_RESAMPLES} "
            "resamples of each cohort's patients).")

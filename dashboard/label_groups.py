@@ -9,12 +9,13 @@ A grouped row therefore keeps the mean of its members' row sums.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from agg2exp_core.labels import GROUP_COLORS
 from dashboard.analytics import Roi
+from dashboard.matrices import MatrixView
 
 LARGE_LABEL_SET = 30       # more classes than this: offer the group views and group-first pickers
 ALL, GROUPS, GROUP_PREFIX = "all", "groups", "group:"
@@ -75,8 +76,8 @@ def _row_blocks(targets: Sequence[Roi], zoom: str) -> list[tuple[Roi, list[int]]
     return [(t, [i]) for i, t in enumerate(targets) if t.grp == group]
 
 
-def zoom_view(view: Any, zoom: str) -> Any:
-    """``view`` (a MatrixView: targets, sources, matrix, counts) grouped or zoomed to one group.
+def zoom_view(view: MatrixView, zoom: str) -> MatrixView:
+    """``view`` grouped by anatomical group, or zoomed to one group.
 
     ``all`` returns it unchanged. Dendrograms are dropped (they belong to the full order); a
     cell's count is the smallest count of the cells it combines.

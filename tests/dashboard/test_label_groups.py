@@ -1,23 +1,12 @@
 """The heat map of a large label set by group or zoomed to one group: known answers and mass conservation."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from dashboard import label_groups
 from dashboard.analytics import Roi
-
-
-@dataclass(frozen=True)
-class View:                     # the fields of compute.MatrixView that zoom_view reads and writes
-    targets: list
-    sources: list
-    matrix: np.ndarray
-    counts: np.ndarray
-    row_tree: object = None
-    column_tree: object = None
+from dashboard.matrices import MatrixView as View
 
 
 def roi(k: int, name: str, grp: str) -> Roi:
@@ -34,7 +23,7 @@ MATRIX = np.array([[0.70, 0.05, 0.05, 0.10, 0.05, 0.05],
                    [0.10, 0.10, 0.00, 0.00, 0.00, 0.80]])
 COUNTS = np.full(MATRIX.shape, 40)
 COUNTS[4, 5] = 0
-VIEW = View(ROIS, ROIS, MATRIX, COUNTS, row_tree="tree", column_tree="tree")
+VIEW = View(ROIS, ROIS, MATRIX, COUNTS, row_tree="tree", column_tree="tree")    # (trees: any placeholder)
 
 
 def test_groups_sum_sources_and_average_targets():
