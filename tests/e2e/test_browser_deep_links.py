@@ -14,10 +14,10 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from test_browser_login import COUNT, server
 
 from dashboard.auth import passwords
 from dashboard.widgets.navigation import SITE
+from live_server import COUNT, server
 
 CHROMIUM = os.environ.get("AGG2EXP_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "a long team passphrase 43"
