@@ -8,12 +8,14 @@ are pure and tested on their own: ``config`` (which mode), ``passwords``, ``netw
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import streamlit as st
 from streamlit import config as _st_config  # module attribute, so test patches of options apply
@@ -27,6 +29,7 @@ from dashboard.text import literal
 ALLOW_ENV = "AGG2EXP_ALLOW_UNAUTHENTICATED"
 _SESSION_KEY = "_agg2exp_auth_ok"
 _LOG = logging.getLogger(__name__)
+_KEEP_PAGE: contextvars.ContextVar = contextvars.ContextVar("agg2exp_keep_page", default=None)   # per script run
 _THROTTLE = PasswordThrottle(base_delay=base_delay_from_env(), max_delay=max(30.0, base_delay_from_env()))
 
 
@@ -91,11 +94,19 @@ def _client_address() -> str | None:
 _LOGGED_PROBLEMS: set[str] = set()
 
 
+def _halt() -> None:
+    """End the run here, after the frame's ``keep_page`` (so a deep link survives the login page)."""
+    keep_page = _KEEP_PAGE.get()
+    if keep_page is not None:
+        keep_page()
+    st.stop()
+
+
 def _stop(title: str, body: str) -> None:
     st.title("Agg2Exp Studio")
     st.error(f"**{title}**")
     st.markdown(body)
-    st.stop()
+    _halt()
 
 
 def _configuration_error(problem: str) -> None:
@@ -106,8 +117,13 @@ def _configuration_error(problem: str) -> None:
           f"Nothing is served until the secrets are fixed: {literal(problem, limit=400)} See docs/DEPLOYMENT.md.")
 
 
-def require_auth() -> None:
-    """Serve the page only to those who may see it; otherwise draw a login or refusal page and stop."""
+def require_auth(keep_page: Callable[[], object] | None = None) -> None:
+    """Serve the page only to those who may see it; otherwise draw a login or refusal page and stop.
+
+    ``keep_page`` runs just before such a stop: ``app.py`` registers its pages there (hidden), so
+    the page a deep link asked for is still the page after signing in, not the default one.
+    """
+    _KEEP_PAGE.set(keep_page)
     secrets, problem = _secrets()
     if problem:
         _configuration_error(problem)
@@ -155,7 +171,7 @@ def _oidc_gate(config: AuthConfig) -> None:
                     st.login()
                 else:
                     st.login(name)
-        st.stop()
+        _halt()
     if not allowed_identity(config, user):
         st.title("Agg2Exp Studio")
         who = literal(user["email"]) if user.get("email") else "This account"
@@ -164,7 +180,7 @@ def _oidc_gate(config: AuthConfig) -> None:
         st.error(f"**{who} may not open this dashboard.**{why} Ask the administrator to add it to the allow-list.")
         if st.button("Log out", key="_agg2exp_logout"):
             st.logout()
-        st.stop()
+        _halt()
     with st.sidebar:
         st.caption(f"Signed in as {literal(user.get('email') or user.get('name') or 'user')}")
         if st.button("Log out", key="_agg2exp_logout"):
@@ -219,4 +235,4 @@ def _password_gate(config: AuthConfig) -> None:
             st.session_state[_SESSION_KEY] = token
             st.rerun()
         st.error(_sign_in_error(result, password))
-    st.stop()
+    _halt()

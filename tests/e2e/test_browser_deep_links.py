@@ -77,5 +77,7 @@ def test_every_deep_link_shows_only_the_login_form(chromium, synthetic_store, tm
             sidebar.get_by_text(section, exact=True).first.wait_for(timeout=30_000)
         for spec in SITE:
             assert sidebar.get_by_role("link", name=spec.title).count() >= 1, spec.title
-        assert page.locator(DATA).count() >= 1, "after login the heat map page draws its figure"
+        page.locator(DATA).first.wait_for(timeout=90_000)      # after login the data is drawn
+        assert urllib.parse.urlsplit(page.url).path == "/heat_map", "the deep link's page survives the login"
+        page.get_by_text("Global heat map").first.wait_for(timeout=30_000)
         context.close()
