@@ -15,7 +15,7 @@ import pandas as pd
 from agg2exp_core.labels import GROUP_COLORS
 from agg2exp_core.analysis import graph
 from agg2exp_core.analysis.ordering import ClusterOrder, cluster_order, group_order
-from agg2exp_core.vocabulary import METRICS, metric_label, method_title
+from agg2exp_core.vocabulary import IG_DEFAULT_RULE, IG_PAPER_RULE, METRICS, metric_label, method_title
 from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
 
 AGE_BANDS = ((0, 40, "< 40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥ 80"))
@@ -225,6 +225,9 @@ def run_provenance(run: pd.Series) -> pd.DataFrame:
             ("created at (UTC)", run.get("created_at")), ("classes", len(run.get("label_names") or [])),
             ("cases with results", run.get("n_cases")), ("slice artefacts", run.get("n_artifacts")),
             ("signed (pos/neg) masses", "yes" if run.get("has_signed") else "no (absolute mass only)")]
+    if run.get("method") == "ig" and "rule" not in params:
+        rows.insert(3, ("IG quadrature", f"{IG_DEFAULT_RULE} (default; departs from the paper's Eq. 5, "
+                                         f"rule={IG_PAPER_RULE})"))
     return pd.DataFrame([(k, "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
                          for k, v in rows], columns=["field", "value"])
 

@@ -19,7 +19,7 @@ from agg2exp_core.analysis.evaluation.metrics import (FAITHFULNESS_SUBSET, as_nu
                                                       complexity, faithfulness_drops, noisy_copies, pearson,
                                                       random_subsets, sensitivity_distances, subset_sums)
 from agg2exp_core.attribution.kernelshap import build_game
-from agg2exp_core.attribution.options import default_baseline
+from agg2exp_core.attribution.options import default_baseline, default_range
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import METRICS
 
@@ -107,9 +107,10 @@ def evaluate_case(model: Callable, image: torch.Tensor, methods: Mapping[str, Ma
         seconds = time.perf_counter() - start
         rows += probe.map_metrics(name, attr, seconds)
         if "sensitivity" in config.metrics:
+            low, high = default_range(model, image)   # the noise is a fraction of the model's intensity range
             noisy = [as_numpy(explain(model, x, method=method, classes=classes, **params))
                      for x in noisy_copies(image, config.sensitivity.n, config.sensitivity.lower_bound,
-                                           config.sensitivity.noise, config.seed)]
+                                           config.sensitivity.noise, config.seed, high - low)]
             rows += probe.sensitivity_metrics(name, attr, noisy, image)
         if probe.game is not None and probe.game.n_units:
             # a KernelSHAP or causal map is constant per unit: its mean over the unit is the unit's value

@@ -97,7 +97,8 @@ def causal_run(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
     image = options.check_image(image).detach().cpu()
     sampling = SamplingSpec(n_samples, n_screen, tolerance, seed)
     params = dict(params)
-    donor_pool = donor_set(image, donor, donors, params.pop("baseline", 0.0))
+    baseline = params.pop("baseline", None)
+    donor_pool = donor_set(image, donor, donors, options.default_baseline(model, image) if baseline is None else baseline)
     params.setdefault("cache_mb", 0.0)  # every intervention is new: memoising fresh patches only costs memory
     network, window = options.split_model(model)
     first = donor_pool.volumes[0]
@@ -196,7 +197,8 @@ def causal_explain(model: Callable, image: torch.Tensor, classes: Sequence[int] 
         partition: the regions, as for KernelSHAP: ``semantic`` (default), ``cubes``, ``fcc``,
             ``hybrid`` or an integer label map ``[*S]`` (-1: voxels of no region); with
             ``labels``, ``spacing``, ``n_per_axis``, ``scale_mm``, ``offset_mm``, ``exclude_labels``.
-        donor: ``constant`` (default; ``baseline``, a scalar or ``[*S]``, default 0.0 = air),
+        donor: ``constant`` (default; ``baseline``, a scalar or ``[*S]``, default the model's air,
+            ``Segmenter.air_value``: -1024 HU in its intensity space; 0.0 for a callable),
             ``mean`` (voxel-wise mean of ``donors``) or ``images`` (Monte-Carlo over ``donors``:
             volumes ``[*S]`` or ``[1, *S]`` on the image's grid, preprocessed like it).
         n_samples: most donors per region (default 20; at most ``len(donors)``).
