@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from agg2exp_core import store
-from agg2exp_core.attribution.causal import (ABLATIONS, ComponentEffects, RegionEffects, causal_run,
+from agg2exp_core.attribution.causal import (ABLATIONS, ComponentEffects, RegionEffects, causal_run, summed_effects,
                                              component_effects, mask_faithfulness, relevance_units)
 from agg2exp_core.attribution.causal.relevance import check_share
 from agg2exp_core.attribution.kernelshap import kernelshap_run
@@ -153,9 +153,10 @@ class CaseExtras:
     def by_roi(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
         """The region matrix summed per RoI label: (labels, ate [C, L], se [C, L], n [L])."""
         e, labels = self.effects, sorted(set(self.region_labels.tolist()))
-        ate = np.stack([e.ate[:, self.region_labels == l].sum(axis=1) for l in labels], axis=1)
-        se = np.stack([np.sqrt((e.se[:, self.region_labels == l] ** 2).sum(axis=1)) for l in labels], axis=1)
-        n = np.array([int(e.n[self.region_labels == l].min()) for l in labels])
+        sums = [summed_effects(e, np.flatnonzero(self.region_labels == l), e.donor != "images") for l in labels]
+        ate = np.stack([a for a, _, _ in sums], axis=1)
+        se = np.stack([s for _, s, _ in sums], axis=1)   # from per-donor sums: the regions share donors
+        n = np.array([k for _, _, k in sums])
         return labels, ate, se, n
 
 
