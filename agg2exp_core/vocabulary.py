@@ -83,6 +83,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("abpc", "ABPC", True),
     Metric("naopc", "Normalised AOPC", True),
     Metric("nabpc", "Normalised ABPC", True),
+    # the same case's curves under a random and a volume (largest unit first) ranking: what a
+    # method's AOPC / ABPC must beat
+    Metric("aopc_random", "AOPC, random ranking", None),
+    Metric("abpc_random", "ABPC, random ranking", None),
+    Metric("aopc_volume", "AOPC, volume ranking", None),
+    Metric("abpc_volume", "ABPC, volume ranking", None),
 )}
 
 
