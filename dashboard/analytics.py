@@ -185,13 +185,17 @@ def method_label(method: str, params: dict | None) -> str:
 
 
 def method_table(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 of the paper: one row per dataset and method, 'mean ± std' per metric."""
+    """Table 1 of the paper: one row per dataset and method, 'median (mean ± std)' per metric
+    ('mean ± std' where the summary has no median)."""
     if summary.empty:
         return pd.DataFrame()
     labels = {r.run_id: method_label(r.method, r.params) for r in runs.itertuples()}
     frame = summary.copy()
     frame["method"] = frame.run_id.map(labels).fillna(frame.run_id)
     frame["cell"] = [f"{m:.3g} ± {s:.2g}" if pd.notna(s) else f"{m:.3g}" for m, s in zip(frame["mean"], frame["std"])]
+    if "median" in frame.columns:  # skewed per-case metrics (AOPC, sensitivity): the median leads
+        frame["cell"] = [f"{md:.3g} (mean {cell})" if pd.notna(md) else cell
+                         for md, cell in zip(frame["median"], frame["cell"])]
     frame["metric_title"] = frame.metric.map(metric_label)
     # Columns in the vocabulary's order (Table 1 of the paper), unknown names after them.
     known = [metric_label(name) for name in METRICS]

@@ -73,13 +73,16 @@ def matrix_heatmap(matrix: np.ndarray, targets: Sequence[Roi], sources: Sequence
              + "<extra></extra>")
     text = np.vectorize(lambda v: "n/a" if not np.isfinite(v) else f"{v:.4f}")(values) if values.size else values
     colorbar = dict(title=dict(text=value_label + (" (log)" if log_scale else ""), side="right"), thickness=12)
+    finite = values[np.isfinite(values)]
+    # fractions end at 1 (log 0); a lift (mass / volume share) goes above it
+    top = max(0, math.ceil(math.log10(finite.max()))) if log_scale and finite.size and finite.max() > 0 else 0
     if log_scale:
-        ticks = list(range(int(math.log10(LOG_FLOOR)), 1))
+        ticks = list(range(int(math.log10(LOG_FLOOR)), top + 1))
         colorbar.update(tickvals=ticks, ticktext=[f"{10.0 ** k:g}" for k in ticks])
     heat = go.Heatmap(z=z, x=list(range(n_cols)), y=list(range(n_rows)), customdata=custom, text=text,
                       hovertemplate=hover, colorscale=SEQUENTIAL, colorbar=colorbar,
                       zmin=math.log10(LOG_FLOOR) if log_scale else 0.0, xgap=1, ygap=1,
-                      zmax=0.0 if log_scale else None)
+                      zmax=float(top) if log_scale else None)
     with_trees = row_tree is not None and column_tree is not None and bool(row_tree.icoord)
     if with_trees:
         # Dendrograms left (rows) and on top (columns); row labels move to the right of the

@@ -248,6 +248,8 @@ def test_method_table_looks_like_table_1():
     table = analytics.method_table(summary, runs)
     assert table.method.tolist() == ["KernelSHAP (semantic)", "Vanilla Gradient"]
     assert table.columns[3] == "Faithfulness ↑" and table.iloc[0]["Faithfulness ↑"] == "0.158 ± 0.21"
+    with_median = analytics.method_table(summary.assign(median=[0.1, 800.0, 0.4]), runs)
+    assert with_median.iloc[0]["Faithfulness ↑"] == "0.1 (mean 0.158 ± 0.21)"
 
 
 def test_export_names_and_csv():
