@@ -1,7 +1,7 @@
 """Drift: does a cohort's explanation differ from the reference cohort's, class by class?"""
 import streamlit as st
 
-from agg2exp_core.vocabulary import AVERAGE_TARGET
+from agg2exp_core.vocabulary import AVERAGE_TARGET, VOLUME_TARGET
 from dashboard import analytics, compute, data, figures, ui
 from dashboard.widgets import export, navigation, state
 
@@ -36,6 +36,12 @@ if choice == FILTERED:
 else:
     shown = tests[tests.dataset == choice]
     label = f"dataset {choice}"
+control = shown[shown.target_id == VOLUME_TARGET]
+shown = shown[shown.target_id != VOLUME_TARGET]
+if len(control) and "kind" in shown and (shown.kind == "lift").all():
+    st.caption(f"Tested on the volume-adjusted mass (lift), so a change of region volumes alone (field of view, "
+               f"body size) does not read as drift; 'p raw' is the same test on raw mass. Volume shares alone: "
+               f"p = {control.p_value.iloc[0]:.3g}.")
 n_drifted = int((shown.q_value < 0.05).sum())
 st.subheader(f"Classes: {label} vs {reference}")
 st.caption(f"{n_drifted} of {len(shown)} classes drift at q < 0.05.")
@@ -43,7 +49,9 @@ figure = figures.drift_bars(shown, classes, f"Explanation drift per class · {la
                             ctx.provenance(int(shown.n_new.max()), f"reference {reference} (n = {int(shown.n_ref.max())})"))
 export.show_figure(figure, ctx.name_parts("drift-classes", choice), "drift-classes")
 table = shown.assign(**{"class": shown.target_id.map(lambda t: analytics.roi_name(ctx.rois, t))})
-export.show_table(table[["class", "statistic", "p_value", "q_value", "n_ref", "n_new"]],
+raw = ["p_value_raw"] if "p_value_raw" in table else []   # the live test of a filtered cohort has none
+columns = ["class", "statistic", "p_value", "q_value", *raw, "n_ref", "n_new"]
+export.show_table(table[columns].rename(columns={"p_value_raw": "p raw"}),
                   ctx.name_parts("drift-classes-table", choice), "drift-classes-table")
 
 if choice != FILTERED:

@@ -42,6 +42,8 @@ def roi_name(table: dict[int, Roi], roi_id: int) -> str:
         return "average over classes"
     if int(roi_id) == -2:
         return "any class (outliers of any class)"
+    if int(roi_id) == -3:
+        return "volume shares (control)"
     roi = table.get(int(roi_id))
     return roi.name if roi else f"roi {roi_id}"
 

@@ -560,9 +560,12 @@ def drift_tests(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """Per dataset and class: energy statistic, p, q (BH), n_ref, n_new, reference dataset."""
     if not has_table(ref, "drift"):
         return pd.DataFrame(columns=["dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new",
-                                     "reference", "n_permutations"])
+                                     "reference", "n_permutations", "kind", "p_value_raw", "q_value_raw"])
+    # kind / raw p and q: stores written before the volume-adjusted mass have none
+    extra = ("kind, p_value_raw, q_value_raw" if _has_column(ref, "drift", "kind")
+             else "'abs' AS kind, p_value AS p_value_raw, q_value AS q_value_raw")
     return query(ref, "SELECT dataset, target_id, statistic, p_value, q_value, n_ref, n_new, reference, "
-                      "n_permutations FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
+                      f"n_permutations, {extra} FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

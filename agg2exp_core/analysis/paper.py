@@ -46,7 +46,8 @@ PAPER_AVERAGE_P = 0.0024
 def paper_config(fit_dataset: str | None = None, fit_split: str | None = "train", seed: int = 0
                  ) -> outliers.AnalysisConfig:
     return outliers.AnalysisConfig(fit_dataset=fit_dataset, fit_split=fit_split, contamination="auto",
-                                   n_estimators=100, random_state=seed, absent="drop", kind="abs")  # the paper's raw masses
+                                   n_estimators=100, random_state=seed, absent="drop",
+                                   kind="abs")  # the paper's rows are raw masses
 
 
 def holm(p_values) -> np.ndarray:

@@ -13,6 +13,7 @@ from agg2exp_core.attribution.causal.effects import (CAUSAL_PARAMS, MIN_DONORS, 
 from agg2exp_core.attribution.causal.relevance import (DEFAULT_SHARE, mask_faithfulness, relevance_mask,
                                                        relevance_units, unit_values)
 
-__all__ = ["ABLATIONS", "CAUSAL_PARAMS", "DEFAULT_SHARE", "DONORS", "MIN_DONORS", "ComponentEffects", "DonorSet", "RegionEffects",
-           "SamplingSpec", "causal_explain", "causal_run", "check_donors", "component_effects", "default_blocks",
-           "donor_set", "effect_interval", "mask_faithfulness", "relevance_mask", "relevance_units", "summed_effects", "unit_values"]
+__all__ = ["ABLATIONS", "CAUSAL_PARAMS", "DEFAULT_SHARE", "DONORS", "MIN_DONORS", "ComponentEffects", "DonorSet",
+           "RegionEffects", "SamplingSpec", "causal_explain", "causal_run", "check_donors", "component_effects",
+           "default_blocks", "donor_set", "effect_interval", "mask_faithfulness", "relevance_mask", "relevance_units",
+           "summed_effects", "unit_values"]

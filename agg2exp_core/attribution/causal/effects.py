@@ -110,7 +110,8 @@ def causal_run(model: Callable, image: torch.Tensor, classes: Sequence[int] | No
     sampling = SamplingSpec(n_samples, n_screen, tolerance, seed)
     params = dict(params)
     baseline = params.pop("baseline", None)
-    donor_pool = donor_set(image, donor, donors, options.default_baseline(model, image) if baseline is None else baseline)
+    baseline = options.default_baseline(model, image) if baseline is None else baseline   # the model's air
+    donor_pool = donor_set(image, donor, donors, baseline)
     params.setdefault("cache_mb", 0.0)  # every intervention is new: memoising fresh patches only costs memory
     network, window = options.split_model(model)
     first = donor_pool.volumes[0]
