@@ -123,7 +123,7 @@ def runs(ref: StoreRef) -> pd.DataFrame:
     """Runs with their number of cases, artefacts and whether signed masses and the volume-adjusted
     mass (lift) exist, newest first."""
     # a store written before the lift existed has no mass_lift column (it is read-only here)
-    lift = "count(mass_lift) > 0" if _has_column(ref, "local_importance", "mass_lift") else "FALSE"
+    details = "count(mass_lift) > 0" if _has_column(ref, "local_importance", "mass_lift") else "FALSE"  # fixed
     frame = query(ref, f"""
         SELECT r.run_id, r.method, CAST(r.params AS VARCHAR) AS params, r.model_sha256,
                CAST(r.label_names AS VARCHAR) AS label_names, r.code_version, r.source, r.description,
@@ -133,7 +133,7 @@ def runs(ref: StoreRef) -> pd.DataFrame:
                coalesce(a.n_artifacts, 0) AS n_artifacts, coalesce(f.n_failures, 0) AS n_failures
         FROM runs r
         LEFT JOIN (SELECT run_id, count(DISTINCT case_id) AS n_cases, count(mass_pos) > 0 AS has_signed,
-                          {lift} AS has_lift
+                          {details} AS has_lift
                    FROM local_importance GROUP BY run_id) li USING (run_id)
         LEFT JOIN (SELECT run_id, count(*) AS n_artifacts FROM artifacts GROUP BY run_id) a USING (run_id)
         LEFT JOIN (SELECT run_id, count(*) AS n_failures FROM failures GROUP BY run_id) f USING (run_id)
@@ -562,10 +562,10 @@ def drift_tests(ref: StoreRef, run_id: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new",
                                      "reference", "n_permutations", "kind", "p_value_raw", "q_value_raw"])
     # kind / raw p and q: stores written before the volume-adjusted mass have none
-    extra = ("kind, p_value_raw, q_value_raw" if _has_column(ref, "drift", "kind")
-             else "'abs' AS kind, p_value AS p_value_raw, q_value AS q_value_raw")
+    details = ("kind, p_value_raw, q_value_raw" if _has_column(ref, "drift", "kind")
+               else "'abs' AS kind, p_value AS p_value_raw, q_value AS q_value_raw")   # one of two fixed fragments
     return query(ref, "SELECT dataset, target_id, statistic, p_value, q_value, n_ref, n_new, reference, "
-                      f"n_permutations, {extra} FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
+                      f"n_permutations, {details} FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
