@@ -663,9 +663,13 @@ def method_agreement(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """Agreement of the run with the other runs over the same cases, per class (-1: pooled)."""
     if not has_table(ref, "method_agreement"):
         return pd.DataFrame(columns=["other_run_id", "target_id", "spearman_mean", "spearman_low", "spearman_high",
-                                     "spearman_median", "n_cases"])
-    return query(ref, """
-        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases
+                                     "spearman_median", "n_cases", "kind", "null_mean", "null_high"])
+    # kind / the volume-only null: stores written before the volume-adjusted mass have none
+    details = ("kind, null_mean, null_high" if _has_column(ref, "method_agreement", "null_mean")
+               else "'abs' AS kind, NULL::DOUBLE AS null_mean, NULL::DOUBLE AS null_high")   # fixed fragments
+    return query(ref, f"""
+        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases,
+               {details}
         FROM method_agreement WHERE run_id = ? ORDER BY other_run_id, target_id""", [run_id])
 
 
