@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from agg2exp_core.vocabulary import MASS_KIND_TITLES
+from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KIND_TITLES
 from dashboard import case_view, compute, data, figures
 from dashboard.analytics import Roi
 from dashboard.context import ViewContext
@@ -57,7 +57,7 @@ def case_slices(ctx: ViewContext, case_id: str, target: Roi, window: tuple[str, 
     channel = ctx.channel_of(target)
     mtime = path.stat().st_mtime_ns
     artifact = case_view.artifact_of(str(path), mtime)
-    voxel = case_view.start_voxel(artifact, channel)
+    voxel = artefact.start_voxel(artifact, channel)
     style = slices.OverlayStyle(width=window[1], level=window[2], show_gt=artifact.gt is not None,
                                 hide_below_percentile=percentile, pred_outline=True, label_opacity=0.36,
                                 attr_opacity=0.6)
@@ -128,7 +128,7 @@ def expected_dice(ctx: ViewContext, case_id: str) -> ExpectedDice | None:
     estimates = data.case_dice_estimates(ctx.ref, ctx.run_id, case_id)
     if estimates.empty:
         return None
-    shown = case_view.expected_dice_table(estimates, ctx.rois)
+    shown = expected_dice_table(estimates, ctx.rois)
     mean = shown[shown["class"] == "mean over classes"]
     flagged = shown[shown.likely_failure & (shown["class"] != "mean over classes")]
     caption = (f"Expected Dice without labels (80 % interval): mean {mean.expected.iloc[0]:.3f} "
@@ -147,7 +147,7 @@ class Artefact:
     artifact: artefact.CaseArtifact | None = None
 
 
-def artefact(ctx: ViewContext, case_id: str) -> Artefact:
+def open_artefact(ctx: ViewContext, case_id: str) -> Artefact:
     artefacts = data.artifact_cases(ctx.ref, ctx.run_id)
     if not artefacts:
         return Artefact("This run has no slice artefacts (e.g. imported published aggregates hold only the "
@@ -183,10 +183,10 @@ class Start:
 
 
 def start(ctx: ViewContext, shown: Artefact, target: Roi, source: Roi | None) -> Start:
-    voxel = case_view.start_voxel(shown.artifact, ctx.channel_of(target))
+    voxel = artefact.start_voxel(shown.artifact, ctx.channel_of(target))
     if source is None:
         return Start(voxel)
-    centre = case_view.region_voxel(shown.artifact, ctx.channel_of(source) if source.is_class else None, source.name)
+    centre = artefact.region_voxel(shown.artifact, ctx.channel_of(source) if source.is_class else None, source.name)
     note = (f"Opened on the cell {source.name} → {target.name}: the crosshair starts at the largest cross-sections of "
             f"{source.name}" + ("" if centre else f" (not in this case's artefact; at {target.name} instead)") + ".")
     return Start(centre or voxel, note)
@@ -220,3 +220,12 @@ AXIS_KEYS = slices.AXIS_KEYS
 def cases_with_slices(ctx: ViewContext) -> list[str]:
     artefacts = data.artifact_cases(ctx.ref, ctx.run_id)
     return [c for c in ctx.cases.case_id if c in artefacts]
+
+
+def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:
+    """One case's expected Dice per class with the true Dice where known (display names)."""
+    names = ["mean over classes" if int(c) == AVERAGE_TARGET else (rois[int(c)].name if int(c) in rois else str(c))
+             for c in estimates.class_id]
+    return pd.DataFrame({"class": names, "expected": estimates.estimate.round(4), "low": estimates.low.round(4),
+                         "high": estimates.high.round(4), "true Dice": estimates.dice.round(4),
+                         "likely_failure": estimates.likely_failure.astype(bool)})
