@@ -12,10 +12,12 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import compute, data, figures
+from agg2exp_core.vocabulary import AVERAGE_TARGET
+from dashboard import analytics, compute, data, figures
 from dashboard.imaging import artefact, slices, surfaces
 from dashboard.analytics import Roi
 
@@ -114,3 +116,12 @@ def surface_view(path: str, mtime_ns: int, rois_by_channel: tuple[tuple[int, Roi
     return SurfaceView(figure, f"Attribution of {class_name} sampled at each vertex from the {blocks}-voxel "
                                f"block-averaged volume; colour limits ±{top:.3g} (99th percentile of |value| "
                                "on the surfaces).")
+
+
+def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:
+    """One case's expected Dice per class with the true Dice where known (display names)."""
+    names = [analytics.AVERAGE_TARGET_TITLE if int(c) == AVERAGE_TARGET else (rois[int(c)].name if int(c) in rois
+                                                                          else str(c)) for c in estimates.class_id]
+    return pd.DataFrame({"class": names, "expected": estimates.estimate.round(4), "low": estimates.low.round(4),
+                         "high": estimates.high.round(4), "true Dice": estimates.dice.round(4),
+                         "likely_failure": estimates.likely_failure.astype(bool)})

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KIND_TITLES
-from dashboard import analytics, case_view, compute, data, figures
-from dashboard.analytics import Roi
+from agg2exp_core.vocabulary import MASS_KIND_TITLES
+from dashboard import case_view, compute, data, figures
+from dashboard.analytics import AVERAGE_TARGET_TITLE, Roi
 from dashboard.context import ViewContext
 from dashboard.imaging import artefact, slices
 from dashboard.matrices import MatrixView
@@ -128,9 +128,9 @@ def expected_dice(ctx: ViewContext, case_id: str) -> ExpectedDice | None:
     estimates = data.case_dice_estimates(ctx.ref, ctx.run_id, case_id)
     if estimates.empty:
         return None
-    shown = expected_dice_table(estimates, ctx.rois)
-    mean = shown[shown["class"] == analytics.AVERAGE_TARGET_TITLE]
-    flagged = shown[shown.likely_failure & (shown["class"] != analytics.AVERAGE_TARGET_TITLE)]
+    shown = case_view.expected_dice_table(estimates, ctx.rois)
+    mean = shown[shown["class"] == AVERAGE_TARGET_TITLE]
+    flagged = shown[shown.likely_failure & (shown["class"] != AVERAGE_TARGET_TITLE)]
     caption = (f"Expected Dice without labels (80 % interval): mean {mean.expected.iloc[0]:.3f} "
                f"[{mean.low.iloc[0]:.3f}, {mean.high.iloc[0]:.3f}]"
                + (f" · likely failures: {', '.join(flagged['class'])}" if len(flagged) else " · no likely failure"))
@@ -220,12 +220,3 @@ AXIS_KEYS = slices.AXIS_KEYS
 def cases_with_slices(ctx: ViewContext) -> list[str]:
     artefacts = data.artifact_cases(ctx.ref, ctx.run_id)
     return [c for c in ctx.cases.case_id if c in artefacts]
-
-
-def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:
-    """One case's expected Dice per class with the true Dice where known (display names)."""
-    names = [analytics.AVERAGE_TARGET_TITLE if int(c) == AVERAGE_TARGET else (rois[int(c)].name if int(c) in rois
-                                                                          else str(c)) for c in estimates.class_id]
-    return pd.DataFrame({"class": names, "expected": estimates.estimate.round(4), "low": estimates.low.round(4),
-                         "high": estimates.high.round(4), "true Dice": estimates.dice.round(4),
-                         "likely_failure": estimates.likely_failure.astype(bool)})
