@@ -38,9 +38,13 @@ def roi_table(rois: pd.DataFrame) -> dict[int, Roi]:
             for r in rois.itertuples()}
 
 
+# How every figure, table and caption names AVERAGE_TARGET (a score or estimate over all classes).
+AVERAGE_TARGET_TITLE = "mean over classes"
+
+
 def roi_name(table: dict[int, Roi], roi_id: int) -> str:
     if int(roi_id) == AVERAGE_TARGET:
-        return "average over classes"
+        return AVERAGE_TARGET_TITLE
     if int(roi_id) == UNION_TARGET:
         return "any class (outliers of any class)"
     if int(roi_id) == VOLUME_TARGET:
@@ -304,7 +308,6 @@ def adjusted_tests(tests: pd.DataFrame) -> pd.DataFrame:
     BH q-values over the per-class rows."""
     from agg2exp_core.analysis.compare import benjamini_hochberg
     from agg2exp_core.analysis.paper import holm
-    from agg2exp_core.vocabulary import UNION_TARGET
 
     out = tests.copy()
     out["p_holm"] = np.nan

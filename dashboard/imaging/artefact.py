@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from dashboard.imaging.slices import AXIS_KEYS, VIEWS, ViewPlanes, cut, orient
+from dashboard.imaging.slices import (AXIS_KEYS, VIEWS, AttributionScale, ViewPlanes, attribution_scale,
+                                      attribution_unit, cut, orient)
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,48 @@ def view_planes(artifact: CaseArtifact, view: str, index: int, channel: int | No
         note = (note + "; " if note else "") + (f"{bad} stored value(s) are not finite (an artefact written "
                                                 "as float16 overflowed): left out; recompute the run")
     return ViewPlanes(cut(artifact.ct, view, index), pred, gt, attr, note, exact)
+
+
+# --- what a view shows of a class ----------------------------------------------------------------
+
+def class_scale(artifact: CaseArtifact, channel: int | None, percentile: float,
+                exact: bool = True) -> AttributionScale:
+    """One attribution scale per class and resolution, so a colour means the same value in every
+    view: from the class's stored full-resolution planes (``exact``), else from its block-averaged
+    volume (whose block means are smaller than single voxels' values)."""
+    if channel is None:
+        return attribution_scale([], percentile)
+    planes = [p for p in (artifact.attribution(channel, view) for view in VIEWS) if p is not None]
+    volume = artifact.attribution_volume(channel)
+    if (not exact or not planes) and volume is not None:
+        planes = [volume[0]]
+    return attribution_scale(planes, percentile)
+
+
+def colorbar_title(method: str, params: dict, scale: AttributionScale, exact: bool = True) -> str:
+    unit, _ = attribution_unit(method, params)
+    return (f"{unit}{'' if exact else ' (block means)'} · |v| < {scale.threshold:.3g} hidden "
+            f"(P{scale.percentile:g})")
+
+
+def start_voxel(artifact: CaseArtifact, channel: int | None) -> tuple[int, int, int]:
+    """The class's largest cross-sections (x, y, z), else the volume's centre."""
+    stored = artifact.class_index(channel) if channel is not None else None
+    if stored is None:
+        stored = np.asarray(artifact.ct.shape) // 2
+    return tuple(int(v) for v in stored)
+
+
+def region_voxel(artifact: CaseArtifact, channel: int | None = None,
+                 roi_name: str | None = None) -> tuple[int, int, int] | None:
+    """The voxel (x, y, z) of a region's largest cross-sections: a predicted class (``channel``) or an
+    extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
+    if channel is not None and artifact.pred is not None:
+        mask = artifact.pred == channel
+    elif roi_name is not None and f"roi_{roi_name}" in artifact.arrays:
+        mask = artifact.arrays[f"roi_{roi_name}"].astype(bool)
+    else:
+        return None
+    if not mask.any():
+        return None
+    return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))

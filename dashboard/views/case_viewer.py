@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import case_view, compute, data, figures
-from dashboard.analytics import Roi
+from dashboard.analytics import AVERAGE_TARGET_TITLE, Roi
 from dashboard.context import ViewContext
 from dashboard.imaging import artefact, slices
 from dashboard.matrices import MatrixView
@@ -57,7 +57,7 @@ def case_slices(ctx: ViewContext, case_id: str, target: Roi, window: tuple[str, 
     channel = ctx.channel_of(target)
     mtime = path.stat().st_mtime_ns
     artifact = case_view.artifact_of(str(path), mtime)
-    voxel = case_view.start_voxel(artifact, channel)
+    voxel = artefact.start_voxel(artifact, channel)
     style = slices.OverlayStyle(width=window[1], level=window[2], show_gt=artifact.gt is not None,
                                 hide_below_percentile=percentile, pred_outline=True, label_opacity=0.36,
                                 attr_opacity=0.6)
@@ -129,8 +129,8 @@ def expected_dice(ctx: ViewContext, case_id: str) -> ExpectedDice | None:
     if estimates.empty:
         return None
     shown = case_view.expected_dice_table(estimates, ctx.rois)
-    mean = shown[shown["class"] == "mean over classes"]
-    flagged = shown[shown.likely_failure & (shown["class"] != "mean over classes")]
+    mean = shown[shown["class"] == AVERAGE_TARGET_TITLE]
+    flagged = shown[shown.likely_failure & (shown["class"] != AVERAGE_TARGET_TITLE)]
     caption = (f"Expected Dice without labels (80 % interval): mean {mean.expected.iloc[0]:.3f} "
                f"[{mean.low.iloc[0]:.3f}, {mean.high.iloc[0]:.3f}]"
                + (f" · likely failures: {', '.join(flagged['class'])}" if len(flagged) else " · no likely failure"))
@@ -147,7 +147,7 @@ class Artefact:
     artifact: artefact.CaseArtifact | None = None
 
 
-def artefact(ctx: ViewContext, case_id: str) -> Artefact:
+def open_artefact(ctx: ViewContext, case_id: str) -> Artefact:
     artefacts = data.artifact_cases(ctx.ref, ctx.run_id)
     if not artefacts:
         return Artefact("This run has no slice artefacts (e.g. imported published aggregates hold only the "
@@ -183,10 +183,10 @@ class Start:
 
 
 def start(ctx: ViewContext, shown: Artefact, target: Roi, source: Roi | None) -> Start:
-    voxel = case_view.start_voxel(shown.artifact, ctx.channel_of(target))
+    voxel = artefact.start_voxel(shown.artifact, ctx.channel_of(target))
     if source is None:
         return Start(voxel)
-    centre = case_view.region_voxel(shown.artifact, ctx.channel_of(source) if source.is_class else None, source.name)
+    centre = artefact.region_voxel(shown.artifact, ctx.channel_of(source) if source.is_class else None, source.name)
     note = (f"Opened on the cell {source.name} → {target.name}: the crosshair starts at the largest cross-sections of "
             f"{source.name}" + ("" if centre else f" (not in this case's artefact; at {target.name} instead)") + ".")
     return Start(centre or voxel, note)
