@@ -24,6 +24,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "warning: could not install chromium; figure export and browser tests will be skipped"; }
+	@# The shipped reverse-proxy configuration (deploy/nginx.conf) is tested in a real nginx.
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx openssl >/dev/null) || \
+	    echo "warning: could not install nginx; the reverse-proxy test will be skipped"; }
 	touch $@
 
 # The demo store, in the foreground (nothing to do once it is complete; resumes a stopped build).

@@ -18,7 +18,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import analytics, config, data, filters
-from dashboard.widgets import build_banner, state
+from dashboard.widgets import build_banner, class_groups, state
 from dashboard.imaging import slices
 from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
@@ -316,12 +316,8 @@ def store_problem_page(problem: StoreProblem) -> None:
 
 
 def roi_picker(label: str, rois: list[Roi], key: str, default: Roi | None = None, container=None) -> Roi:
-    """A selectbox of RoIs synced with the URL by RoI name."""
-    by_name = {r.name: r for r in rois}
-    names = list(by_name)
-    name = state.selectbox(label, names, key, default=(default.name if default else names[0]),
-                           container=container, what="class")
-    return by_name[name]
+    """A selectbox of RoIs synced with the URL by RoI name (grouped and searchable for large label sets)."""
+    return class_groups.roi_picker(label, rois, key, default=default, container=container)
 
 
 def kind_picker(ctx: Context, key: str = "kind", container=None) -> str:
