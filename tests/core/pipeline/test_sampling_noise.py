@@ -103,9 +103,9 @@ def test_noise_rows_clip_the_interval_to_a_fraction():
 
 def test_precompute_writes_sampling_noise_for_smoothgrad_only(tmp_path):
     from agg2exp_core.pipeline.precompute import precompute
-    from tests.test_first_run import _tiny_cohort
+    from cohorts import tiny_phantom_cohort
 
-    manifest, checkpoint = _tiny_cohort(tmp_path)
+    manifest, checkpoint = tiny_phantom_cohort(tmp_path)
     cases = ["ref-000"]
     db = tmp_path / "s.duckdb"
     sg = precompute(manifest, checkpoint, db, "smoothgrad", {"n_samples": 3, "sigma": 0.1}, classes=[1, 2],
