@@ -321,13 +321,18 @@ def roi_picker(label: str, rois: list[Roi], key: str, default: Roi | None = None
 
 
 def kind_picker(ctx: Context, key: str = "kind", container=None) -> str:
-    """abs / pos / neg mass; pos and neg are offered only when the run has them."""
-    kinds = ["abs", "pos", "neg"] if ctx.has_signed_masses else ["abs"]
+    """abs / pos / neg mass and the volume-adjusted lift, each offered only when the run has it."""
+    kinds = (["abs", "pos", "neg"] if ctx.has_signed_masses else ["abs"]) + (["lift"] if ctx.has_lift else [])
     kind = state.radio("Mass", kinds, key, container=container, format_func=MASS_KIND_TITLES.get,
                        what="mass kind")
     if not ctx.has_signed_masses:
         (container or st).caption("Positive/negative masses are not stored for this run (e.g. imported "
                                   "published aggregates hold absolute masses only).")
+    if kind == "lift":
+        (container or st).caption("Lift: mass per unit volume relative to uniform, e_b→a / (|R_b|/|V|). 1 = the "
+                                  "region holds its volume's share of the evidence; a diffuse map is ~1 everywhere.")
+    elif not ctx.has_lift:
+        (container or st).caption("No region volumes for this run: the volume-adjusted mass (lift) is absent.")
     return kind
 
 

@@ -247,12 +247,16 @@ def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.n
     pos = _dirichlet_rows(60 * cube_abs + 1e-3, rng) * (cube_abs.sum(axis=2, keepdims=True) > 0)
     neg = _dirichlet_rows(40 * cube_abs + 1e-3, rng) * (cube_abs.sum(axis=2, keepdims=True) > 0)
     n, l, r = cube_abs.shape
+    shares = _volume_shares(n, l, r, rng)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lift = np.where(shares[:, None, :] > 0, cube_abs / shares[:, None, :], np.nan)
     # Rows refer to cases by position; SQL swaps in the ids (a 6.5 M-row column of strings
     # would be the slowest part of the insert).
     frame = pd.DataFrame({"case_index": np.repeat(np.arange(n, dtype=np.int32), l * r),
                           "target_id": np.tile(np.repeat(np.asarray(targets, np.int32), r), n),
                           "source_id": np.tile(np.asarray(sources, np.int32), n * l),
-                          "mass_abs": cube_abs.ravel(), "mass_pos": pos.ravel(), "mass_neg": neg.ravel()})
+                          "mass_abs": cube_abs.ravel(), "mass_pos": pos.ravel(), "mass_neg": neg.ravel(),
+                          "volume_share": np.repeat(shares[:, None, :], l, axis=1).ravel(), "mass_lift": lift.ravel()})
     ids = pd.DataFrame({"case_index": np.arange(n, dtype=np.int32), "case_id": cases.case_id.to_numpy()})
     # One case that failed in this run (the failures table), with no results.
     store.record_failure(con, run_id, "failed0000", "explain", "synthetic failure: out of memory")
@@ -260,10 +264,20 @@ def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.n
     con.register("_rows", frame)
     con.register("_ids", ids)
     con.execute("INSERT INTO local_importance SELECT ?, i.case_id, r.target_id, r.source_id, r.mass_abs, "
-                "r.mass_pos, r.mass_neg FROM _rows r JOIN _ids i USING (case_index) "
+                "r.mass_pos, r.mass_neg, r.volume_share, r.mass_lift FROM _rows r JOIN _ids i USING (case_index) "
                 "ORDER BY r.case_index, r.target_id, r.source_id", [run_id])
     con.unregister("_rows")
     con.unregister("_ids")
+
+
+def _volume_shares(n: int, l: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    """Region volume shares ``[cases, sources]``: class regions (background ~60 %) sum to one, the
+    pathology masks (inside the lungs) are a few per cent."""
+    base = np.concatenate([[0.6], 0.4 * rng.dirichlet(np.full(l - 1, 2.0))])
+    shares = np.zeros((n, r))
+    shares[:, :l] = _dirichlet_rows(np.broadcast_to(400 * base, (n, l)), rng)
+    shares[:, l:] = rng.uniform(0.005, 0.03, size=(n, r - l))
+    return shares
 
 
 def _insert(con, table: str, frame: pd.DataFrame) -> None:
