@@ -4,6 +4,7 @@ import json
 
 import streamlit as st
 
+from agg2exp_core.store.artifacts import ArtifactUnreadable
 from agg2exp_core.vocabulary import MASS_KIND_TITLES, SAMPLING_NOISE_LEVEL, SAMPLING_NOISE_Z
 from dashboard import case_view, causal_views, compute, data, figures, ui
 from dashboard.widgets import export, state
@@ -54,7 +55,13 @@ if len(expected):
 
 st.subheader("Slices")
 relative = artefacts.get(case)
-path = data.resolve_artifact(ctx.ref, relative) if relative else None
+path = data.resolve_artifact(ctx.ref, relative, ctx.run_id) if relative else None
+unreadable = None
+if path is not None:
+    try:  # a truncated or empty file (a crash, a full disk, a copy cut short): say so and go on
+        case_view.artifact_of(str(path), path.stat().st_mtime_ns)
+    except (ArtifactUnreadable, OSError) as err:
+        unreadable, path = str(err), None
 channel = ctx.channel_of(target)
 params_json = json.dumps(ctx.run["params"] or {}, sort_keys=True, default=str)
 SLICE_KEYS = {"axial": "slice_axial", "coronal": "slice_coronal", "sagittal": "slice_sagittal"}
@@ -80,9 +87,14 @@ if not artefacts:
     st.info("This run has no slice artefacts (e.g. imported published aggregates hold only the matrices), so "
             "there are no images to show; the local matrix below is available. Runs computed with "
             "`python -m agg2exp_core precompute` store slices.", icon=":material/image_not_supported:")
+elif unreadable:
+    st.warning(f"Slice artefact unreadable for case {case}: {unreadable}. The rest of the page is shown.",
+               icon=":material/broken_image:")
 elif path is None:
     st.info(f"No readable slice artefact for case {case} in this run"
-            + (f" (`{relative}` is missing)." if relative else "."), icon=":material/image_not_supported:")
+            + (f" (`{relative}` is missing, or lies outside the store's folder and the artefact roots "
+               "the dashboard allows: docs/DEPLOYMENT.md)." if relative else "."),
+            icon=":material/image_not_supported:")
 else:
     mtime = path.stat().st_mtime_ns
     artifact = case_view.artifact_of(str(path), mtime)

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from agg2exp_core.store.artifacts import roi_key
 from dashboard import compute, data, figures
 from dashboard.imaging import slices, surfaces
 from dashboard.analytics import Roi
@@ -151,8 +152,8 @@ def region_voxel(artifact: slices.CaseArtifact, channel: int | None = None,
     extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
     if channel is not None and artifact.pred is not None:
         mask = artifact.pred == channel
-    elif roi_name is not None and f"roi_{roi_name}" in artifact.arrays:
-        mask = artifact.arrays[f"roi_{roi_name}"].astype(bool)
+    elif roi_name is not None and roi_key(roi_name) in artifact.arrays:
+        mask = artifact.arrays[roi_key(roi_name)].astype(bool)
     else:
         return None
     if not mask.any():

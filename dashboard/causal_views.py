@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from agg2exp_core.store.artifacts import relevance_key
 from dashboard import analytics, data, figures
 from dashboard.widgets import export
 from dashboard.imaging import slices
@@ -137,7 +138,7 @@ def _components_figure(ctx, frame: pd.DataFrame, title: str, provenance: str, na
 def relevance_planes(artifact: slices.CaseArtifact, channel: int, view: str, index: int,
                      width: float = 350.0, level: float = 50.0) -> np.ndarray | None:
     """RGB of a CT plane with the class's relevance mask tinted (None without a stored mask)."""
-    mask = artifact.arrays.get(f"relevance_{channel}")
+    mask = artifact.arrays.get(relevance_key(channel))
     if mask is None:
         return None
     grey = slices.window(slices.cut(artifact.ct, view, index), width, level)[..., None] * 255.0
@@ -152,7 +153,7 @@ def relevance_planes(artifact: slices.CaseArtifact, channel: int, view: str, ind
 def _relevance_view(ctx, case_id: str, target: Roi, artifact: slices.CaseArtifact, masks: pd.DataFrame) -> None:
     channel = ctx.channel_of(target)
     row = masks[masks.target_id == target.roi_id]
-    if channel is None or row.empty or f"relevance_{channel}" not in artifact.arrays:
+    if channel is None or row.empty or relevance_key(channel) not in artifact.arrays:
         st.caption(f"No relevance mask stored for {target.name}.")
         return
     r = row.iloc[0]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from agg2exp_core.store import artifacts
+
 # Name -> (width, level) in HU, as radiologists name them.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "lung": (1500.0, -600.0),
@@ -346,17 +348,17 @@ class CaseArtifact:
 
     def class_index(self, channel: int) -> np.ndarray | None:
         """Slice indices (x, y, z) of the class's largest cross-sections, if stored."""
-        index = self.arrays.get(f"index_{channel}")
+        index = self.arrays.get(artifacts.index_key(channel))
         return None if index is None else np.asarray(index, dtype=int)
 
     def attribution(self, channel: int, view: str) -> np.ndarray | None:
         """The stored attribution plane of a class for a view (display orientation, float32), if any."""
-        plane = self.arrays.get(f"attr_{channel}_{AXIS_KEYS[VIEWS[view]]}")
+        plane = self.arrays.get(artifacts.plane_key(channel, AXIS_KEYS[VIEWS[view]]))
         return None if plane is None else orient(plane.astype(np.float32))
 
     def attribution_volume(self, channel: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(block-averaged attribution volume, voxels per block along x, y, z) of a class, if stored."""
-        volume = self.arrays.get(f"attrvol_{channel}")
+        volume = self.arrays.get(artifacts.volume_key(channel))
         if volume is None:
             return None
         block = self.arrays.get("attrvol_block")
@@ -364,10 +366,10 @@ class CaseArtifact:
         return np.asarray(volume, dtype=np.float32), block
 
     def explained_channels(self) -> list[int]:
-        return sorted(int(k.split("_")[1]) for k in self.arrays if k.startswith("index_"))
+        return artifacts.explained_channels(self.arrays)
 
     def extra_rois(self) -> list[str]:
-        return sorted(k[4:] for k in self.arrays if k.startswith("roi_"))
+        return artifacts.extra_rois(self.arrays)
 
 
 def sample_volume(volume: np.ndarray, block, voxels: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from agg2exp_core.analysis.ordering import group_order
+from agg2exp_core.store.artifacts import ArtifactUnreadable
 from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KIND_TITLES
 from dashboard import analytics, case_view, compute, data, figures
 from dashboard.widgets import export
@@ -300,10 +301,17 @@ def _outlier_pages(report, ref, request, rois, target, cohort_text, run) -> None
 def _case_page(report, ref, request, run, rois, target, case_id, provenance) -> None:
     title = f"Case {case_id}"
     relative = data.artifact_cases(ref, request.run_id).get(case_id)
-    path = data.resolve_artifact(ref, relative) if relative else None
+    path = data.resolve_artifact(ref, relative, request.run_id) if relative else None
     parts = []
-    if path is None:
+    try:
+        artifact = case_view.artifact_of(str(path), path.stat().st_mtime_ns) if path is not None else None
+    except (ArtifactUnreadable, OSError) as err:
+        parts.append(f"<p class='note'>Slice artefact unreadable: {html.escape(str(err))}</p>")
+        path = artifact = None
+    if path is None and not parts:
         parts.append("<p class='note'>No slice artefact for this case in this run.</p>")
+    elif path is None:
+        pass
     else:
         channel = list(run["label_names"]).index(target.name) if target.name in list(run["label_names"]) else None
         mtime = path.stat().st_mtime_ns
