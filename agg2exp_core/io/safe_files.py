@@ -17,9 +17,23 @@ from pathlib import Path
 
 from agg2exp_core.errors import InputError
 
-_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
-os.umask(_UMASK)
-NEW_FILE_MODE = 0o666 & ~_UMASK
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc (setting it to read it would race other threads' files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # elsewhere: a brief, safe value while reading it
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_umask()
 LOCK_MODE = 0o660  # the store's group may take the lock too (less the umask)
 
 

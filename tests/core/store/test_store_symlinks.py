@@ -97,3 +97,23 @@ def test_a_symlinked_demo_build_lock_is_refused(tmp_path, victim):
             pass
 
     refused(take, victim, "demo.build.lock", "symbolic link")
+
+
+def test_published_files_keep_the_modes_a_group_private_folder_needs(tmp_path):
+    """mkstemp makes 0600 files: the published store and artefacts must read like any new file
+    under the writer's umask (007 in a group-private folder: rw for the group, nothing for others)."""
+    import stat
+    import subprocess
+    import sys
+
+    code = ("import os, sys, numpy as np; os.umask(0o007)\n"
+            "from pathlib import Path\nfrom agg2exp_core import store\n"
+            "from agg2exp_core.store.artifacts import write_artifact\n"
+            "with store.open_writer(sys.argv[1]) as con: con.execute(\"INSERT INTO meta VALUES ('k', 'v')\")\n"
+            "write_artifact({'ct': np.zeros((2, 2, 2), np.int16)}, Path(sys.argv[2]))\n")
+    db, artefact = tmp_path / "s.duckdb", tmp_path / "artifacts" / "c.npz"
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", code, str(db), str(artefact)], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert stat.S_IMODE(db.stat().st_mode) == 0o660 and stat.S_IMODE(artefact.stat().st_mode) == 0o660
