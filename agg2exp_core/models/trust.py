@@ -42,12 +42,16 @@ def load_tensors(path: Path, trust_code: bool = False, what: str = "checkpoint")
         with torch.serialization.safe_globals(numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        needed = _needed_global(err)
+        if not trust_code and needed is None:
+            raise  # not a pickle that asks for code: a corrupt or foreign file (the caller says so)
         if not trust_code:
-            raise refusal(path, f"the {what} needs pickle ({_unsupported(err)})") from None
+            raise refusal(path, f"the {what} needs pickle (it holds {needed})") from None
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _unsupported(err: Exception) -> str:
-    """The global the weights-only unpickler refused (torch's message is many lines)."""
+def _needed_global(err: Exception) -> str | None:
+    """The global the weights-only unpickler refused, None when it refused something else
+    (random bytes give "Unsupported operand"); torch's message is many lines."""
     found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) (\S+)", str(err))
-    return f"it holds {found.group(1)}" if found else "not a weights-only file"
+    return found.group(1) if found else None

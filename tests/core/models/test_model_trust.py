@@ -117,3 +117,11 @@ def test_a_plain_bundle_loads_without_trust_and_equals_the_trusted_load(tmp_path
     x = torch.randn(1, 1, 12, 12, 12)
     assert torch.equal(plain.network(x), trusted.network(x))
     assert plain.window == trusted.window and plain.preprocessing.description == trusted.preprocessing.description
+
+
+def test_random_bytes_are_an_unreadable_checkpoint_not_a_request_for_trust(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(InputError) as err:
+        load_model(path, device="cpu")
+    assert "cannot read checkpoint" in str(err.value) and "--trust-model-code" not in str(err.value)
