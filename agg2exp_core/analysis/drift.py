@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.spatial.distance import cdist
 
 from agg2exp_core import store
-from agg2exp_core.analysis.compare import benjamini_hochberg, permutation_test, permutations_for_fdr
+from agg2exp_core.analysis.compare import DEFAULT_STOP_AT, benjamini_hochberg, permutation_test, permutations_for_fdr
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 
@@ -203,7 +203,8 @@ def compare_cohorts(cube: np.ndarray, targets: list[int], sources: list[int], cl
     tests.insert(0, "dataset", label)
     n_cells = len(targets) * len(sources)
     permutations = config.cell_permutations or permutations_for_fdr(n_cells)
-    result = permutation_test(cube[new], cube[ref], n_permutations=permutations, seed=config.seed)
+    result = permutation_test(cube[new], cube[ref], n_permutations=permutations, seed=config.seed,
+                              stop_at=DEFAULT_STOP_AT)   # the count grows with the cells: stop the null ones early
     g = hedges_g(cube[new], cube[ref])
     t_idx, s_idx = np.meshgrid(np.arange(len(targets)), np.arange(len(sources)), indexing="ij")
     cells = pd.DataFrame({"dataset": label, "target_id": np.asarray(targets)[t_idx.ravel()],

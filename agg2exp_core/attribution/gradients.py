@@ -200,7 +200,9 @@ def ig_quadrature(rule: str, steps: int) -> tuple[list[float], list[float]]:
 
     ``gausslegendre`` is exact for polynomials of degree < 2·steps and converges fastest
     for smooth paths; ``riemann_middle`` / ``riemann_trapezoid`` converge as O(1/steps²);
-    ``riemann_right`` is the paper's Eq. 5 (O(1/steps)).
+    ``riemann_right`` is the paper's Eq. 5 (O(1/steps)). The nodes are Captum's; so are the
+    weights except ``riemann_trapezoid``, whose weights here sum to 1 (Captum's sum to
+    (steps-1)/steps: nodes 1/(steps-1) apart weighed 1/steps; tests/core/attribution/test_captum_parity.py).
     """
     n = int(steps)
     if rule == "gausslegendre":

@@ -134,8 +134,9 @@ def _add_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="Dice of a model on a manifest's labelled cases")
     p.add_argument("--manifest", required=True, type=Path)
     add_model(p)
-    p.add_argument("--split", default="test")
-    p.add_argument("--dataset")
+    p.add_argument("--split", help="only cases of this split (default: test when the manifest has a split "
+                                   "column, else every labelled case)")
+    p.add_argument("--dataset", help="only cases of this dataset")
     p.set_defaults(func=_run_predict)
 
 

@@ -106,7 +106,10 @@ def publish(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> None:
         raise InputError(db_path, unpublished.format(error=str(err).splitlines()[0])) from None
     work = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
     durable_copy(work, db_path, unpublished)
-    if work == writing_path(db_path):
+    # DuckDB names its file by an absolute path; ``db_path`` may be relative or pass a symbolic
+    # link. Compared as given, a relative store path never matched: the record went stale at
+    # every publication and the next session took it for a restore and recopied the store.
+    if work.resolve() == writing_path(db_path).resolve():
         record_seed(db_path)
 
 

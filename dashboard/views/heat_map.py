@@ -134,16 +134,21 @@ def cohort_comparison(ctx: ViewContext, choices: ComparisonChoices) -> CohortCom
     result = comparison.result
     n_sig = int(result.significant.sum())
     caption = (f"A = {split.label_a} (n = {result.n_a}), B = {split.label_b} (n = {result.n_b}); "
-               f"up to {result.n_permutations} permutations (seed {result.seed}; a cell stops at its "
+               f"Welch's t per cell (valid for unequal variances), up to {result.n_permutations} permutations "
+               f"(seed {result.seed}; a cell stops at its "
                f"{compute.COMPARISON_STOP_AT}th as extreme as observed, p = {compute.COMPARISON_STOP_AT}/L, Besag & "
                "Clifford); "
-               f"{n_sig} significant cell(s) at {'q' if choices.fdr else 'p'} < {choices.alpha}.")
+               f"{n_sig} significant cell(s) at {'q' if choices.fdr else 'p'} < {choices.alpha}"
+               f"{' (BH; the table gives BY q-values too, valid under any dependence between cells)' if choices.fdr else ''}.")
     title = f"Difference of mean {MASS_KIND_TITLES[choices.kind]}: {split.label_a} − {split.label_b}"
     provenance = ctx.provenance(result.n_a + result.n_b, f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
                                                           f"(n={result.n_b}), {result.n_permutations} permutations")
     figure = figures.difference_heatmap(result, comparison.targets, comparison.sources,
                                         (split.label_a, split.label_b), title, provenance, comparison.interval)
+    hover = (f"Hover a cell for the 95 % studentised bootstrap interval of its difference "
+             f"({compute.COMPARISON_RESAMPLES} resamples of each cohort's patients)"
+             f"{compute.interval_caveat(min(result.n_a, result.n_b))}.")
     return CohortComparison(caption=caption, figure=figure, n_significant=n_sig, comparison=comparison,
-                            labels=(split.label_a, split.label_b),
+                            labels=(split.label_a, split.label_b), hover_caption=hover,
                             name_parts=ctx.name_parts("difference-heatmap", choices.kind, split.label_a, "vs",
                                                       split.label_b))
