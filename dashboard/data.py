@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from agg2exp_core.store import artifacts
 from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KINDS
+from dashboard import config
 from dashboard.filters import CohortFilter, where_clause
 
 
@@ -462,22 +464,35 @@ def artifact_cases(ref: StoreRef, run_id: str) -> dict[str, str]:
     return dict(zip(frame.case_id, frame.path))
 
 
-def resolve_artifact(ref: StoreRef, relative: str) -> Path | None:
-    """Absolute path of an artefact, only if it lies inside the store's folder and exists."""
+def resolve_artifact(ref: StoreRef, relative: str, run_id: str | None = None) -> Path | None:
+    """Absolute path of an artefact, only if it exists inside the store's folder, or inside the run's
+    recorded artefact root (``--data-dir``) where the operator allowed that root (``config.artifact_roots``)."""
     if not relative:
         return None
-    folder = ref.folder.resolve()
-    path = (folder / relative).resolve()
-    if folder != path and folder not in path.parents:
+    path = (ref.folder.resolve() / relative).resolve()
+    allowed = [ref.folder] + [root for root in [artifact_root_of(ref, run_id)]
+                              if root is not None and artifacts.inside(root, config.artifact_roots())]
+    return path if artifacts.inside(path, allowed) and path.is_file() else None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def artifact_root_of(ref: StoreRef, run_id: str | None) -> Path | None:
+    """Where the run's artefacts were written (recorded by precompute), None for older stores."""
+    if run_id is None:
         return None
-    return path if path.is_file() else None
+    cursor = _connection(ref.path, ref.signature).cursor()
+    try:
+        cursor.execute("USE store")
+        return artifacts.artifact_root(cursor, run_id)
+    finally:
+        cursor.close()
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def load_artifact(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
-    """All arrays of one npz artefact (``mtime_ns`` keys the cache to the file's version)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+    """All arrays of one npz artefact, validated (``ArtifactUnreadable`` for a truncated or foreign
+    file); ``mtime_ns`` keys the cache to the file's version."""
+    return artifacts.read_artifact(path)
 
 
 # --- causal runs (tables older stores lack: empty frames there) ---------------------------------

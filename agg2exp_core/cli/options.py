@@ -21,6 +21,10 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile-step-size", type=float, help="nnU-Net: tile step as a fraction of the patch (0.5)")
     group.add_argument("--network", help="state dict: unet, basicunet, swinunetr, segresnet, dynunet or unetr")
     group.add_argument("--network-params", help="state dict: the network's keyword arguments as JSON")
+    group.add_argument("--trust-model-code", action="store_true",
+                       help="the model's files may run code: a checkpoint that needs pickle, a MONAI bundle config "
+                            "with $ expressions or _target_s other than MONAI's networks, transforms and inferers "
+                            "(refused without it; docs/DEPLOYMENT.md, Security model)")
     group.add_argument("--labels", type=Path, help="label names: a text file (one per line), a JSON list, or a "
                                                     "sidecar JSON with labels, preprocessing and window")
 
@@ -32,7 +36,7 @@ def model_spec(args):
     params = json_object("--network-params", args.network_params) if args.network_params else None
     return ModelSpec(args.model, fold=args.fold, checkpoint_name=args.checkpoint_name, network=args.network,
                      network_params=params, labels=args.labels, mirroring=args.mirroring,
-                     tile_step_size=args.tile_step_size)
+                     tile_step_size=args.tile_step_size, trust_code=args.trust_model_code)
 
 
 def json_object(flag: str, text: str) -> dict:

@@ -31,7 +31,8 @@ from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
 from agg2exp_core.pipeline import causal_stage, noise_stage
-from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
+from agg2exp_core.pipeline.artifacts import slice_artifact
+from agg2exp_core.store.artifacts import record_artifact_root, write_artifact
 from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
 from agg2exp_core.pipeline.inputs import input_fingerprint, plan_cases
 
@@ -250,6 +251,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                          model.checkpoint_sha256, model.label_names,
                          source="precompute",
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
+        record_artifact_root(con, summary.run_id, files.data_dir / "artifacts" / summary.run_id)  # readers allow-list it
         todo = plan_cases(con, summary, frame.to_dict("records"), retry_crashed)
         jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors,
                         scratch / f"{row['case_id']}.npy" if scratch else None) for row in todo]

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from agg2exp_core.store import artifacts
 from dashboard.imaging.slices import (AXIS_KEYS, VIEWS, AttributionScale, ViewPlanes, attribution_scale,
                                       attribution_unit, cut, orient)
 
 
 @dataclass(frozen=True)
 class CaseArtifact:
-    """Typed view of one npz artefact (keys of docs/ARCHITECTURE.md)."""
+    """Typed view of one npz artefact (the format is ``agg2exp_core.store.artifacts``)."""
 
     arrays: dict
 
@@ -37,17 +38,17 @@ class CaseArtifact:
 
     def class_index(self, channel: int) -> np.ndarray | None:
         """Slice indices (x, y, z) of the class's largest cross-sections, if stored."""
-        index = self.arrays.get(f"index_{channel}")
+        index = self.arrays.get(artifacts.index_key(channel))
         return None if index is None else np.asarray(index, dtype=int)
 
     def attribution(self, channel: int, view: str) -> np.ndarray | None:
         """The stored attribution plane of a class for a view (display orientation, float32), if any."""
-        plane = self.arrays.get(f"attr_{channel}_{AXIS_KEYS[VIEWS[view]]}")
+        plane = self.arrays.get(artifacts.plane_key(channel, AXIS_KEYS[VIEWS[view]]))
         return None if plane is None else orient(plane.astype(np.float32))
 
     def attribution_volume(self, channel: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(block-averaged attribution volume, voxels per block along x, y, z) of a class, if stored."""
-        volume = self.arrays.get(f"attrvol_{channel}")
+        volume = self.arrays.get(artifacts.volume_key(channel))
         if volume is None:
             return None
         block = self.arrays.get("attrvol_block")
@@ -55,10 +56,10 @@ class CaseArtifact:
         return np.asarray(volume, dtype=np.float32), block
 
     def explained_channels(self) -> list[int]:
-        return sorted(int(k.split("_")[1]) for k in self.arrays if k.startswith("index_"))
+        return artifacts.explained_channels(self.arrays)
 
     def extra_rois(self) -> list[str]:
-        return sorted(k[4:] for k in self.arrays if k.startswith("roi_"))
+        return artifacts.extra_rois(self.arrays)
 
 
 def sample_volume(volume: np.ndarray, block, voxels: np.ndarray) -> np.ndarray:
@@ -149,8 +150,8 @@ def region_voxel(artifact: CaseArtifact, channel: int | None = None,
     extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
     if channel is not None and artifact.pred is not None:
         mask = artifact.pred == channel
-    elif roi_name is not None and f"roi_{roi_name}" in artifact.arrays:
-        mask = artifact.arrays[f"roi_{roi_name}"].astype(bool)
+    elif roi_name is not None and artifacts.roi_key(roi_name) in artifact.arrays:
+        mask = artifact.arrays[artifacts.roi_key(roi_name)].astype(bool)
     else:
         return None
     if not mask.any():
