@@ -6,6 +6,8 @@ problem, before any result is written.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.files import check_data_size, check_regular, detached_data_file
 from agg2exp_core.io.limits import check_voxels
 from agg2exp_core.io.manifest import ROI_PREFIX
 from agg2exp_core.io.preprocessing import Preprocessing
@@ -77,11 +80,7 @@ def load_nifti(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.nd
 
 
 def _read_nifti(path: Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for truncated/corrupt files
-        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {_first_line(err)})") from None
-    check_voxels(path, img.shape, img.affine, target_spacing)
+    img = nifti_header(path, target_spacing)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for truncated/corrupt files
@@ -91,22 +90,61 @@ def _read_nifti(path: Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray
     return data, img.affine
 
 
-def _read_itk(path: Path, kind: str, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
-    """NRRD / MetaImage by SimpleITK: its LPS ``(z, y, x)`` image as a RAS ``[X, Y, Z]`` array."""
+def nifti_header(path: Path, target_spacing=None):
+    """The nibabel image of a NIfTI file, its header checked and no voxel read yet."""
+    check_regular(path)
+    try:
+        img = nib.load(str(path))
+        with nib.openers.ImageOpener(str(path)) as f:  # nibabel's loaded header has pixdim 0 replaced by 1
+            raw = img.header_class.from_fileobj(f, check=False)
+    except Exception as err:  # nibabel raises many types for truncated/corrupt files
+        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {_first_line(err)})") from None
+    if "pixdim" in raw:
+        zooms = np.asarray(raw["pixdim"][1:1 + min(3, len(img.shape))], dtype=float)
+        if not (np.isfinite(zooms).all() and (zooms != 0).all()):
+            raise InputError(path, f"voxel size (pixdim) {', '.join(f'{z:g}' for z in zooms)} mm is not a size; "
+                                   "fix the header (nibabel would read it as 1 mm)")
+    if np.dtype(img.get_data_dtype()).kind == "c":
+        raise InputError(path, f"complex voxels ({img.get_data_dtype()}); a scan holds real values")
+    check_voxels(path, img.shape, img.affine, target_spacing)
+    return img
+
+
+def itk_header(path: Path, kind: str, target_spacing=None):
+    """A SimpleITK reader of a NRRD / MetaImage file, its header (and data file) checked, no voxel read."""
     try:
         import SimpleITK as sitk
     except ImportError:
         raise InputError(path, f"reading {kind} needs SimpleITK (pip install SimpleITK==2.5.7)") from None
+    check_regular(path)
+    data_file = detached_data_file(path)  # before SimpleITK opens whatever the header names
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()  # the header only: check the size before the voxels
-        check_voxels(path, reader.GetSize(), np.diag([*reader.GetSpacing()[:3], 1.0]), target_spacing)
+    except RuntimeError as err:
+        raise InputError(path, f"cannot read {kind} ({_first_line(err)})") from None
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "complex" in pixel:
+        raise InputError(path, f"complex voxels ({pixel}); a scan holds real values")
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(path, f"expected one value per voxel, got {reader.GetNumberOfComponents()} components")
+    check_voxels(path, reader.GetSize(), np.diag([*reader.GetSpacing()[:3], 1.0]), target_spacing)
+    if data_file is not None:
+        bits = int(re.search(r"(\d+)-bit", pixel).group(1))
+        check_data_size(path, data_file, math.prod(reader.GetSize()) * bits // 8)
+    return reader
+
+
+def _read_itk(path: Path, kind: str, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """NRRD / MetaImage by SimpleITK: its LPS ``(z, y, x)`` image as a RAS ``[X, Y, Z]`` array."""
+    import SimpleITK as sitk
+
+    reader = itk_header(path, kind, target_spacing)
+    try:
         image = reader.Execute()
     except RuntimeError as err:
         raise InputError(path, f"cannot read {kind} ({_first_line(err)})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(path, f"expected one value per voxel, got {image.GetNumberOfComponentsPerPixel()} components")
     dim = image.GetDimension()
     data = sitk.GetArrayFromImage(image).astype(np.float32).transpose(tuple(range(dim))[::-1])  # -> [X, Y, Z(, T)]
     if dim < 3:
