@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agg2exp_core.cli.options import (add_executor, add_model, class_ids, comma_list,
+from agg2exp_core.cli.options import (add_executor, add_inputs, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import METHODS
@@ -168,6 +168,7 @@ def _add_precompute(subparsers) -> None:
                    help="compute again the cases during which a previous run died (held back otherwise)")
     p.add_argument("--scratch-dir", type=Path, help="stream each case's gradient attributions to a .npy here "
                    "instead of RAM (default: by themselves above 512 MiB, to the system temp folder)")
+    add_inputs(p)
     add_executor(p)
     p.add_argument("--shared-data-dir", action="store_true",
                    help="--data-dir (and --save-nifti) are shared storage at the same path on every Ray node: "
@@ -184,7 +185,8 @@ def _run_precompute(args) -> int:
                          class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
                          case_ids=comma_list(args.cases) or None, executor=executor_from(args),
                          shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed,
-                         scratch_dir=args.scratch_dir)
+                         scratch_dir=args.scratch_dir, case_timeout=args.case_timeout,
+                         cohort_root=args.cohort_root, allow_outside_root=args.allow_outside_root)
     print(summary.line())
     return 1 if summary.failed or summary.crashed else 0
 
@@ -270,6 +272,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--curve-steps", type=int, default=None, help="MoRF/LeRF steps (default: one per unit)")
     p.add_argument("--curve-value", default="logit", help="value function of the curves (logit/tp/fp/dice/softdice)")
     p.add_argument("--seed", type=int, default=0)
+    add_inputs(p)
     add_executor(p)
     p.set_defaults(func=_run_evaluate)
 
@@ -285,7 +288,8 @@ def _run_evaluate(args) -> int:
                               curves=CurveConfig(value=args.curve_value, steps=args.curve_steps), seed=args.seed)
     summary = evaluate_cohort(args.manifest, model_spec(args), args.db, comma_list(args.methods),
                               comma_list(args.classes), config, args.max_cases, args.split, args.device,
-                              executor=executor_from(args))
+                              executor=executor_from(args), case_timeout=args.case_timeout,
+                              cohort_root=args.cohort_root, allow_outside_root=args.allow_outside_root)
     print(summary.line())
     return 1 if summary.failed else 0
 

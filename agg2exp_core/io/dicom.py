@@ -49,15 +49,29 @@ def read_dicom_series(folder: str | Path, target_spacing=None) -> tuple[np.ndarr
     checked against ``io.limits`` from its headers, before any pixel is read.
     """
     folder = Path(folder)
+    dicom_header(folder, target_spacing)
+    return _read_voxels(folder)
+
+
+def dicom_header(folder: Path, target_spacing=None) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape [X, Y, Z], RAS affine)`` of the series in ``folder`` from its slice headers alone,
+    checked (one series, even untilted slices, size limits) before any pixel is read."""
     headers = _headers(folder)
     _check_one_series(folder, headers)
     step = _check_geometry(folder, [h for _, h in headers])
-    first = headers[0][1]
-    rows, columns = int(first.Rows), int(first.Columns)
-    pixel = [float(v) for v in first.PixelSpacing]
+    ordered = sorted((ds for _, ds in headers), key=lambda ds: int(ds.InstanceNumber))
+    first = ordered[0]
+    shape = (int(first.Columns), int(first.Rows), len(ordered))
+    pixel = _numbers(first.PixelSpacing)  # [between rows, between columns]
+    cosines = _numbers(first.ImageOrientationPatient)
+    positions = np.asarray([_numbers(ds.ImagePositionPatient) for ds in ordered])
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = cosines[:3] * pixel[1], cosines[3:] * pixel[0]
+    lps[:3, 2] = (positions[-1] - positions[0]) / (len(ordered) - 1)
+    lps[:3, 3] = positions[0]
     # the measured step, not SliceThickness: a header may claim 1 mm for slices metres apart
-    check_voxels(folder, (columns, rows, len(headers)), np.diag([pixel[1], pixel[0], step, 1.0]), target_spacing)
-    return _read_voxels(folder)
+    check_voxels(folder, shape, np.diag([pixel[1], pixel[0], step, 1.0]), target_spacing)
+    return shape, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def _headers(folder: Path) -> list[tuple[Path, object]]:
