@@ -217,6 +217,7 @@ class ProcessExecutor(SharedSession):
         self.threads, self.max_retries, self.preload = max(1, threads), max_retries, tuple(preload)
         self.running = 0
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: list = []  # the new pool's no-op jobs: done once its processes have started
         self._maps = itertools.count()
 
     def _open(self) -> None:
@@ -263,6 +264,9 @@ class ProcessExecutor(SharedSession):
 
     def _fill(self, compute, source, key, queue, suspects, pending, on_start) -> None:
         """Keep every process busy; a suspect of a crash runs alone, so a crash is its own."""
+        if self._warming:  # the time limit counts from a started process, not from its imports
+            wait(self._warming)
+            self._warming = []
         while (suspects and not pending) or (queue and not suspects and len(pending) < self.workers):
             job = (suspects or queue).popleft()
             if on_start is not None:
@@ -307,8 +311,7 @@ class ProcessExecutor(SharedSession):
 
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker, initargs=(self.threads, os.getpid(), self.preload))
-        for _ in range(self.workers):
-            pool.submit(os.getpid)
+        self._warming = [pool.submit(os.getpid) for _ in range(self.workers)]
         return pool
 
     @staticmethod
