@@ -157,9 +157,7 @@ def _write_evaluation(con, outcome: Completed, summary: EvaluationSummary, targe
     """One job's rows (a case, its methods) in one transaction, or its failure once per run."""
     case_id, result = outcome.job.case_id, outcome.result
     run_ids = {m: summary.run_ids[m] for m in outcome.job.methods}
-    failure = ((store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else
-               (store.TIMEOUT_STAGE, outcome.timed_out) if outcome.timed_out else
-               ("evaluate", outcome.error) if outcome.error else result.failure)
+    failure = outcome.failure("evaluate") or result.failure
     if failure is None:
         try:
             store.write_method_eval(con, run_ids, case_id, result.scores, result.curves, target_ids)

@@ -75,6 +75,16 @@ class Completed:
     error: str = ""     # the compute function raised instead of returning its failure
     timed_out: str = ""  # the job ran past the time limit and was ended
 
+    def failure(self, error_stage: str) -> tuple[str, str] | None:
+        """``(failures.stage, message)`` of a job that brought no result back (None: it did)."""
+        from agg2exp_core.store.attempts import CRASHED_STAGE, TIMEOUT_STAGE
+
+        if self.crashed:
+            return CRASHED_STAGE, self.crashed
+        if self.timed_out:
+            return TIMEOUT_STAGE, self.timed_out
+        return (error_stage, self.error) if self.error else None
+
 
 def check_timeout(seconds: float | None) -> float | None:
     """A case time limit in seconds (None or 0: none); anything else is an ``InputError``."""

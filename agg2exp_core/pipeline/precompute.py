@@ -49,7 +49,7 @@ class PrecomputeSummary:
     seconds: list[float] = field(default_factory=list)
     recomputed: list[str] = field(default_factory=list)  # done before, but from other input files
     crashed: list[str] = field(default_factory=list)     # held back: a process died computing them (or timed out)
-    timed_out: list[str] = field(default_factory=list)   # of those, the ones that ran past the time limit
+    timed_out: list[str] = field(default_factory=list)   # of those, the ones past the case time limit
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -151,10 +151,9 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
     started, stage = time.time(), "load"
     try:
         check_case_headers(job.row, model.preprocessing.target_spacing)  # sizes and grids: nothing read yet
-        identities = file_identities(job.row)
-        inputs = input_fingerprint(job.row)  # hashed before the read, confirmed unchanged after it
+        identities, inputs = file_identities(job.row), input_fingerprint(job.row)  # hashed before the read,
         case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
-        check_unchanged(identities, job.row)
+        check_unchanged(identities, job.row)  # and confirmed to be what was read
         stage = "explain"
         matrices, dice, artifact, attributions, extras, region_means, noise = process_case(
             model, case, job.method, job.params, job.classes, job.extras, job.donors, job.scratch)
@@ -221,11 +220,10 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     ``retry_crashed``: compute again the cases during which a previous run died.
     ``scratch_dir``: gradient attributions of each case stream to a .npy there (removed once
     the case is computed) instead of RAM; see ``process_case``. ``build_step``: record the
-    run's progress as that step of the store's ``build_status``. ``case_timeout``: seconds a case
-    may take before it is ended and recorded as failed at stage ``timeout`` (held back on
-    reruns like a crash). ``cohort_root`` / ``allow_outside_root``: see ``read_manifest``. All bad input (method,
-    parameters, classes, case ids, manifest, model) is an ``InputError`` before anything is
-    written.
+    run's progress as that step of the store's ``build_status``. ``case_timeout``: seconds before a case is ended,
+    failed at stage ``timeout``, held back like a crash (0: none). ``cohort_root``, ``allow_outside_root``: see
+    ``read_manifest``. All bad input (method, parameters, classes, case ids, manifest, model) is an
+    ``InputError`` before anything is written.
     """
     method = get_method(method).name
     params = dict(params or {})
@@ -336,10 +334,8 @@ class _CaseWriter:
         """Store one outcome (results, or its failure, once); True when the case is done."""
         case_id, result = outcome.job.case_id, outcome.result
         self.in_flight.discard(case_id)
-        if outcome.crashed or outcome.error or outcome.timed_out:
-            stage, message = ((store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else
-                              (store.TIMEOUT_STAGE, outcome.timed_out) if outcome.timed_out else ("explain", outcome.error))
-            return self._failed(case_id, stage, message)
+        if outcome.failure("explain"):
+            return self._failed(case_id, *outcome.failure("explain"))
         result = save_case_files(self.files, result, self.classes)  # no-op when a worker wrote them
         if result.failure:
             return self._failed(case_id, *result.failure)
