@@ -113,6 +113,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    add_inputs(p, timeout=False)
     p.set_defaults(func=_run_train)
 
 
@@ -126,7 +127,8 @@ def _run_train(args) -> int:
                          preprocessing=Preprocessing(spacing=tuple(args.spacing) if args.spacing else None))
     if args.labels:
         config.label_names = tuple(comma_list(args.labels))
-    print(train(args.manifest, args.out, config, device=args.device))
+    print(train(args.manifest, args.out, config, device=args.device, cohort_root=args.cohort_root,
+                allow_outside_root=args.allow_outside_root))
     return 0
 
 
@@ -136,6 +138,7 @@ def _add_predict(subparsers) -> None:
     add_model(p)
     p.add_argument("--split", default="test")
     p.add_argument("--dataset")
+    add_inputs(p, timeout=False)
     p.set_defaults(func=_run_predict)
 
 
@@ -144,7 +147,8 @@ def _run_predict(args) -> int:
 
     from agg2exp_core.models.train import evaluate_dice
 
-    scores = evaluate_dice(args.manifest, model_spec(args), args.split, args.dataset, args.device)
+    scores = evaluate_dice(args.manifest, model_spec(args), args.split, args.dataset, args.device,
+                           args.cohort_root, args.allow_outside_root)
     for case_id, dice in scores.items():
         print(f"{case_id}\tmean foreground Dice {np.nanmean(dice[1:]):.3f}")
     if scores:
