@@ -103,11 +103,13 @@ def changed_inputs(stored: Mapping[str, Mapping], row: Mapping) -> list[str]:
 def _same_file(stamp: Mapping, path: str) -> bool:
     try:
         now = file_stamp(path, with_hash=False)
-    except OSError:
+        if all(now[k] == stamp.get(k) for k in ("path", "size", "mtime_ns")):
+            return True
+        return now["size"] == stamp.get("size") and file_sha256(path) == stamp.get("sha256")
+    except (OSError, InputError):  # gone, a FIFO, a header naming a bad data file: recomputed, and fails there
         return False
-    if all(now[k] == stamp.get(k) for k in ("path", "size", "mtime_ns")):
-        return True
-    return now["size"] == stamp.get("size") and file_sha256(path) == stamp.get("sha256")
+
+
 def plan_cases(con, summary, rows: list[dict], retry_crashed: bool) -> list[dict]:
     """The rows to compute: not done from the same inputs, not held back after a crash (those last).
 

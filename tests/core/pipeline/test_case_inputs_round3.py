@@ -179,6 +179,23 @@ def test_a_detached_header_is_fingerprinted_with_its_data_file(tmp_path):
     assert stamp["image"]["size"] == header.stat().st_size + 128
 
 
+def test_a_done_case_whose_files_turned_hostile_is_recomputed_not_fatal(tmp_path):
+    """On a rerun, a header now naming /etc/passwd or a scan now a FIFO marks the case changed
+    (it then fails at load on its own) instead of ending the whole run in the planning step."""
+    sitk = pytest.importorskip("SimpleITK")
+    from agg2exp_core.pipeline.inputs import changed_inputs, input_fingerprint
+
+    header = tmp_path / "ct.mhd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.int16)), str(header))
+    nifti = write_nifti(tmp_path / "seg.nii.gz", np.zeros((4, 4, 4), np.int16))
+    row = {"case_id": "c0", "image": str(header), "label": str(nifti)}
+    stamp = input_fingerprint(row)
+    header.write_text(header.read_text().replace("ElementDataFile = ct.raw", "ElementDataFile = /etc/passwd"))
+    nifti.unlink()
+    os.mkfifo(nifti)
+    assert changed_inputs(stamp, row) == ["image", "label"]
+
+
 def test_a_zero_voxel_size_fails_its_case_not_the_run(tmp_path, checkpoint):
     manifest = make_cohort(tmp_path / "cohort", n=2)
     img = nib.load(str(tmp_path / "cohort" / "c1_ct.nii.gz"))
