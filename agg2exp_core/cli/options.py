@@ -81,6 +81,22 @@ def add_executor(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-retries", type=int, help="re-runs of a case whose worker process died (default 2)")
 
 
+def add_inputs(parser: argparse.ArgumentParser, timeout: bool = True) -> None:
+    """Where the manifest's files may lie, and how long one case may take."""
+    from agg2exp_core.io.limits import DEFAULT_CASE_TIMEOUT_S
+
+    parser.add_argument("--cohort-root", type=Path,
+                        help="folder every manifest path must resolve into, symlinks followed "
+                             "(default: the manifest's folder)")
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="accept manifest paths outside the cohort root (absolute paths, symlinks out)")
+    if timeout:
+        parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, metavar="SECONDS",
+                            help=f"end a case after this many seconds, record it as failed (stage timeout) and go "
+                                 f"on; held back on reruns like a crash (default {DEFAULT_CASE_TIMEOUT_S:g}: far "
+                                 "beyond a full CT case on CPU; 0: no limit)")
+
+
 def executor_from(args):
     """The executor the options name; Ray options without ``--executor ray`` are an error."""
     given = {flag: getattr(args, key) for key, flag in RAY_FLAGS.items() if getattr(args, key) is not None}

@@ -11,6 +11,9 @@ Without an address the executor starts a local Ray instance bound to the loopbac
 interface and stops it at the end; with ``auto`` or ``HOST:PORT`` it joins a running
 cluster (started by ``ray start`` / ``ray up`` / KubeRay) and ships this package's code
 to it. Ray is imported here only, and only when a run uses it.
+
+A case past the time limit (``timeout_s``) comes back as ``timed_out``: its actor is killed
+(without restart, so Ray does not run the case again) and a fresh one takes its place.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.models import Segmenter
-from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource, SharedSession
+from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource, SharedSession, timeout_message
 
 LOOPBACK = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # agg2exp_core/
@@ -65,12 +69,17 @@ class CaseWorker:
     def __init__(self, source: ModelSource, threads: int):
         self.source, self.threads, self.model = source, threads, None
 
-    def run(self, compute: Compute, job: Any) -> Any:
+    def ready(self) -> bool:
+        """Load the model now: a case's time limit then counts from a worker ready to compute it."""
         if self.model is None:
             import torch
 
             torch.set_num_threads(self.threads)
             self.model = self.source.load(self.source.device)
+        return True
+
+    def run(self, compute: Compute, job: Any) -> Any:
+        self.ready()
         return compute(self.model, job)
 
 
@@ -94,7 +103,8 @@ class RayExecutor(SharedSession):
             self._joined = False
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
-            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
+            on_start: Callable[[Any], None] | None = None,
+            timeout_s: float | None = None) -> Iterator[Completed]:
         jobs = list(jobs)
         if not jobs:
             return
@@ -103,8 +113,8 @@ class RayExecutor(SharedSession):
         with self:
             actors: list = []
             try:
-                actors = self._start_workers(ray, source, len(jobs))
-                yield from self._serve(ray, actors, compute, jobs, on_start)
+                actors, new_actor = self._start_workers(ray, source, len(jobs))
+                yield from self._serve(ray, actors, new_actor, compute, jobs, on_start, timeout_s)
             finally:
                 self.running = 0
                 for actor in actors:
@@ -166,29 +176,49 @@ class RayExecutor(SharedSession):
         actor = ray.remote(CaseWorker).options(num_cpus=cfg.cpus_per_case, num_gpus=cfg.gpus_per_case,
                                                 max_restarts=-1, max_task_retries=cfg.max_retries)
         threads = max(1, int(cfg.cpus_per_case))
-        return [actor.remote(source, threads) for _ in range(self.workers)]
 
-    def _serve(self, ray, actors: list, compute: Compute, jobs: list,
-               on_start: Callable[[Any], None] | None) -> Iterator[Completed]:
-        """One case in flight per worker; a worker gets its next case before the driver writes its last."""
-        queue, idle, pending = deque(jobs), deque(actors), {}
+        def new_actor():
+            return actor.remote(source, threads)
+
+        return [new_actor() for _ in range(self.workers)], new_actor
+
+    def _serve(self, ray, actors: list, new_actor: Callable[[], Any], compute: Compute, jobs: list,
+               on_start: Callable[[Any], None] | None, timeout_s: float | None = None) -> Iterator[Completed]:
+        """One case in flight per worker; a worker gets its next case before the driver writes its last.
+        A case past ``timeout_s`` ends with its actor (``actors`` holds the live ones, for the caller to kill)."""
+        queue, idle, pending = deque(jobs), deque(), {}
+        warming = [(actor, actor.ready.remote()) for actor in actors]  # a job's clock starts on a ready worker
 
         def fill() -> None:
+            if warming:
+                done, _ = ray.wait([ref for _, ref in warming], num_returns=len(warming), timeout=0)
+                idle.extend(actor for actor, ref in warming if ref in done)
+                warming[:] = [(actor, ref) for actor, ref in warming if ref not in done]
             while queue and idle:
                 actor, job = idle.popleft(), queue.popleft()
                 if on_start is not None:
                     on_start(job)
-                pending[actor.run.remote(compute, job)] = (job, actor)
+                pending[actor.run.remote(compute, job)] = (job, actor, time.monotonic())
             self.running = len(pending)
 
         fill()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up for signals
+        while pending or queue:
+            waiting = list(pending) + [ref for _, ref in warming]
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)  # wakes up for signals
+            ready = [ref for ref in ready if ref in pending]
             outcomes = []
             for ref in ready:
-                job, actor = pending.pop(ref)
+                job, actor, _ = pending.pop(ref)
                 idle.append(actor)
                 outcomes.append(self._outcome(ray, ref, job))
+            now = time.monotonic()
+            for ref in [r for r, (_, _, t) in pending.items() if timeout_s and now - t > timeout_s]:
+                job, actor, _ = pending.pop(ref)
+                ray.kill(actor, no_restart=True)  # a restarted actor would run the case again
+                actors.remove(actor)
+                actors.append(new_actor())
+                warming.append((actors[-1], actors[-1].ready.remote()))
+                outcomes.append(Completed(job, timed_out=timeout_message(timeout_s)))
             fill()
             yield from outcomes
 

@@ -2,8 +2,8 @@
 write of the core, in transactions), ``publication`` (one writer at a time, atomic snapshots
 for concurrent readers), ``attempts`` (which inputs a case was computed from, cases in flight)
 and ``readers`` (the core's queries; the dashboard reads through ``dashboard/data.py``)."""
-from agg2exp_core.store.attempts import (CRASHED_STAGE, clear_started, crashed_cases, done_inputs, mark_started,
-                                         started_cases)
+from agg2exp_core.store.attempts import (CRASHED_STAGE, TIMEOUT_STAGE, clear_started, crashed_cases, done_inputs,
+                                         mark_started, started_cases, timed_out_cases)
 from agg2exp_core.store.readers import (analysis_settings, anomaly_scores, artifact_paths, build_complete,
                                         build_status, case_metadata, class_roi_ids, dice_of_model, done_cases,
                                         has_method_evaluation, latest_run_id, local_matrices, matrix_runs,
@@ -25,5 +25,5 @@ __all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "BUILD_STATES", "CASE_COLUMNS", 
            "mark_started", "matrix_runs", "mean_anomaly_by_case", "open_writer", "plan_build", "publish",
            "record_failure", "register_new_cases", "replace_analysis", "replace_table_rows", "roi_names",
            "run_exists", "run_id_for", "run_label_names", "run_model", "started_cases", "store_folder",
-           "transaction", "update_build_step", "upsert_cases", "upsert_rois", "volume_shares", "write_case",
-           "write_imported_run", "write_method_eval", "writing_path"]
+           "TIMEOUT_STAGE", "timed_out_cases", "transaction", "update_build_step", "upsert_cases", "upsert_rois",
+           "volume_shares", "write_case", "write_imported_run", "write_method_eval", "writing_path"]
