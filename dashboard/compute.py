@@ -298,7 +298,9 @@ def cohort_drift(ref: data.StoreRef, run_id: str, cohort: CohortFilter, referenc
     new_ids = tuple(c for c in members if c not in set(reference_ids))
     if len(new_ids) < 2 or len(reference_ids) < 2:
         return pd.DataFrame()
-    cases, targets, sources, cube = data.local_cube(ref, run_id, new_ids + reference_ids, "abs")
+    runs = data.runs(ref).set_index("run_id")
+    kind = "lift" if run_id in runs.index and bool(runs.at[run_id, "has_lift"]) else "abs"  # as the stored tests
+    cases, targets, sources, cube = data.local_cube(ref, run_id, new_ids + reference_ids, kind)
     table = _rois(ref)
     class_sources = [s for s in sources if table[s].is_class]
     is_new = np.isin(cases, new_ids)

@@ -120,15 +120,20 @@ REQUIRED_TABLES = frozenset({"cases", "rois", "runs", "case_status", "local_impo
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def runs(ref: StoreRef) -> pd.DataFrame:
-    """Runs with their number of cases, artefacts and whether signed masses exist, newest first."""
-    frame = query(ref, """
+    """Runs with their number of cases, artefacts and whether signed masses and the volume-adjusted
+    mass (lift) exist, newest first."""
+    # a store written before the lift existed has no mass_lift column (it is read-only here)
+    details = "count(mass_lift) > 0" if _has_column(ref, "local_importance", "mass_lift") else "FALSE"  # fixed
+    frame = query(ref, f"""
         SELECT r.run_id, r.method, CAST(r.params AS VARCHAR) AS params, r.model_sha256,
                CAST(r.label_names AS VARCHAR) AS label_names, r.code_version, r.source, r.description,
                r.created_at,
                coalesce(li.n_cases, 0) AS n_cases, coalesce(li.has_signed, FALSE) AS has_signed,
+               coalesce(li.has_lift, FALSE) AS has_lift,
                coalesce(a.n_artifacts, 0) AS n_artifacts, coalesce(f.n_failures, 0) AS n_failures
         FROM runs r
-        LEFT JOIN (SELECT run_id, count(DISTINCT case_id) AS n_cases, count(mass_pos) > 0 AS has_signed
+        LEFT JOIN (SELECT run_id, count(DISTINCT case_id) AS n_cases, count(mass_pos) > 0 AS has_signed,
+                          {details} AS has_lift
                    FROM local_importance GROUP BY run_id) li USING (run_id)
         LEFT JOIN (SELECT run_id, count(*) AS n_artifacts FROM artifacts GROUP BY run_id) a USING (run_id)
         LEFT JOIN (SELECT run_id, count(*) AS n_failures FROM failures GROUP BY run_id) f USING (run_id)
@@ -136,6 +141,11 @@ def runs(ref: StoreRef) -> pd.DataFrame:
     frame["params"] = frame["params"].map(_json_or_empty)
     frame["label_names"] = frame["label_names"].map(lambda s: _json_or_empty(s) or [])
     return frame
+
+
+def _has_column(ref: StoreRef, table: str, column: str) -> bool:
+    return bool(query(ref, "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = ? AND column_name = ? "
+                           "AND database_name = current_database()", [table, column]).n.iloc[0])
 
 
 def _json_or_empty(text):
@@ -389,12 +399,12 @@ def outlier_tests(ref: StoreRef, run_id: str) -> pd.DataFrame:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def method_eval_summary(ref: StoreRef, run_ids: tuple[str, ...], cohort: CohortFilter) -> pd.DataFrame:
-    """Per run, dataset and metric over the cohort's evaluated (case, target) pairs: mean, std, n
-    and the number of cases."""
+    """Per run, dataset and metric over the cohort's evaluated (case, target) pairs: mean, std, n,
+    the number of cases and the median."""
     condition, params = where_clause(cohort, "c")
     return query(ref, f"""
         SELECT e.run_id, c.dataset, e.metric, avg(e.value) AS mean, stddev_samp(e.value) AS std,
-               count(e.value) AS n, count(DISTINCT e.case_id) AS n_cases
+               count(e.value) AS n, count(DISTINCT e.case_id) AS n_cases, median(e.value) AS median
         FROM method_eval e JOIN cases c USING (case_id)
         WHERE e.run_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}
         GROUP BY e.run_id, c.dataset, e.metric ORDER BY 1, 2, 3""", [list(run_ids)] + params)
@@ -550,9 +560,12 @@ def drift_tests(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """Per dataset and class: energy statistic, p, q (BH), n_ref, n_new, reference dataset."""
     if not has_table(ref, "drift"):
         return pd.DataFrame(columns=["dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new",
-                                     "reference", "n_permutations"])
+                                     "reference", "n_permutations", "kind", "p_value_raw", "q_value_raw"])
+    # kind / raw p and q: stores written before the volume-adjusted mass have none
+    details = ("kind, p_value_raw, q_value_raw" if _has_column(ref, "drift", "kind")
+               else "'abs' AS kind, p_value AS p_value_raw, q_value AS q_value_raw")   # one of two fixed fragments
     return query(ref, "SELECT dataset, target_id, statistic, p_value, q_value, n_ref, n_new, reference, "
-                      "n_permutations FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
+                      f"n_permutations, {details} FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -650,9 +663,13 @@ def method_agreement(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """Agreement of the run with the other runs over the same cases, per class (-1: pooled)."""
     if not has_table(ref, "method_agreement"):
         return pd.DataFrame(columns=["other_run_id", "target_id", "spearman_mean", "spearman_low", "spearman_high",
-                                     "spearman_median", "n_cases"])
-    return query(ref, """
-        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases
+                                     "spearman_median", "n_cases", "kind", "null_mean", "null_high"])
+    # kind / the volume-only null: stores written before the volume-adjusted mass have none
+    details = ("kind, null_mean, null_high" if _has_column(ref, "method_agreement", "null_mean")
+               else "'abs' AS kind, NULL::DOUBLE AS null_mean, NULL::DOUBLE AS null_high")   # fixed fragments
+    return query(ref, f"""
+        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases,
+               {details}
         FROM method_agreement WHERE run_id = ? ORDER BY other_run_id, target_id""", [run_id])
 
 

@@ -21,8 +21,9 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
 from agg2exp_core import store
+from agg2exp_core.analysis.masses import check_kind, comparison_cube
 from agg2exp_core.errors import InputError
-from agg2exp_core.vocabulary import AVERAGE_TARGET as AVERAGE
+from agg2exp_core.vocabulary import AVERAGE_TARGET as AVERAGE, COMPARISON_KIND
 
 
 SCORE_CONVENTION = "higher = more anomalous (score = -IsolationForest.score_samples)"
@@ -37,8 +38,10 @@ class AnalysisConfig:
     random_state: int = 0
     absent: str = "zero"               # a class absent from a case: "zero" row, or "drop" (no score)
     n_seeds: int = 1                   # forests per class (random_state, +1, ...), scores averaged
+    kind: str = COMPARISON_KIND        # mass kind of the rows (volume-adjusted lift; "abs": raw mass)
 
     def __post_init__(self):
+        check_kind(self.kind)
         if self.absent not in ("zero", "drop"):
             raise InputError("absent", f"must be 'zero' or 'drop', got {self.absent!r}")
         if self.contamination != "auto" and not 0 < float(self.contamination) <= 0.5:
@@ -52,17 +55,18 @@ class AnalysisConfig:
     @classmethod
     def from_settings(cls, settings: dict) -> "AnalysisConfig":
         names = {f.name for f in fields(cls)}
+        settings = {"kind": "abs", **settings}  # analyses stored before the lift read raw masses
         return cls(**{k: v for k, v in settings.items() if k in names})
 
 
-def class_features(con, run_id: str) -> tuple[list[str], list[int], list[int], np.ndarray]:
+def class_features(con, run_id: str, kind: str = COMPARISON_KIND) -> tuple[list[str], list[int], list[int], np.ndarray]:
     """(case ids, target ids, class source ids, features ``[cases, targets, class sources]``) of a run.
 
-    Features are the masses in the model's own predicted class regions only: extra RoIs
-    (pathology annotations) would leak what the analysis is meant to discover.
+    Features are the masses (of ``kind``) in the model's own predicted class regions only: extra
+    RoIs (pathology annotations) would leak what the analysis is meant to discover.
     """
     class_ids = store.class_roi_ids(con)
-    cases, targets, sources, cube = store.local_matrices(con, run_id, "abs")
+    _, cases, targets, sources, cube = comparison_cube(con, run_id, kind)
     keep = [i for i, s in enumerate(sources) if s in class_ids]
     return cases, targets, [sources[i] for i in keep], cube[:, :, keep]
 
@@ -231,7 +235,7 @@ class FitCases:
 
 def fit_cases(con, run_id: str, config: AnalysisConfig) -> FitCases:
     """A run's forest inputs; without two reference cases the whole cohort is its own reference."""
-    case_ids, targets, sources, features = class_features(con, run_id)
+    case_ids, targets, sources, features = class_features(con, run_id, config.kind)
     if not case_ids:
         raise InputError(run_id, "the run has no local importance rows")
     meta = store.case_metadata(con, case_ids)

@@ -53,7 +53,8 @@ PARITY_COLUMNS = ["target_id", "label", "spearman_rho", "p_value", "paper_rho", 
 def paper_config(fit_dataset: str | None = None, fit_split: str | None = "train", seed: int = 0,
                  n_seeds: int = PAPER_SEEDS) -> outliers.AnalysisConfig:
     return outliers.AnalysisConfig(fit_dataset=fit_dataset, fit_split=fit_split, contamination="auto",
-                                   n_estimators=100, random_state=seed, absent="drop", n_seeds=n_seeds)
+                                   n_estimators=100, random_state=seed, absent="drop", n_seeds=n_seeds,
+                                   kind="abs")  # the paper's rows are raw masses
 
 
 def seed_spread(seed_spearman: list[pd.DataFrame], convention_sign: float = -1.0) -> dict[str, float]:

@@ -43,7 +43,8 @@ from sklearn.model_selection import GroupKFold
 from agg2exp_core import store
 from agg2exp_core.analysis import conformal
 from agg2exp_core.analysis.conformal import conformal_quantile, fold_indices  # noqa: F401 (re-exported)
-from agg2exp_core.vocabulary import AVERAGE_TARGET
+from agg2exp_core.analysis.masses import comparison_cube
+from agg2exp_core.vocabulary import AVERAGE_TARGET, COMPARISON_KIND
 
 ALPHAS = tuple(np.logspace(-1, 3, 13))
 
@@ -59,6 +60,7 @@ class QualityConfig:
     min_cases: int = 5
     max_reference: int = 500             # reference cases of the novelty features (subsampled beyond)
     seed: int = 0
+    kind: str = COMPARISON_KIND          # mass kind of the features (volume-adjusted lift; "abs": raw mass)
 
 
 @dataclass
@@ -119,7 +121,7 @@ def novelty_features(cube: np.ndarray, reference: np.ndarray, k: int) -> tuple[n
 
 def build_inputs(con, run_id: str, config: QualityConfig) -> QualityInputs:
     """Features of every case and class of a run, from the store (and the run's artefacts)."""
-    case_ids, targets, sources, cube = store.local_matrices(con, run_id, "abs")
+    _, case_ids, targets, sources, cube = comparison_cube(con, run_id, config.kind)
     class_ids = store.class_roi_ids(con)
     keep = [j for j, s in enumerate(sources) if s in class_ids]
     cube = cube[:, :, keep]

@@ -37,6 +37,17 @@ def local_matrices(con: duckdb.DuckDBPyConnection, run_id: str, kind: str = "abs
     cube[frame.case_id.map(ci).to_numpy(), frame.target_id.map(ti).to_numpy(),
          frame.source_id.map(si).to_numpy()] = frame.v.to_numpy(dtype=float)
     return cases, targets, sources, cube
+def volume_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[str], list[int], np.ndarray]:
+    """(case ids, source ids, region volume shares ``[cases, sources]``) of a run (NaN where unknown)."""
+    frame = con.execute("SELECT case_id, source_id, any_value(volume_share) AS v FROM local_importance "
+                        "WHERE run_id = ? GROUP BY case_id, source_id", [run_id]).df()
+    cases, sources = sorted(frame.case_id.unique()), sorted(frame.source_id.unique().tolist())
+    table = np.full((len(cases), len(sources)), np.nan)
+    table[frame.case_id.map({c: i for i, c in enumerate(cases)}).to_numpy(),
+          frame.source_id.map({s: i for i, s in enumerate(sources)}).to_numpy()] = frame.v.to_numpy(dtype=float)
+    return cases, sources, table
+
+
 def class_roi_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
     """RoI ids of model classes (not extra masks), in id order."""
     return [r[0] for r in con.execute("SELECT roi_id FROM rois WHERE is_class ORDER BY roi_id").fetchall()]

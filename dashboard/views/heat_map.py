@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, compute, figures
+from dashboard import analytics, compute, figures, label_groups
 from dashboard.context import ViewContext
 from dashboard.matrices import CellIntervals, MatrixView
 
@@ -21,6 +21,7 @@ class MapChoices:
     kind: str = "abs"
     order: str = "group"
     log_scale: bool = False
+    zoom: str = label_groups.ALL          # large label sets: "groups" or "group:<name>" (label_groups)
 
 
 @dataclass
@@ -40,10 +41,15 @@ class GlobalMap:
 
     @property
     def caption(self) -> str:
+        if self.choices.zoom != label_groups.ALL:
+            zoomed = label_groups.zoom_label(self.choices.zoom).capitalize()
+            return f"{zoomed}; intervals are shown for single classes only."
         return f"Hover a cell for its {self.intervals.how}." if self.intervals else ""
 
     def table(self) -> pd.DataFrame:
         """One row per cell: value, interval, n (the page's table and its CSV)."""
+        if self.intervals is None:
+            return self.matrix.long_table(self.value_label)
         return compute.interval_table(self.matrix, self.intervals, self.value_label)
 
 
@@ -53,7 +59,10 @@ def global_map(ctx: ViewContext, choices: MapChoices) -> GlobalMap:
     title = f"Global RoI importance ({label}), ordered by {choices.order}"
     if matrix.is_empty:
         return GlobalMap(choices, matrix, title, empty=f"No {label} values for this run and cohort.")
-    intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, choices.kind, matrix, len(ctx.cases))
+    if choices.zoom != label_groups.ALL:     # cells combine classes: no per-cell interval
+        matrix, intervals = label_groups.zoom_view(matrix, choices.zoom), None
+    else:
+        intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, choices.kind, matrix, len(ctx.cases))
     figure = figures.matrix_heatmap(matrix, title, ctx.provenance(), value_label=label, log_scale=choices.log_scale,
                                     intervals=intervals)
     return GlobalMap(choices, matrix, title, figure, intervals)

@@ -84,7 +84,7 @@ def test_only_data_py_runs_sql_and_its_sql_text_has_only_fixed_fragments():
                     isinstance(node.func.value, ast.Constant) and any(w in str(node.func.value.value) for w in SQL_WORDS):
                 raise AssertionError(f"{name}:{node.lineno} formats SQL with .format()")
     # the fixed fragments really are fixed
-    assert set(data.MASS_KINDS.values()) == {"mass_abs", "mass_pos", "mass_neg"}
+    assert set(data.MASS_KINDS.values()) == {"mass_abs", "mass_pos", "mass_neg", "mass_lift"}
     for kind in ("abs; DROP TABLE cases", "mass_abs", "", "ABS"):
         with pytest.raises(ValueError):
             data._column(kind)
