@@ -120,20 +120,21 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndar
     return low, high
 
 
-SPREAD_TOLERANCE = 1e-12   # a standard error this small (relative) is a constant cell's rounding
-
-
 def _studentized(estimate: np.ndarray, error: np.ndarray, means: np.ndarray, errors: np.ndarray,
                  level: float) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap-t bounds: ``estimate - q_high * error``, ``estimate - q_low * error`` where q are the
     quantiles of ``(means - estimate) / errors`` over resamples. A cell with no spread (every patient
     alike) gets the point interval; a resample with no spread gives no t (left out)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        tiny = SPREAD_TOLERANCE * np.maximum(1.0, np.abs(estimate))   # rounding, not spread
-        t = np.where(errors > tiny, (means - estimate) / errors, np.nan)
+        t = np.where(errors > 0, (means - estimate) / errors, np.nan)
     q_low, q_high = _percentiles(t, level)
     low, high = estimate - q_high * error, estimate - q_low * error
-    flat = error <= tiny
+    # Too few resamples with a spread (e.g. one value repeated up to rounding): the percentile bounds.
+    degenerate = ~np.isfinite(low) & np.isfinite(estimate)
+    if degenerate.any():
+        low[degenerate], high[degenerate] = (b[degenerate] for b in _percentiles(means, level))
+    # No spread at all, up to float noise (the squares of centred float32 values underflow): the point.
+    flat = error <= 1e-9 * np.maximum(1.0, np.abs(estimate))
     low[flat], high[flat] = estimate[flat], estimate[flat]
     return low, high
 
