@@ -1,12 +1,10 @@
 """Per-case pipeline: load -> predict -> Dice -> explain -> aggregate -> slices -> store.
 
-A case is computed by ``compute_case`` (a pure function of the model and a ``CaseJob``,
-run by an executor: in this process, or on Ray workers) and written by the driver, the
-store's only writer, in one transaction per case. So an interrupted run leaves only
-whole cases behind, and a rerun of the same configuration skips the cases that were
-computed from the same input files. A failing case is recorded in ``failures`` and the
-others go on; a case during which the computing process died, or that ran past
-``case_timeout`` seconds, is reported and held back on the rerun unless ``retry_crashed``.
+A case is computed by ``compute_case`` (a pure function of the model and a ``CaseJob``, run by an
+executor: in this process, or on Ray workers) and written by the driver, the store's only writer, in
+one transaction per case: an interrupted run leaves only whole cases, and a rerun skips the cases
+computed from the same input files. A failing case is recorded in ``failures``, the others go on; a
+case whose process died, or that ran past ``case_timeout`` s, is held back unless ``retry_crashed``.
 """
 from __future__ import annotations
 
@@ -33,10 +31,10 @@ from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
 from agg2exp_core.pipeline import causal_stage, noise_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact
-from agg2exp_core.store.artifacts import record_artifact_root, write_artifact
 from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
                                              InProcessExecutor, ModelSource, check_timeout)
 from agg2exp_core.pipeline.inputs import check_unchanged, file_identities, input_fingerprint, plan_cases
+from agg2exp_core.store.artifacts import record_artifact_root, write_artifact
 
 PUBLISH_EVERY_S = 5.0
 
@@ -112,12 +110,10 @@ class CaseResult:
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
                  donors: causal_stage.CohortDonors | None = None, out: Path | None = None):
-    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise):
-    prediction, Dice, attributions of every class, their RoI-importance matrices, mean
-    |attribution| per region voxel and SmoothGrad's standard errors per cell (``noise_stage``).
-
-    ``out``: a .npy path where gradient methods stream the attributions (memory-mapped;
-    without it they do so by themselves above ``attribution.sinks.STREAM_ABOVE_BYTES``).
+    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise): prediction,
+    Dice, every class's attributions, their RoI-importance matrices, mean |attribution| per region voxel and
+    SmoothGrad's standard errors per cell (``noise_stage``). ``out``: a .npy path where gradient methods
+    stream the attributions (memory-mapped; without it they do so above ``sinks.STREAM_ABOVE_BYTES``).
     """
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
