@@ -2,7 +2,7 @@
 ignores an inherited ``RAY_AUTH_MODE=disabled``, keeps a fresh token in a 0600 file and its
 sockets and logs in a 0700 folder (never ``~/.ray/auth_token``, readable by every local user,
 or the world-writable ``/tmp/ray``); a process without the token cannot submit work to it;
-``--ray-address`` without a token is one line. Real Ray on 127.0.0.1 (../shared/TOOLING.md).
+``--ray-address`` without a token is one line. Real Ray on 127.0.0.1, kept on loopback.
 """
 from __future__ import annotations
 

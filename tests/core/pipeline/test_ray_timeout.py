@@ -1,6 +1,6 @@
 """The case time limit on Ray (issue 21): a case blocked on a FIFO is ended at ``timeout_s``,
 its actor killed without restart (Ray would run the case again) and replaced, and the other
-cases complete. A real local Ray on loopback (../shared/TOOLING.md), so marked ``ray`` and ``slow``."""
+cases complete. A real local Ray on loopback, so marked ``ray`` and ``slow``."""
 from __future__ import annotations
 
 import os
