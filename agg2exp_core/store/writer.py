@@ -23,9 +23,10 @@ import pandas as pd
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
 from agg2exp_core.store.attempts import end_attempt
+from agg2exp_core.store.lockdown import connect
 from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, remove_leftover_temporaries,
                                             remove_work_files, seed_matches, writing_path)
-from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES, connect
+from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def publish(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> None:
         raise InputError(db_path, unpublished.format(error=str(err).splitlines()[0])) from None
     work = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
     durable_copy(work, db_path, unpublished)
-    if work == writing_path(db_path):
+    if work.resolve() == writing_path(db_path).resolve():
         record_seed(db_path)
 
 
