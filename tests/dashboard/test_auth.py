@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
+from agg2exp_core.store.queries import connection
 from dashboard import auth, data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,8 +238,8 @@ def app_on_store(monkeypatch, synthetic_store):
     monkeypatch.setenv("STREAMLIT_CLIENT_SHOW_ERROR_DETAILS", "full")
     monkeypatch.delenv(auth.ALLOW_ENV, raising=False)
     queries = []
-    original = data.query
-    monkeypatch.setattr(data, "query", lambda *a, **k: queries.append(a[1]) or original(*a, **k))
+    original = connection.fetch
+    monkeypatch.setattr(connection, "fetch", lambda *a, **k: queries.append(a[1]) or original(*a, **k))
 
     def make(secrets=None, user=None):
         app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
