@@ -5,7 +5,7 @@ import json
 import streamlit as st
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES, SAMPLING_NOISE_LEVEL, SAMPLING_NOISE_Z
-from dashboard import case_view, causal_views, compute, data, figures, ui
+from dashboard import analytics, case_view, causal_views, compute, data, figures, ui
 from dashboard.widgets import export, state
 from dashboard.imaging import slices, surfaces
 from dashboard.analytics import Roi
@@ -44,8 +44,8 @@ if source is not None:                        # it belongs to the case and class
 expected = data.case_dice_estimates(ctx.ref, ctx.run_id, case)
 if len(expected):
     shown = case_view.expected_dice_table(expected, ctx.rois)
-    mean = shown[shown["class"] == "mean over classes"]
-    flagged = shown[shown.likely_failure & (shown["class"] != "mean over classes")]
+    mean = shown[shown["class"] == analytics.AVERAGE_TARGET_TITLE]
+    flagged = shown[shown.likely_failure & (shown["class"] != analytics.AVERAGE_TARGET_TITLE)]
     st.caption(f"Expected Dice without labels (80 % interval): mean {mean.expected.iloc[0]:.3f} "
                f"[{mean.low.iloc[0]:.3f}, {mean.high.iloc[0]:.3f}]"
                + (f" · likely failures: {', '.join(flagged['class'])}" if len(flagged) else " · no likely failure"))

@@ -15,7 +15,7 @@ import pandas as pd
 from agg2exp_core.labels import GROUP_COLORS
 from agg2exp_core.analysis import graph
 from agg2exp_core.analysis.ordering import ClusterOrder, cluster_order, group_order
-from agg2exp_core.vocabulary import METRICS, metric_label, method_title
+from agg2exp_core.vocabulary import AVERAGE_TARGET, METRICS, UNION_TARGET, metric_label, method_title
 from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
 
 AGE_BANDS = ((0, 40, "< 40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥ 80"))
@@ -37,10 +37,14 @@ def roi_table(rois: pd.DataFrame) -> dict[int, Roi]:
             for r in rois.itertuples()}
 
 
+# How every figure, table and caption names AVERAGE_TARGET (a score or estimate over all classes).
+AVERAGE_TARGET_TITLE = "mean over classes"
+
+
 def roi_name(table: dict[int, Roi], roi_id: int) -> str:
-    if int(roi_id) == -1:
-        return "average over classes"
-    if int(roi_id) == -2:
+    if int(roi_id) == AVERAGE_TARGET:
+        return AVERAGE_TARGET_TITLE
+    if int(roi_id) == UNION_TARGET:
         return "any class (outliers of any class)"
     roi = table.get(int(roi_id))
     return roi.name if roi else f"roi {roi_id}"
@@ -294,7 +298,6 @@ def adjusted_tests(tests: pd.DataFrame) -> pd.DataFrame:
     BH q-values over the per-class rows."""
     from agg2exp_core.analysis.compare import benjamini_hochberg
     from agg2exp_core.analysis.paper import holm
-    from agg2exp_core.vocabulary import UNION_TARGET
 
     out = tests.copy()
     out["p_holm"] = np.nan

@@ -16,7 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import compute, data, figures
+from agg2exp_core.vocabulary import AVERAGE_TARGET
+from dashboard import analytics, compute, data, figures
 from dashboard.imaging import slices, surfaces
 from dashboard.analytics import Roi
 
@@ -177,8 +178,8 @@ def source_from_url(ctx) -> "Roi | None":
 
 def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:
     """One case's expected Dice per class with the true Dice where known (display names)."""
-    names = ["mean over classes" if int(c) == -1 else (rois[int(c)].name if int(c) in rois else str(c))
-             for c in estimates.class_id]
+    names = [analytics.AVERAGE_TARGET_TITLE if int(c) == AVERAGE_TARGET else (rois[int(c)].name if int(c) in rois
+                                                                          else str(c)) for c in estimates.class_id]
     return pd.DataFrame({"class": names, "expected": estimates.estimate.round(4), "low": estimates.low.round(4),
                          "high": estimates.high.round(4), "true Dice": estimates.dice.round(4),
                          "likely_failure": estimates.likely_failure.astype(bool)})

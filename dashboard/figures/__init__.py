@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from agg2exp_core.labels import GROUP_COLORS
 from agg2exp_core.analysis.ordering import GROUP_ORDER, ClusterOrder
-from dashboard.analytics import Roi
+from dashboard.analytics import Roi, roi_name
 
 FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=12)
 # Every figure of the dashboard is drawn on plotly_white: as the default template it is applied when a
@@ -775,7 +775,7 @@ def reason_bars(reasons: pd.DataFrame, title: str, provenance: str) -> go.Figure
 def agreement_bars(agreement: pd.DataFrame, rois: dict[int, Roi], other_label: str, title: str,
                    provenance: str) -> go.Figure:
     """Mean Spearman rho of the two methods' class rows per class, with its bootstrap interval."""
-    names = ["all classes" if int(t) == -1 else rois[int(t)].name for t in agreement.target_id]
+    names = [roi_name(rois, t) for t in agreement.target_id]
     fig = go.Figure(go.Bar(
         x=names, y=agreement.spearman_mean, marker=dict(color="#4393c3"),
         error_y=dict(type="data", symmetric=False, array=agreement.spearman_high - agreement.spearman_mean,

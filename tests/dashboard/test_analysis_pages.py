@@ -12,7 +12,7 @@ import pytest
 from agg2exp_core.analysis import quality, suite
 from agg2exp_core.analysis.drift import DriftConfig
 from agg2exp_core.analysis.outliers import AnalysisConfig
-from dashboard import compute, data, figures
+from dashboard import analytics, compute, data, figures
 from dashboard.filters import CohortFilter
 from apptest import charts, open_app, texts
 
@@ -110,7 +110,7 @@ def test_methods_page_shows_the_agreement_of_two_runs(monkeypatch, analysed_stor
     app = open_app(monkeypatch, analysed_store["path"], "methods", {"run": analysed_store["vg"]})
     assert app.subheader[0].value == "Agreement between methods"
     bars = pio.from_json(charts(app)[0].proto.spec)
-    assert "all classes" in list(bars.data[0].x) and len(bars.data[0].x) == 18
+    assert analytics.AVERAGE_TARGET_TITLE in list(bars.data[0].x) and len(bars.data[0].x) == 18
     assert app.selectbox(key="agree_with").value == analysed_store["smoothgrad"]
 
 
