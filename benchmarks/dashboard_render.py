@@ -134,7 +134,7 @@ def main() -> int:
 
     db = args.store or Path(tempfile.mkdtemp(prefix="agg2exp-bench-")) / "bench.duckdb"
     if not db.exists():
-        sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+        sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
         from synthetic_store import build_synthetic_store
 
         start = time.perf_counter()
