@@ -53,7 +53,8 @@ def open_writable(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
+    # a writer spills next to its file, as DuckDB does for a file it opens itself (not into the working folder)
+    con = duckdb.connect(":memory:", config={} if read_only else {"temp_directory": f"{path.absolute()}.tmp"})
     try:
         # an absolute path: duckdb_databases() reports it so, and the writer compares it with its own
         con.execute(f"ATTACH ? AS {ALIAS}" + (" (READ_ONLY)" if read_only else ""), [str(path.absolute())])

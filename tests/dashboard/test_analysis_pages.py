@@ -140,6 +140,12 @@ def test_interval_sources_stored_live_and_normal(monkeypatch, analysed_store):
     finite = np.isfinite(live.low) & np.isfinite(normal.low)
     assert np.allclose(live.low[finite], normal.low[finite], atol=0.02)      # they agree on a mean's interval
     assert (live.low[finite] <= view.matrix[finite] + 1e-12).all()
+    # the normal interval's width follows the level asked for: z = 1.2816 at 80 %, 1.9600 at 95 %
+    narrow = compute.matrix_intervals(ref, run, cohort, "abs", view, n + 1, level=0.8)
+    wide, slim = normal.high - normal.low, narrow.high - narrow.low
+    shown = np.isfinite(wide) & (wide > 0)
+    assert shown.any() and np.allclose(slim[shown] / wide[shown], 1.2815516 / 1.9599640, rtol=1e-6)
+    assert narrow.how.startswith("80%")
 
 
 def test_add_intervals_extends_the_hover_of_any_heat_map():
