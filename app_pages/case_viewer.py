@@ -155,15 +155,13 @@ cohort_mean = compute.global_matrix_view(ctx.ref, ctx.run_id, ctx.cohort, kind, 
 local = compute.case_matrix_view(ctx.ref, ctx.run_id, case, kind, cohort_mean)
 noise = compute.case_noise_view(ctx.ref, ctx.run_id, case, kind, local)
 left, right = st.columns(2)
-local_figure = figures.matrix_heatmap(local.matrix, local.targets, local.sources,
-                                      f"Case {case} ({MASS_KIND_TITLES[kind]})",
-                                      ctx.provenance(1, f"case {case}"), MASS_KIND_TITLES[kind])
+local_figure = figures.matrix_heatmap(local, f"Case {case} ({MASS_KIND_TITLES[kind]})",
+                                      ctx.provenance(1, f"case {case}"), MASS_KIND_TITLES[kind], with_counts=False)
 if noise is not None:
     figures.add_sampling_noise(local_figure, noise.se, noise.n_samples)
 export.show_figure(local_figure, [f"local-matrix-{case}", kind, ctx.run_id], "local", container=left, compact=True)
-export.show_figure(figures.matrix_heatmap(cohort_mean.matrix, cohort_mean.targets, cohort_mean.sources,
-                                          f"Cohort mean ({MASS_KIND_TITLES[kind]})", ctx.provenance(),
-                                          MASS_KIND_TITLES[kind], counts=cohort_mean.counts),
+export.show_figure(figures.matrix_heatmap(cohort_mean, f"Cohort mean ({MASS_KIND_TITLES[kind]})", ctx.provenance(),
+                                          MASS_KIND_TITLES[kind]),
                    ctx.name_parts("global-heatmap", kind, "group"), "local-mean", container=right, compact=True)
 if noise is not None:
     st.caption(f"Sampling noise of this SmoothGrad case: each cell's standard error over its {noise.n_samples} "

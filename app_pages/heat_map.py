@@ -25,11 +25,9 @@ if view == "map":
         st.info(f"No {MASS_KIND_TITLES[kind]} values for this run and cohort.")
         st.stop()
     title = f"Global RoI importance ({MASS_KIND_TITLES[kind]}), ordered by {order}"
-    figure = figures.matrix_heatmap(matrix.matrix, matrix.targets, matrix.sources, title, ctx.provenance(),
-                                    value_label=MASS_KIND_TITLES[kind], log_scale=scale == "log",
-                                    counts=matrix.counts, row_tree=matrix.row_tree, column_tree=matrix.column_tree)
     intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, kind, matrix, len(ctx.cases))
-    figures.add_intervals(figure, intervals.low, intervals.high, "95 % CI")
+    figure = figures.matrix_heatmap(matrix, title, ctx.provenance(), value_label=MASS_KIND_TITLES[kind],
+                                    log_scale=scale == "log", intervals=intervals)
     export.show_figure(figure, ctx.name_parts("global-heatmap", kind, order), "heatmap")
     st.caption(f"Hover a cell for its {intervals.how}.")
     with st.expander("Values as a table"):
@@ -84,15 +82,11 @@ st.caption(f"A = {split.label_a} (n = {result.n_a}), B = {split.label_b} (n = {r
            "Clifford); "
            f"{n_sig} significant cell(s) at {'q' if fdr else 'p'} < {alpha}.")
 title = f"Difference of mean {MASS_KIND_TITLES[kind]}: {split.label_a} − {split.label_b}"
-figure = figures.difference_heatmap(result.difference, result.p_values, result.q_values, result.significant,
-                                    result.mean_a, result.mean_b, comparison.targets, comparison.sources,
-                                    split.label_a, split.label_b, title,
-                                    ctx.provenance(result.n_a + result.n_b,
-                                                   f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
-                                                   f"(n={result.n_b}), {result.n_permutations} permutations"),
-                                    adjusted=bool(fdr))
-if comparison.interval is not None:
-    figures.add_intervals(figure, comparison.interval.low, comparison.interval.high, "95 % CI of the difference")
+figure = figures.difference_heatmap(result, comparison.targets, comparison.sources, (split.label_a, split.label_b),
+                                    title, ctx.provenance(result.n_a + result.n_b,
+                                                          f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
+                                                          f"(n={result.n_b}), {result.n_permutations} permutations"),
+                                    comparison.interval)
 export.show_figure(figure, ctx.name_parts("difference-heatmap", kind, split.label_a, "vs", split.label_b), "diff")
 st.caption(f"Hover a cell for the 95 % bootstrap interval of its difference ({compute.COMPARISON_RESAMPLES} "
            "resamples of each cohort's patients).")

@@ -16,6 +16,7 @@ from dashboard import analytics, data, figures
 from dashboard.widgets import export
 from dashboard.imaging import slices
 from dashboard.analytics import Roi
+from dashboard.matrices import SignedLabels, SignedMatrix
 
 ATE_LABEL = "ATE"
 RELEVANCE_RGB = np.array([46.0, 204.0, 113.0])
@@ -56,9 +57,9 @@ def heat_map_section(ctx) -> bool:
                "replaced by donor content; red = b's real content supports a, blue = it opposes a (zero-centred "
                "scale). Hover: the SE of the cohort mean and the number of cases.")
     targets, sources, m = cohort_matrix(summary, ctx.rois)
-    figure = figures.signed_heatmap(m["ate"], m["se"], m["n"], targets, sources,
+    figure = figures.signed_heatmap(SignedMatrix(targets, sources, m["ate"], m["se"], m["n"]),
                                     "Causal effect of each region on each class (cohort mean)", ctx.provenance(),
-                                    ATE_LABEL, "SE of the mean over cases", "n cases")
+                                    SignedLabels(ATE_LABEL, "SE of the mean over cases", "n cases"))
     export.show_figure(figure, ctx.name_parts("causal-heatmap"), "causal-heatmap")
     with st.expander("Causal effects as a table"):
         table = summary.assign(target=summary.target_id.map(lambda t: analytics.roi_name(ctx.rois, t)),
@@ -92,9 +93,9 @@ def case_section(ctx, case_id: str, target: Roi, artifact: slices.CaseArtifact |
     st.subheader("Causal effects of this case")
     if not local.empty:
         targets, sources, m = ordered_matrices(local, ctx.rois, {"ate": "ate", "se": "se", "n": "n"})
-        figure = figures.signed_heatmap(m["ate"], m["se"], m["n"], targets, sources, f"Case {case_id}: ATE(b → a)",
-                                        ctx.provenance(1, f"case {case_id}"), ATE_LABEL, "SE (Monte-Carlo)",
-                                        "donors")
+        figure = figures.signed_heatmap(SignedMatrix(targets, sources, m["ate"], m["se"], m["n"]),
+                                        f"Case {case_id}: ATE(b → a)", ctx.provenance(1, f"case {case_id}"),
+                                        SignedLabels(ATE_LABEL, "SE (Monte-Carlo)", "donors"))
         export.show_figure(figure, [f"causal-matrix-{case_id}", ctx.run_id], "causal-case")
     if not components.empty:
         _components_figure(ctx, components, f"Case {case_id}: effect of ablating each network component",
@@ -129,8 +130,8 @@ def _components_figure(ctx, frame: pd.DataFrame, title: str, provenance: str, na
         if row.target_id in ctx.rois:
             i, j = targets.index(row.target_id), order.index(row.component)
             ate[i, j], se[i, j], n[i, j] = row.mean, getattr(row, se_column), row.n
-    figure = figures.signed_heatmap(ate, se, n, [ctx.rois[t] for t in targets], order, title, provenance,
-                                    ATE_LABEL, se_label, "n cases", column_title="network component")
+    figure = figures.signed_heatmap(SignedMatrix([ctx.rois[t] for t in targets], order, ate, se, n), title,
+                                    provenance, SignedLabels(ATE_LABEL, se_label, "n cases", "network component"))
     export.show_figure(figure, name_parts, key)
 
 

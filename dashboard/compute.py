@@ -18,33 +18,11 @@ from threadpoolctl import threadpool_limits
 from agg2exp_core.analysis import uncertainty
 from agg2exp_core.analysis.compare import PermutationResult, permutation_test
 from agg2exp_core.vocabulary import ALL_CASES
-from agg2exp_core.analysis.ordering import ClusterOrder
 from dashboard import analytics, data
 from dashboard.imaging import slices, surfaces
 from dashboard.analytics import CohortSplit, Roi
 from dashboard.filters import CohortFilter
-
-
-@dataclass(frozen=True)
-class MatrixView:
-    """An ordered target x source matrix with its RoIs, per-cell case counts and dendrograms."""
-
-    targets: list[Roi]
-    sources: list[Roi]
-    matrix: np.ndarray
-    counts: np.ndarray
-    row_tree: ClusterOrder | None = None
-    column_tree: ClusterOrder | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return self.matrix.size == 0 or not np.isfinite(self.matrix).any()
-
-    def long_table(self, value_label: str) -> pd.DataFrame:
-        """The matrix as rows (target, source, value, n) for CSV export."""
-        rows = [{"target": t.name, "source": s.name, value_label: self.matrix[i, j], "n_cases": int(self.counts[i, j])}
-                for i, t in enumerate(self.targets) for j, s in enumerate(self.sources)]
-        return pd.DataFrame(rows)
+from dashboard.matrices import CellIntervals, MatrixView
 
 
 def _rois(ref: data.StoreRef) -> dict[int, Roi]:
@@ -221,18 +199,6 @@ def case_noise_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, lo
 # from SQL (their percentile intervals agree with it to the third digit at these sizes).
 LIVE_BOOTSTRAP_CASES = 2000
 LIVE_BOOTSTRAP_RESAMPLES = 500
-
-
-@dataclass(frozen=True)
-class CellIntervals:
-    """Interval bounds per cell of a ``MatrixView`` (same order) and how they were obtained."""
-
-    low: np.ndarray
-    high: np.ndarray
-    how: str
-
-    def bounds(self, i: int, j: int) -> tuple[float, float]:
-        return float(self.low[i, j]), float(self.high[i, j])
 
 
 def stored_cohort_name(cohort: CohortFilter) -> str | None:

@@ -229,8 +229,7 @@ def _heat_map_pages(report, ref, request, provenance) -> None:
         _page(report, "Global heat map: values", provenance, note)
         return
     title = f"Global RoI importance ({label}), ordered by {request.order}"
-    figure = figures.matrix_heatmap(matrix.matrix, matrix.targets, matrix.sources, title, provenance,
-                                    value_label=label, counts=matrix.counts)
+    figure = figures.matrix_heatmap(matrix, title, provenance, value_label=label, with_trees=False)
     _page(report, "Global heat map", provenance, _figure(report, "heat_map", figure, 1150, 720))
     wide = pd.DataFrame(matrix.matrix, columns=[s.name for s in matrix.sources])
     wide.insert(0, "target a \\ source b", [t.name for t in matrix.targets])

@@ -13,6 +13,7 @@ from agg2exp_core.analysis import quality, suite
 from agg2exp_core.analysis.drift import DriftConfig
 from agg2exp_core.analysis.outliers import AnalysisConfig
 from dashboard import analytics, compute, data, figures
+from dashboard.matrices import MatrixView
 from dashboard.filters import CohortFilter
 from apptest import charts, open_app, texts
 
@@ -152,7 +153,8 @@ def test_add_intervals_extends_the_hover_of_any_heat_map():
     from dashboard.analytics import Roi
 
     rois = [Roi(0, "a", "organ", "#777", True), Roi(1, "b", "bone", "#00f", True)]
-    figure = figures.matrix_heatmap(np.array([[0.5, 0.5], [0.2, 0.8]]), rois, rois, "t", "p")
+    view = MatrixView(rois, rois, np.array([[0.5, 0.5], [0.2, 0.8]]), np.array([[3, 3], [3, 3]]))
+    figure = figures.matrix_heatmap(view, "t", "p")
     figures.add_intervals(figure, np.array([[0.4, 0.45], [0.1, 0.7]]), np.array([[0.6, 0.55], [0.3, 0.9]]))
     heat = figure.data[0]
     assert heat.customdata[1][0][-1] == "[0.1000, 0.3000]" and "95 % CI: %{customdata[3]}" in heat.hovertemplate

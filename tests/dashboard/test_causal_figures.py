@@ -4,6 +4,7 @@ import pandas as pd
 
 from dashboard import figures
 from dashboard.analytics import Roi
+from dashboard.matrices import SignedMatrix
 
 A, B = Roi(1, "aorta", "cardiovascular", "#d62728", True), Roi(2, "ribs", "bone", "#1f77b4", True)
 
@@ -11,7 +12,8 @@ A, B = Roi(1, "aorta", "cardiovascular", "#d62728", True), Roi(2, "ribs", "bone"
 def test_signed_heatmap_is_zero_centred_and_shows_signs_and_se():
     matrix = np.array([[2.5, -4.0], [np.nan, 0.001]])
     se = np.array([[0.1, 0.5], [np.nan, np.nan]])
-    fig = figures.signed_heatmap(matrix, se, np.array([[3, 3], [0, 1]]), [A, B], [A, "block 0"], "t", "p")
+    fig = figures.signed_heatmap(SignedMatrix([A, B], [A, "block 0"], matrix, se, np.array([[3, 3], [0, 1]])),
+                                 "t", "p")
     heat = fig.data[0]
     assert heat.zmid == 0 and heat.zmin == -4.0 and heat.zmax == 4.0 and heat.colorscale[0][1] != heat.colorscale[-1][1]
     cells = heat.customdata
