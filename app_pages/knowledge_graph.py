@@ -1,7 +1,8 @@
 """Knowledge graph: for every target class, arrows from its k most important source RoIs."""
 import streamlit as st
 
-from dashboard import compute, figures, ui
+from dashboard import ui
+from dashboard.views import knowledge_graph
 from dashboard.widgets import export, state
 
 ctx = ui.context()
@@ -16,17 +17,11 @@ min_mass = state.slider("Minimum mass of an edge", "min_mass", 0.0, 0.5, 0.0, 0.
                         container=controls[1], help="Edges lighter than this are left out (0: the top k only).")
 background = state.toggle("Include background", "background", default=False, container=controls[2],
                           help="The background RoI is a source of every class; leaving it out shows the anatomy.")
-nodes, self_mass, edges, positions = compute.graph_edges(ctx.ref, ctx.run_id, ctx.cohort, int(k),
-                                                         include_background=background, min_mass=float(min_mass))
-if edges.empty:
-    st.info("No importance outside the targets themselves for this cohort.")
+shown = knowledge_graph.knowledge_graph(ctx, int(k), float(min_mass), background)
+if shown.empty:
+    st.info(shown.empty)
     st.stop()
-figure = figures.knowledge_graph(nodes, self_mass, edges, positions, f"Top-{k} sources per target class",
-                                 ctx.provenance())
-export.show_figure(figure, ctx.name_parts("knowledge-graph", f"top{k}", "with-background" if background else ""),
+export.show_figure(shown.figure, ctx.name_parts("knowledge-graph", f"top{k}", "with-background" if background else ""),
                    "graph")
-names = {n.roi_id: n.name for n in nodes}
-table = edges.assign(source=edges.source_id.map(names), target=edges.target_id.map(names))[
-    ["target", "rank", "source", "mass"]]
 with st.expander("Edges as a table"):
-    export.show_table(table, ctx.name_parts("knowledge-graph-edges", f"top{k}"), "graph-table")
+    export.show_table(shown.edges, ctx.name_parts("knowledge-graph-edges", f"top{k}"), "graph-table")

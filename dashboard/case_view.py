@@ -18,7 +18,7 @@ import streamlit as st
 
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 from dashboard import analytics, compute, data, figures
-from dashboard.imaging import slices, surfaces
+from dashboard.imaging import artefact, slices, surfaces
 from dashboard.analytics import Roi
 
 
@@ -30,11 +30,11 @@ class SliceView:
     note: str
 
 
-def artifact_of(path: str, mtime_ns: int) -> slices.CaseArtifact:
-    return slices.CaseArtifact(data.load_artifact(path, mtime_ns))
+def artifact_of(path: str, mtime_ns: int) -> artefact.CaseArtifact:
+    return artefact.CaseArtifact(data.load_artifact(path, mtime_ns))
 
 
-def class_scale(artifact: slices.CaseArtifact, channel: int | None, percentile: float,
+def class_scale(artifact: artefact.CaseArtifact, channel: int | None, percentile: float,
                 exact: bool = True) -> slices.AttributionScale:
     """One attribution scale per class and resolution, so a colour means the same value in every
     view: from the class's stored full-resolution planes (``exact``), else from its block-averaged
@@ -54,7 +54,7 @@ def colorbar_title(method: str, params: dict, scale: slices.AttributionScale, ex
             f"(P{scale.percentile:g})")
 
 
-def start_voxel(artifact: slices.CaseArtifact, channel: int | None) -> tuple[int, int, int]:
+def start_voxel(artifact: artefact.CaseArtifact, channel: int | None) -> tuple[int, int, int]:
     """The class's largest cross-sections (x, y, z), else the volume's centre."""
     stored = artifact.class_index(channel) if channel is not None else None
     if stored is None:
@@ -77,7 +77,7 @@ class _Rendered:
 def _render(path: str, mtime_ns: int, view: str, index: int, channel: int | None, style: slices.OverlayStyle,
             method: str, params_json: str, clickable: bool) -> _Rendered:
     artifact = artifact_of(path, mtime_ns)
-    planes = slices.view_planes(artifact, view, index, channel)
+    planes = artefact.view_planes(artifact, view, index, channel)
     spacing = slices.pixel_spacing(artifact.spacing, view)
     scale = class_scale(artifact, channel, style.hide_below_percentile, planes.exact)
     rendered = slices.render_view(planes, spacing, style, scale)
@@ -146,7 +146,7 @@ def surface_view(path: str, mtime_ns: int, rois_by_channel: tuple[tuple[int, Roi
                                "on the surfaces).")
 
 
-def region_voxel(artifact: slices.CaseArtifact, channel: int | None = None,
+def region_voxel(artifact: artefact.CaseArtifact, channel: int | None = None,
                  roi_name: str | None = None) -> tuple[int, int, int] | None:
     """The voxel (x, y, z) of a region's largest cross-sections: a predicted class (``channel``) or an
     extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
@@ -159,21 +159,6 @@ def region_voxel(artifact: slices.CaseArtifact, channel: int | None = None,
     if not mask.any():
         return None
     return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))
-
-
-def source_from_url(ctx) -> "Roi | None":
-    """The source RoI named by the ``source`` URL parameter (a link from the Outliers page), if known."""
-    from dashboard.widgets import state
-    from dashboard.text import parameter
-
-    name = state.url_value("source")
-    by_name = {r.name: r for r in ctx.rois.values()}
-    if name is None:
-        return None
-    if name not in by_name:
-        st.warning(f"Ignored URL parameter {parameter('source', name)}: no such RoI in this store.")
-        return None
-    return by_name[name]
 
 
 def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:

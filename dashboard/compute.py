@@ -19,7 +19,7 @@ from agg2exp_core.analysis import uncertainty
 from agg2exp_core.analysis.compare import PermutationResult, permutation_test
 from agg2exp_core.vocabulary import ALL_CASES
 from dashboard import analytics, data
-from dashboard.imaging import slices, surfaces
+from dashboard.imaging import artefact, surfaces
 from dashboard.analytics import CohortSplit, Roi
 from dashboard.filters import CohortFilter
 from dashboard.matrices import CellIntervals, MatrixView
@@ -137,7 +137,7 @@ def graph_edges(ref: data.StoreRef, run_id: str, cohort: CohortFilter, k: int, k
 @st.cache_data(max_entries=16, show_spinner="Extracting surfaces with pyvista…")
 def case_surfaces(path: str, mtime_ns: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Surfaces of a case's predicted labels (raises SurfaceUnavailable with the reason)."""
-    artifact = slices.CaseArtifact(data.load_artifact(path, mtime_ns))
+    artifact = artefact.CaseArtifact(data.load_artifact(path, mtime_ns))
     if artifact.pred is None:
         raise surfaces.SurfaceUnavailable("the artefact holds no prediction ('pred')")
     return surfaces.label_surfaces(artifact.pred, artifact.spacing)

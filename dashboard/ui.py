@@ -8,7 +8,7 @@ Values from the URL or the store appear in Markdown only through ``text.literal`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -20,8 +20,11 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import analytics, config, data, filters
 from dashboard.widgets import build_banner, state
+from dashboard.imaging import slices
 from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
+from dashboard.context import ViewContext
+from dashboard.views.heat_map import ORDERS
 
 _CONTEXT = "_dashboard_context"
 _FILTER_RUN = "_filter_initialised_for"
@@ -44,55 +47,7 @@ class StoreProblem:
     detail: str
 
 
-@dataclass
-class Context:
-    """What every page shows: store, run, filter, and the cohort's cases."""
-
-    ref: data.StoreRef
-    store_label: str
-    run: pd.Series
-    runs: pd.DataFrame
-    rois: dict[int, Roi]
-    options: filters.FilterOptions
-    cohort: filters.CohortFilter
-    cases: pd.DataFrame
-    n_run_cases: int
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def run_id(self) -> str:
-        return str(self.run["run_id"])
-
-    @property
-    def method(self) -> str:
-        return str(self.run["method"])
-
-    @property
-    def cohort_text(self) -> str:
-        return filters.describe_filter(self.cohort)
-
-    @property
-    def has_signed_masses(self) -> bool:
-        return bool(self.run["has_signed"])
-
-    def provenance(self, n: int | None = None, extra: str = "") -> str:
-        return analytics.provenance_text(self.run_id, self.method, self.cohort_text,
-                                         len(self.cases) if n is None else n, extra)
-
-    def name_parts(self, *what: str) -> list[str]:
-        """File-name parts: what the figure shows, then run and filter."""
-        return [*what, self.run_id, filters.filter_slug(self.cohort)]
-
-    def class_rois(self) -> list[Roi]:
-        """The run's classes (channel order of its label names), else all class RoIs."""
-        by_name = {r.name: r for r in self.rois.values()}
-        names = [n for n in self.run["label_names"] if n in by_name] if len(self.run["label_names"]) else []
-        return [by_name[n] for n in names] or [r for r in self.rois.values() if r.is_class]
-
-    def channel_of(self, roi: Roi) -> int | None:
-        """Model channel of a class RoI (index in the run's label names)."""
-        names = list(self.run["label_names"])
-        return names.index(roi.name) if roi.name in names else None
+Context = ViewContext      # the pages' name for it
 
 
 def app_frame() -> Context | None:
@@ -383,3 +338,43 @@ def kind_picker(ctx: Context, key: str = "kind", container=None) -> str:
         (container or st).caption("Positive/negative masses are not stored for this run (e.g. imported "
                                   "published aggregates hold absolute masses only).")
     return kind
+
+
+def order_picker(label: str = "Order", container=None) -> str:
+    """The order of a heat map's rows and columns (URL key ``order``)."""
+    return state.radio(label, list(ORDERS), "order", container=container, what="order", format_func=ORDERS.get)
+
+
+def comparison_attributes(ctx: Context) -> list[str]:
+    """The case attributes the cohort can be split by."""
+    return analytics.comparison_attributes(ctx.cases)
+
+
+def window_picker(label: str = "CT window", container=None) -> tuple[str, float, float]:
+    """CT window preset (or custom width and level sliders): (name, width, level)."""
+    preset = state.radio(label, [*slices.WINDOW_PRESETS, "custom"], "window", container=container,
+                         format_func=slices.window_label, what="window preset")
+    if preset == "custom":
+        width = state.slider("Window width (HU)", "ww", 1.0, 4000.0, 400.0, 10.0, container=container)
+        level = state.slider("Window level (HU)", "wl", -1200.0, 2000.0, 40.0, 10.0, container=container)
+    else:
+        width, level = slices.WINDOW_PRESETS[preset]
+    return preset, float(width), float(level)
+
+
+def percentile_picker(container=None) -> float:
+    """The attribution threshold of the slices: |value| below this percentile hidden."""
+    return float(state.slider("Hide attribution below this percentile of |value|", "pct", 0.0, 99.0, 80.0, 1.0,
+                              container=container))
+
+
+def source_from_url(ctx: Context) -> Roi | None:
+    """The source RoI named by the ``source`` URL parameter (a link from the Outliers page), if known."""
+    name = state.url_value("source")
+    by_name = {r.name: r for r in ctx.rois.values()}
+    if name is None:
+        return None
+    if name not in by_name:
+        st.warning(f"Ignored URL parameter {parameter('source', name)}: no such RoI in this store.")
+        return None
+    return by_name[name]

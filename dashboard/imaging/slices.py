@@ -319,81 +319,6 @@ def attribution_unit(method: str, params: dict | None = None) -> tuple[str, str]
     return "attribution", f"Attribution values of method {method}."
 
 
-# --- the artefact ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CaseArtifact:
-    """Typed view of one npz artefact (keys of docs/ARCHITECTURE.md)."""
-
-    arrays: dict
-
-    @property
-    def ct(self) -> np.ndarray:
-        return self.arrays["ct"]
-
-    @property
-    def pred(self) -> np.ndarray | None:
-        return self.arrays.get("pred")
-
-    @property
-    def gt(self) -> np.ndarray | None:
-        return self.arrays.get("gt")
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        spacing = self.arrays.get("spacing")
-        return tuple(float(s) for s in spacing) if spacing is not None else (1.0, 1.0, 1.0)
-
-    def class_index(self, channel: int) -> np.ndarray | None:
-        """Slice indices (x, y, z) of the class's largest cross-sections, if stored."""
-        index = self.arrays.get(f"index_{channel}")
-        return None if index is None else np.asarray(index, dtype=int)
-
-    def attribution(self, channel: int, view: str) -> np.ndarray | None:
-        """The stored attribution plane of a class for a view (display orientation, float32), if any."""
-        plane = self.arrays.get(f"attr_{channel}_{AXIS_KEYS[VIEWS[view]]}")
-        return None if plane is None else orient(plane.astype(np.float32))
-
-    def attribution_volume(self, channel: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(block-averaged attribution volume, voxels per block along x, y, z) of a class, if stored."""
-        volume = self.arrays.get(f"attrvol_{channel}")
-        if volume is None:
-            return None
-        block = self.arrays.get("attrvol_block")
-        block = np.ones(3, int) if block is None else np.asarray(block, dtype=int)
-        return np.asarray(volume, dtype=np.float32), block
-
-    def explained_channels(self) -> list[int]:
-        return sorted(int(k.split("_")[1]) for k in self.arrays if k.startswith("index_"))
-
-    def extra_rois(self) -> list[str]:
-        return sorted(k[4:] for k in self.arrays if k.startswith("roi_"))
-
-
-def sample_volume(volume: np.ndarray, block, voxels: np.ndarray) -> np.ndarray:
-    """Trilinear values of a block-averaged volume at points given in voxel coordinates ``[n, 3]``
-    of the full grid (block k covers voxels k·b … k·b + b − 1, its centre at k·b + (b − 1)/2)."""
-    block = np.asarray(block, dtype=float)
-    coords = (np.asarray(voxels, dtype=float) - (block - 1) / 2) / block
-    return ndimage.map_coordinates(np.asarray(volume, dtype=np.float32), coords.T, order=1, mode="nearest")
-
-
-def volume_plane(artifact: CaseArtifact, channel: int, view: str, index: int) -> np.ndarray | None:
-    """The class's attribution at any slice, interpolated from the block-averaged volume (display
-    orientation, on the voxel grid of the plane), or None without a stored volume."""
-    stored = artifact.attribution_volume(channel)
-    if stored is None:
-        return None
-    volume, block = stored
-    shape = artifact.ct.shape
-    axis = VIEWS[view]
-    grids = [np.arange(n) for n in shape]
-    grids[axis] = np.array([int(index)])
-    points = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)
-    values = sample_volume(volume, block, points).reshape([1 if a == axis else n for a, n in enumerate(shape)])
-    return orient(np.take(values, 0, axis=axis))
-
-
 @dataclass(frozen=True)
 class ViewPlanes:
     """Everything drawn in one view: the planes and a note on the attribution."""
@@ -404,34 +329,6 @@ class ViewPlanes:
     attr: np.ndarray | None
     note: str
     exact: bool = True      # attr is the stored full-resolution plane (not the block-averaged volume)
-
-
-def view_planes(artifact: CaseArtifact, view: str, index: int, channel: int | None) -> ViewPlanes:
-    """Planes of one view at ``index``: the stored attribution plane at the class's stored slice,
-    elsewhere the block-averaged attribution volume when the artefact has one."""
-    axis = VIEWS[view]
-    pred = None if artifact.pred is None else cut(artifact.pred, view, index)
-    gt = None if artifact.gt is None else cut(artifact.gt, view, index)
-    attr, note, exact = None, "", True
-    stored = None if channel is None else artifact.class_index(channel)
-    if channel is None or stored is None:
-        note = "no attribution stored for this class"
-    elif int(stored[axis]) == int(index) and artifact.attribution(channel, view) is not None:
-        attr = artifact.attribution(channel, view)
-    else:
-        attr = volume_plane(artifact, channel, view, index)
-        if attr is None:
-            note = f"attribution stored at slice {int(stored[axis])} only"
-        else:
-            exact = False
-            block = "×".join(str(int(b)) for b in artifact.attribution_volume(channel)[1])
-            note = (f"attribution from the {block}-voxel block-averaged volume (exact plane at slice "
-                    f"{int(stored[axis])})")
-    if attr is not None and not np.isfinite(attr).all():
-        bad = int((~np.isfinite(attr)).sum())
-        note = (note + "; " if note else "") + (f"{bad} stored value(s) are not finite (an artefact written "
-                                                "as float16 overflowed): left out; recompute the run")
-    return ViewPlanes(cut(artifact.ct, view, index), pred, gt, attr, note, exact)
 
 
 @dataclass(frozen=True)

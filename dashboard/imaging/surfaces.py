@@ -59,7 +59,7 @@ def label_surfaces(pred: np.ndarray, spacing, labels=None, smoothing: bool = Tru
 def vertex_values(vertices_mm: np.ndarray, spacing, volume: np.ndarray, block) -> np.ndarray:
     """Values of a block-averaged volume (an artefact's ``attrvol_<c>``) at surface vertices in mm
     (``label_surfaces`` puts voxel i at i · spacing), trilinear."""
-    from dashboard.imaging.slices import sample_volume
+    from dashboard.imaging.artefact import sample_volume
 
     voxels = np.asarray(vertices_mm, dtype=float) / np.asarray(spacing, dtype=float)
     return sample_volume(volume, block, voxels)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from agg2exp_core.pipeline.artifacts import attribution_slices, block_factors, block_mean
 from dashboard import case_view, figures
-from dashboard.imaging import slices, surfaces
+from dashboard.imaging import artefact, slices, surfaces
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,8 +60,8 @@ def test_kernelshap_sized_values_stay_finite_from_artefact_to_viewer(tmp_path):
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
     assert arrays["attr_1_z"].dtype == np.float32 and arrays["attrvol_1"].dtype == np.float32
-    artifact = slices.CaseArtifact(arrays)
-    planes = slices.view_planes(artifact, "axial", int(artifact.class_index(1)[2]), 1)
+    artifact = artefact.CaseArtifact(arrays)
+    planes = artefact.view_planes(artifact, "axial", int(artifact.class_index(1)[2]), 1)
     assert np.isfinite(planes.attr).all() and planes.attr.max() == pytest.approx(2.5e5)
     scale = case_view.class_scale(artifact, 1, 80.0)
     assert scale.top == pytest.approx(2.5e5) and np.isfinite(scale.threshold) and scale.n_nonfinite == 0
@@ -77,7 +77,7 @@ def test_an_overflowed_float16_artefact_is_shown_with_its_finite_values_and_a_no
     plane = np.full((6, 5), 100.0, np.float16)
     plane[0, 0] = np.inf
     arrays = {"ct": np.zeros((6, 5, 4), np.int16), "index_2": np.array([1, 2, 3]), "attr_2_z": plane}
-    planes = slices.view_planes(slices.CaseArtifact(arrays), "axial", 3, 2)
+    planes = artefact.view_planes(artefact.CaseArtifact(arrays), "axial", 3, 2)
     assert "not finite" in planes.note
     scale = slices.attribution_scale([planes.attr], 50)
     assert scale.top == 100.0 and scale.n_nonfinite == 1
@@ -91,7 +91,7 @@ def test_block_volume_is_sampled_at_voxel_centres():
     ramp = np.broadcast_to(x[:, None, None], (16, 8, 8)).copy()
     means = block_mean(ramp, (4, 2, 2))
     inner = np.array([[5.0, 3.0, 3.0], [9.5, 4.0, 2.0], [7.25, 2.0, 5.0]])
-    np.testing.assert_allclose(slices.sample_volume(means, (4, 2, 2), inner), inner[:, 0], atol=1e-5)
+    np.testing.assert_allclose(artefact.sample_volume(means, (4, 2, 2), inner), inner[:, 0], atol=1e-5)
     mm = inner * np.array([2.0, 1.0, 1.0])           # surfaces come in mm (voxel i at i * spacing)
     np.testing.assert_allclose(surfaces.vertex_values(mm, (2.0, 1.0, 1.0), means, (4, 2, 2)), inner[:, 0],
                                atol=1e-5)
@@ -102,11 +102,11 @@ def test_attribution_away_from_the_stored_slice_comes_from_the_block_volume():
     arrays = {"ct": np.zeros((8, 6, 4), np.int16), "index_1": np.array([2, 3, 1]), "attrvol_block": np.array([2, 2, 2]),
               "attrvol_1": block_mean(field, (2, 2, 2))}
     arrays.update({f"attr_1_{k}": v for k, v in attribution_slices(field, [2, 3, 1]).items()})
-    artifact = slices.CaseArtifact(arrays)
-    exact = slices.view_planes(artifact, "axial", 1, 1)
+    artifact = artefact.CaseArtifact(arrays)
+    exact = artefact.view_planes(artifact, "axial", 1, 1)
     np.testing.assert_array_equal(exact.attr, slices.orient(field[:, :, 1]))
     assert exact.exact and not exact.note
-    other = slices.view_planes(artifact, "axial", 3, 1)
+    other = artefact.view_planes(artifact, "axial", 3, 1)
     assert not other.exact and "block-averaged" in other.note and other.attr.shape == (6, 8)
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from agg2exp_core.store.queries import where_clause
 from dashboard import analytics, config, filters
 from dashboard.widgets import export
-from dashboard.imaging import slices
+from dashboard.imaging import artefact, slices
 
 CASES = pd.DataFrame({
     "case_id": ["a", "b", "c", "d", "e"],
@@ -208,11 +208,11 @@ def test_view_planes_show_attribution_only_at_the_stored_slice():
     ct = np.zeros((6, 5, 4), np.int16)
     arrays = {"ct": ct, "pred": ct.astype(np.uint8), "spacing": np.ones(3),
               "index_2": np.array([1, 2, 3]), "attr_2_z": np.ones((6, 5), np.float16)}
-    artifact = slices.CaseArtifact(arrays)
-    assert slices.view_planes(artifact, "axial", 3, 2).attr.shape == (5, 6)
-    assert "slice 3" in slices.view_planes(artifact, "axial", 0, 2).note
-    assert slices.view_planes(artifact, "coronal", 2, 2).attr is None
-    assert slices.view_planes(artifact, "axial", 3, 7).attr is None
+    artifact = artefact.CaseArtifact(arrays)
+    assert artefact.view_planes(artifact, "axial", 3, 2).attr.shape == (5, 6)
+    assert "slice 3" in artefact.view_planes(artifact, "axial", 0, 2).note
+    assert artefact.view_planes(artifact, "coronal", 2, 2).attr is None
+    assert artefact.view_planes(artifact, "axial", 3, 7).attr is None
 
 
 def test_matrix_edges_and_layout():

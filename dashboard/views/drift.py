@@ -1,0 +1,100 @@
+"""Drift: does a cohort's explanation differ from the reference cohort's, class by class?"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from agg2exp_core.vocabulary import AVERAGE_TARGET
+from dashboard import compute, data, figures
+from dashboard.context import ViewContext
+from dashboard.views.common import target_name, with_names
+
+FILTERED = "filter"          # the URL value of "the cohort of the sidebar's filter"
+CASES_SHOWN = 25
+
+
+@dataclass
+class DriftSetup:
+    """The stored drift tests of a run: reference, the datasets tested, what the choices are."""
+
+    tests: pd.DataFrame
+    reference: str = ""
+    choices: list[str] | None = None
+    caption: str = ""
+
+    def choice_text(self, choice: str) -> str:
+        return "the filtered cohort" if choice == FILTERED else f"dataset {choice}"
+
+
+def setup(ctx: ViewContext) -> DriftSetup:
+    tests = data.drift_tests(ctx.ref, ctx.run_id)
+    if tests.empty:
+        return DriftSetup(tests)
+    reference = str(tests.reference.iloc[0])
+    caption = (f"Reference: dataset {reference} ({int(tests.n_ref.max())} cases). Stored tests use "
+               f"{int(tests.n_permutations.iloc[0])} permutations per class; the filtered cohort is tested live "
+               "(1000 permutations; the reference's own cases are left out of it).")
+    return DriftSetup(tests, reference, sorted(tests.dataset.unique()) + [FILTERED], caption)
+
+
+@dataclass
+class ClassDrift:
+    label: str
+    empty: str = ""
+    heading: str = ""
+    caption: str = ""
+    figure: go.Figure | None = None
+    table: pd.DataFrame | None = None
+    cells_figure: go.Figure | None = None
+    cells: pd.DataFrame | None = None           # None: not a stored dataset; empty: none stored
+
+
+def class_drift(ctx: ViewContext, drift: DriftSetup, choice: str) -> ClassDrift:
+    reference = drift.reference
+    if choice == FILTERED:
+        shown = compute.cohort_drift(ctx.ref, ctx.run_id, ctx.cohort, reference)
+        label = f"filtered cohort ({ctx.cohort_text})"
+        if shown.empty:
+            return ClassDrift(label, "The filtered cohort needs at least 2 cases outside the reference dataset.")
+    else:
+        shown, label = drift.tests[drift.tests.dataset == choice], f"dataset {choice}"
+    out = ClassDrift(label, heading=f"Classes: {label} vs {reference}",
+                     caption=f"{int((shown.q_value < 0.05).sum())} of {len(shown)} classes drift at q < 0.05.")
+    out.figure = figures.drift_bars(shown, ctx.class_rois(), f"Explanation drift per class · {label} vs {reference}",
+                                    ctx.provenance(int(shown.n_new.max()),
+                                                   f"reference {reference} (n = {int(shown.n_ref.max())})"))
+    out.table = with_names(ctx, shown, **{"class": "target_id"})[["class", "statistic", "p_value", "q_value",
+                                                                   "n_ref", "n_new"]]
+    if choice != FILTERED:
+        cells = data.drift_cells(ctx.ref, ctx.run_id, choice, 20)
+        out.cells = cells
+        if len(cells):
+            out.cells_figure = figures.effect_bars(cells, ctx.rois, f"Largest cell shifts · {label} vs {reference}",
+                                                   ctx.provenance(extra="cells with q < 0.05 first"))
+            out.cells = with_names(ctx, cells, target="target_id", source="source_id")[
+                ["target", "source", "mean_ref", "mean_new", "difference", "effect_size", "p_value", "q_value"]]
+    return out
+
+
+def case_targets(ctx: ViewContext) -> dict[int, str]:
+    """The classes whose drift scores can be ranked (the average over classes first), with their names."""
+    targets = [AVERAGE_TARGET] + [r.roi_id for r in ctx.class_rois()]
+    return {t: target_name(ctx, t) for t in targets}
+
+
+@dataclass
+class CaseDrift:
+    cases: pd.DataFrame
+    figure: go.Figure | None = None
+
+
+def case_drift(ctx: ViewContext, target_id: int) -> CaseDrift:
+    cases = data.drift_cases(ctx.ref, ctx.run_id, ctx.cohort, target_id, CASES_SHOWN)
+    if cases.empty:
+        return CaseDrift(cases)
+    name = target_name(ctx, target_id)
+    return CaseDrift(cases, figures.score_bars(cases, "score", f"Cases furthest from the reference · {name}",
+                                               ctx.provenance(len(cases), f"the {CASES_SHOWN} highest scores of "
+                                                                          "the cohort"), "drift score"))
