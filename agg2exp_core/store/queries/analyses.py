@@ -18,7 +18,7 @@ def drift_tests(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
         return empty(["dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new", "reference",
                       "n_permutations"])
     return db.fetch(con, "SELECT dataset, target_id, statistic, p_value, q_value, n_ref, n_new, reference, "
-                      "n_permutations FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
+                         "n_permutations FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
 
 
 def drift_cells(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str, limit: int = 30) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def drift_cells(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str, limit
         SELECT target_id, source_id, mean_ref, mean_new, difference, effect_size, p_value, q_value
         FROM drift_cells WHERE run_id = ? AND dataset = ?
         ORDER BY (q_value < 0.05) DESC, abs(effect_size) DESC NULLS LAST, target_id, source_id LIMIT ?""",
-                 [run_id, dataset, int(limit)])
+                    [run_id, dataset, int(limit)])
 
 
 def drift_cases(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortFilter, target_id: int,
@@ -38,7 +38,7 @@ def drift_cases(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortFilte
         SELECT d.case_id, d.score, c.dataset, c.split, c.sex, c.age, c.pathologies
         FROM drift_cases d JOIN cases c USING (case_id)
         WHERE d.run_id = ? AND d.target_id = ? AND {condition} ORDER BY d.score DESC, d.case_id LIMIT ?""",
-                 [run_id, int(target_id)] + params + [int(limit)])
+                    [run_id, int(target_id)] + params + [int(limit)])
 
 
 def dice_estimates(con: duckdb.DuckDBPyConnection, run_id: str, class_id: int) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def dice_estimates(con: duckdb.DuckDBPyConnection, run_id: str, class_id: int) -
     if not has_table(con, "dice_estimate"):
         return empty(["case_id", "estimate", "low", "high", "level", "likely_failure", "fitted"])
     return db.fetch(con, "SELECT case_id, estimate, low, high, level, likely_failure, fitted FROM dice_estimate "
-                      "WHERE run_id = ? AND class_id = ? ORDER BY case_id", [run_id, int(class_id)])
+                         "WHERE run_id = ? AND class_id = ? ORDER BY case_id", [run_id, int(class_id)])
 
 
 def case_dice_estimates(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def case_dice_estimates(con: duckdb.DuckDBPyConnection, run_id: str, case_id: st
                     ELSE (SELECT d.dice FROM dice d WHERE d.case_id = e.case_id AND d.class_id = e.class_id
                           AND d.model_sha256 = r.model_sha256) END AS dice
         FROM dice_estimate e JOIN runs r USING (run_id) WHERE e.run_id = ? AND e.case_id = ? ORDER BY e.class_id""",
-                 [AVERAGE_TARGET, run_id, case_id])
+                    [AVERAGE_TARGET, run_id, case_id])
 
 
 def dice_estimate_quality(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
@@ -68,7 +68,7 @@ def dice_estimate_quality(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.Dat
     if not has_table(con, "dice_estimate_quality"):
         return empty(["scope", "metric", "value", "n"])
     return db.fetch(con, "SELECT scope, metric, value, n FROM dice_estimate_quality WHERE run_id = ? "
-                      "ORDER BY scope, metric", [run_id])
+                         "ORDER BY scope, metric", [run_id])
 
 
 def stored_intervals(con: duckdb.DuckDBPyConnection, run_id: str, cohort_name: str, kind: str) -> pd.DataFrame:
@@ -76,7 +76,7 @@ def stored_intervals(con: duckdb.DuckDBPyConnection, run_id: str, cohort_name: s
     if not has_table(con, "bootstrap_ci"):
         return empty(["target_id", "source_id", "estimate", "low", "high", "n", "n_boot", "level"])
     return db.fetch(con, "SELECT target_id, source_id, estimate, low, high, n, n_boot, level FROM bootstrap_ci "
-                      "WHERE run_id = ? AND cohort = ? AND kind = ? ORDER BY 1, 2", [run_id, cohort_name, kind])
+                         "WHERE run_id = ? AND cohort = ? AND kind = ? ORDER BY 1, 2", [run_id, cohort_name, kind])
 
 
 def sampling_noise(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str) -> pd.DataFrame:
@@ -84,7 +84,7 @@ def sampling_noise(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str) ->
     if not has_table(con, "sampling_noise"):
         return empty(["target_id", "source_id", "kind", "se", "low", "high", "n_samples"])
     return db.fetch(con, "SELECT target_id, source_id, kind, se, low, high, n_samples FROM sampling_noise "
-                      "WHERE run_id = ? AND case_id = ? ORDER BY kind, target_id, source_id", [run_id, case_id])
+                         "WHERE run_id = ? AND case_id = ? ORDER BY kind, target_id, source_id", [run_id, case_id])
 
 
 def method_agreement(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
@@ -103,13 +103,13 @@ def method_disagreement(con: duckdb.DuckDBPyConnection, run_id: str, other_run_i
     return db.fetch(con, """
         SELECT target_id, source_id, mean_run, mean_other, difference, mean_abs_difference FROM method_disagreement
         WHERE run_id = ? AND other_run_id = ? ORDER BY mean_abs_difference DESC, target_id, source_id LIMIT ?""",
-                 [run_id, other_run_id, int(limit)])
+                    [run_id, other_run_id, int(limit)])
 
 
 def paper_parity(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """The paper's Table 2 beside this run's Spearman rho per class (AVERAGE_TARGET last)."""
     if not has_table(con, "paper_parity"):
         return empty(["target_id", "label", "spearman_rho", "p_value", "paper_rho", "paper_p_value", "n"])
-    return db.fetch(con, "SELECT target_id, label, spearman_rho, p_value, paper_rho, paper_p_value, n FROM paper_parity "
-                      "WHERE run_id = ? ORDER BY target_id = ?, target_id",
-                 [run_id, AVERAGE_TARGET])
+    return db.fetch(con, "SELECT target_id, label, spearman_rho, p_value, paper_rho, paper_p_value, n "
+                         "FROM paper_parity WHERE run_id = ? ORDER BY target_id = ?, target_id",
+                    [run_id, AVERAGE_TARGET])

@@ -31,7 +31,7 @@ def cohort_cases(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortFilt
     frame = db.fetch(con, f"""
         SELECT case_id, dataset, split, sex, age, coalesce(pathologies, '') AS pathologies FROM cases c
         WHERE c.case_id IN (SELECT unnest(?::VARCHAR[])) AND {condition} ORDER BY case_id""",
-                  [list(members)] + params)
+                     [list(members)] + params)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     return frame
 
@@ -39,11 +39,11 @@ def cohort_cases(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortFilt
 def case_metadata(con: duckdb.DuckDBPyConnection, case_ids: Sequence[str]) -> pd.DataFrame:
     """``case_id, dataset, split, sex, age`` of the given cases, in their order (KeyError for an unknown one)."""
     frame = db.fetch(con, "SELECT case_id, dataset, split, sex, age FROM cases "
-                       "WHERE case_id IN (SELECT unnest(?::VARCHAR[]))", [list(map(str, case_ids))])
+                          "WHERE case_id IN (SELECT unnest(?::VARCHAR[]))", [list(map(str, case_ids))])
     return frame.set_index("case_id").loc[list(case_ids)].reset_index()
 
 
 def dice_of_model(con: duckdb.DuckDBPyConnection, model_sha256: str) -> pd.DataFrame:
     """``case_id, target_id, dice`` of one model."""
     return db.fetch(con, "SELECT case_id, class_id AS target_id, dice FROM dice WHERE model_sha256 = ?",
-                 [model_sha256])
+                    [model_sha256])

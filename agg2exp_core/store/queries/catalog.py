@@ -100,7 +100,7 @@ def analysis_settings(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     if not has_table(con, "analysis_settings"):
         return {}
     frame = db.fetch(con, "SELECT CAST(settings AS VARCHAR) AS settings, score_convention FROM analysis_settings "
-                       "WHERE run_id = ?", [run_id])
+                          "WHERE run_id = ?", [run_id])
     if frame.empty:
         return {}
     return {**json_or_empty(frame.settings.iloc[0]), "score_convention": frame.score_convention.iloc[0]}

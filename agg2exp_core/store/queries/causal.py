@@ -47,7 +47,7 @@ def causal_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str) -> pd
     if not has_table(con, "causal_effect"):
         return empty(["target_id", "source_id", "ate", "se", "n"])
     return db.fetch(con, "SELECT target_id, source_id, ate, se, n FROM causal_effect "
-                      "WHERE run_id = ? AND case_id = ? ORDER BY 1, 2", [run_id, case_id])
+                         "WHERE run_id = ? AND case_id = ? ORDER BY 1, 2", [run_id, case_id])
 
 
 def component_effects(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortFilter,
@@ -69,4 +69,4 @@ def relevance_masks(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str) -
     if not has_table(con, "relevance_mask"):
         return empty(["target_id", "share", "n_units", "n_voxels", "dice_keep", "dice_remove"])
     return db.fetch(con, "SELECT target_id, share, n_units, n_voxels, dice_keep, dice_remove "
-                      "FROM relevance_mask WHERE run_id = ? AND case_id = ? ORDER BY 1", [run_id, case_id])
+                         "FROM relevance_mask WHERE run_id = ? AND case_id = ? ORDER BY 1", [run_id, case_id])

@@ -57,13 +57,14 @@ def evaluated_case_count(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str])
         SELECT count(DISTINCT case_id) AS n FROM (
             SELECT case_id FROM method_eval WHERE run_id IN (SELECT unnest(?::VARCHAR[]))
             UNION ALL SELECT case_id FROM perturbation_curve WHERE run_id IN (SELECT unnest(?::VARCHAR[])))""",
-                  [list(run_ids), list(run_ids)])
+                     [list(run_ids), list(run_ids)])
     return int(frame.n.iloc[0])
 
 
 def evaluated_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Runs that have method_eval or perturbation_curve rows."""
-    frame = db.fetch(con, "SELECT DISTINCT run_id FROM method_eval UNION SELECT DISTINCT run_id FROM perturbation_curve")
+    frame = db.fetch(con, "SELECT DISTINCT run_id FROM method_eval "
+                          "UNION SELECT DISTINCT run_id FROM perturbation_curve")
     return sorted(frame.run_id.tolist())
 
 

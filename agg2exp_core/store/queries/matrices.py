@@ -50,7 +50,7 @@ def local_cube(con: duckdb.DuckDBPyConnection, run_id: str, case_ids: Sequence[s
         WITH chosen AS (SELECT unnest(?::VARCHAR[]) AS case_id, unnest(range(?)) AS position)
         SELECT chosen.position::INTEGER AS position, li.target_id, li.source_id, li.{column} AS value
         FROM local_importance li JOIN chosen USING (case_id) WHERE li.run_id = ?""",
-                   [ids, len(ids), run_id], numpy=True)
+                      [ids, len(ids), run_id], numpy=True)
     positions = np.asarray(result["position"], dtype=np.int64)
     if not len(positions):
         return [], [], [], np.full((0, 0, 0), np.nan)

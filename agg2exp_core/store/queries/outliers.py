@@ -16,13 +16,13 @@ from agg2exp_core.vocabulary import AVERAGE_TARGET
 def anomaly_targets(con: duckdb.DuckDBPyConnection, run_id: str) -> list[int]:
     """Targets that have anomaly scores in the run (``AVERAGE_TARGET``: averaged over classes)."""
     return db.fetch(con, "SELECT DISTINCT target_id FROM anomaly WHERE run_id = ? ORDER BY 1",
-                 [run_id]).target_id.astype(int).tolist()
+                    [run_id]).target_id.astype(int).tolist()
 
 
 def anomaly_scores(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """``case_id, target_id, score, is_outlier`` of a run."""
     return db.fetch(con, "SELECT case_id, target_id, score, is_outlier FROM anomaly WHERE run_id = ? "
-                      "ORDER BY case_id, target_id", [run_id])
+                         "ORDER BY case_id, target_id", [run_id])
 
 
 def anomaly_ranking(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortFilter,
@@ -39,7 +39,7 @@ def anomaly_ranking(con: duckdb.DuckDBPyConnection, run_id: str, cohort: CohortF
                c.pathologies
         FROM anomaly a JOIN cases c USING (case_id), m
         WHERE a.run_id = ? AND a.target_id = ? AND {condition} ORDER BY a.score DESC, a.case_id""",
-                  [run_id, run_id, int(target_id)] + params)
+                     [run_id, run_id, int(target_id)] + params)
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
     return frame
 
@@ -51,19 +51,19 @@ def mean_anomaly_by_case(con: duckdb.DuckDBPyConnection, run_id: str, target_ids
                any_value(c.dataset) AS dataset
         FROM anomaly a JOIN cases c USING (case_id)
         WHERE a.run_id = ? AND a.target_id IN (SELECT unnest(?::INTEGER[])) GROUP BY a.case_id""",
-                 [run_id, [int(t) for t in target_ids]])
+                    [run_id, [int(t) for t in target_ids]])
 
 
 def anomaly_dice(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """Spearman anomaly-vs-Dice per target (as analysed on the whole run)."""
     return db.fetch(con, "SELECT target_id, spearman_rho, p_value, n FROM anomaly_dice WHERE run_id = ? "
-                      "ORDER BY target_id", [run_id])
+                         "ORDER BY target_id", [run_id])
 
 
 def outlier_tests(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """Inlier-vs-outlier tests per target and variable (sex, age)."""
     return db.fetch(con, "SELECT target_id, variable, test, statistic, p_value, n_inliers, n_outliers "
-                      "FROM outlier_tests WHERE run_id = ? ORDER BY target_id, variable", [run_id])
+                         "FROM outlier_tests WHERE run_id = ? ORDER BY target_id, variable", [run_id])
 
 
 def outlier_reasons(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, target_id: int,
@@ -75,4 +75,4 @@ def outlier_reasons(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, t
         SELECT target_id, source_id, contribution FROM outlier_reasons
         WHERE run_id = ? AND case_id = ? AND (? = ? OR target_id = ?)
         ORDER BY contribution DESC, target_id, source_id LIMIT ?""",
-                 [run_id, case_id, int(target_id), AVERAGE_TARGET, int(target_id), int(limit)])
+                    [run_id, case_id, int(target_id), AVERAGE_TARGET, int(target_id), int(limit)])
