@@ -6,12 +6,14 @@ a store could read other files (``read_text('.streamlit/secrets.toml')``), insta
 extensions, or silently falsify every statistic. So every connection to a store, the
 dashboard's, the writer's and ``analyze``'s, is made here:
 
-1. attached to a private in-memory database (``READ_ONLY`` for readers) and made current;
+1. attached to a private in-memory database (``READ_ONLY`` for readers);
 2. external access (files, network, ``ATTACH``, ``COPY``) and extension auto-install/auto-load
    turned off, then the configuration locked, so nothing the store holds can turn them on;
 3. refused, with one line naming the object, when the file defines anything the schema
    (``schema.SCHEMA``) does not: a macro, view, sequence, index, type, schema, table or
-   column, or a generated column.
+   column, or a generated column. Checked through ``system.main``'s catalog functions before
+   the store becomes the current database (``USE store``): a store's macro named like a
+   catalog function would otherwise answer the check itself.
 
 DuckDB offers no sandbox for a file's own definitions (a macro named like a built-in still
 wins under the lock), hence the check by hand against the schema.
@@ -30,12 +32,14 @@ ALIAS = "store"                      # the attached store's name on its connecti
 LOCKDOWN = ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false", "SET lock_configuration = true")
 # What a file may define beyond tables, each listed by DuckDB's catalog functions; an Agg2Exp store defines none.
-_FOREIGN = (("macro", "SELECT function_name FROM duckdb_functions() WHERE database_name = ? AND NOT internal"),
-            ("view", "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal"),
-            ("sequence", "SELECT sequence_name FROM duckdb_sequences() WHERE database_name = ?"),
-            ("index", "SELECT index_name FROM duckdb_indexes() WHERE database_name = ?"),
-            ("type", "SELECT type_name FROM duckdb_types() WHERE database_name = ? AND NOT internal"),
-            ("schema", "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal"))
+_FOREIGN = (("macro", "SELECT function_name FROM system.main.duckdb_functions() "
+                      "WHERE database_name = ? AND NOT internal"),
+            ("view", "SELECT view_name FROM system.main.duckdb_views() WHERE database_name = ? AND NOT internal"),
+            ("sequence", "SELECT sequence_name FROM system.main.duckdb_sequences() WHERE database_name = ?"),
+            ("index", "SELECT index_name FROM system.main.duckdb_indexes() WHERE database_name = ?"),
+            ("type", "SELECT type_name FROM system.main.duckdb_types() WHERE database_name = ? AND NOT internal"),
+            ("schema", "SELECT schema_name FROM system.main.duckdb_schemas() "
+                       "WHERE database_name = ? AND NOT internal"))
 
 
 def open_reader(path: str | Path) -> duckdb.DuckDBPyConnection:
@@ -58,10 +62,12 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         # an absolute path: duckdb_databases() reports it so, and the writer compares it with its own
         con.execute(f"ATTACH ? AS {ALIAS}" + (" (READ_ONLY)" if read_only else ""), [str(path.absolute())])
-        con.execute(f"USE {ALIAS}")
         for statement in LOCKDOWN:
             con.execute(statement)
+        # checked before the store becomes the current database: from then on its macros would shadow
+        # even the catalog functions that list them
         refuse_foreign_objects(con, path)
+        con.execute(f"USE {ALIAS}")
     except BaseException:
         con.close()
         raise
@@ -81,10 +87,10 @@ def foreign_objects(con: duckdb.DuckDBPyConnection, database: str = ALIAS) -> li
     """What ``database`` defines beyond the schema, e.g. ``["macro avg", "view v", "column cases.x"]``."""
     found = [f"{kind} {name}" for kind, sql in _FOREIGN for (name,) in con.execute(sql, [database]).fetchall()]
     known = schema_columns()
-    tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? "
+    tables = con.execute("SELECT schema_name, table_name FROM system.main.duckdb_tables() WHERE database_name = ? "
                          "ORDER BY table_name", [database]).fetchall()
     found += [f"table {schema}.{table}" for schema, table in tables if schema != "main" or table not in known]
-    columns = con.execute("SELECT table_name, column_name, is_generated FROM duckdb_columns() "
+    columns = con.execute("SELECT table_name, column_name, is_generated FROM system.main.duckdb_columns() "
                           "WHERE database_name = ? AND schema_name = 'main' AND NOT internal "
                           "ORDER BY table_name, column_index", [database]).fetchall()
     for table, column, generated in columns:
@@ -102,7 +108,7 @@ def schema_columns() -> dict[str, frozenset[str]]:
     """Table -> column names of the current schema (built once in a scratch database)."""
     with duckdb.connect(":memory:") as scratch:
         scratch.execute(SCHEMA)
-        rows = scratch.execute("SELECT table_name, column_name FROM duckdb_columns() "
+        rows = scratch.execute("SELECT table_name, column_name FROM system.main.duckdb_columns() "
                                "WHERE database_name = current_database()").fetchall()
     columns: dict[str, set[str]] = {}
     for table, column in rows:

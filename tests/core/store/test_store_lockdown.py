@@ -132,3 +132,13 @@ def test_precompute_refuses_in_one_line_and_writes_nothing(clean, tmp_path, capf
                         "--device", "cpu"], capfd)
     assert rc == 2 and len(err.splitlines()) == 1 and "macro avg" in err, (rc, err)
     assert fingerprint(folder) == before, "no store, artefact or writer's copy written"
+
+
+def test_a_store_shadowing_the_catalog_the_check_reads_is_still_refused(clean, tmp_path):
+    """A table macro named ``duckdb_functions`` would answer the check itself once the store is current."""
+    hide = ("CREATE MACRO duckdb_functions() AS TABLE "
+            "SELECT 'x' AS function_name, 'store' AS database_name, true AS internal")
+    path = planted(clean["path"], tmp_path / "s.duckdb", hide, SHADOWED_AVG)
+    with pytest.raises(InputError) as refused:
+        store.open_reader(path)
+    assert "macro" in str(refused.value) and "1 more" in str(refused.value)
