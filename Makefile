@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` and `make test`. Everything else is set-up.
+# The two commands of the README: `make run` and `make test` (`make test-fast` while developing).
+# Everything else is set-up.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PORT ?= 8501
 DEMO_DATA := data
 DEMO_DB := $(DEMO_DATA)/demo.duckdb
 
-.PHONY: setup demo run test bench clean-demo
+.PHONY: setup demo run test test-fast bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "warning: could not install chromium; figure export and browser tests will be skipped"; }
+	@# The shipped reverse-proxy configuration (deploy/nginx.conf) is tested in a real nginx.
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx openssl >/dev/null) || \
+	    echo "warning: could not install nginx; the reverse-proxy test will be skipped"; }
 	touch $@
 
 # The demo store, in the foreground (nothing to do once it is complete; resumes a stopped build).
@@ -38,8 +43,13 @@ ifeq ($(DEMO_DB),$(DEMO_DATA)/demo.duckdb)
 endif
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) -- --db $(DEMO_DB)
 
+# The whole suite (what CI runs, .ci/run): about 18 minutes on 2 cores.
 test: setup
 	$(PY) -m pytest -q
+
+# The developer's loop: no demo build, no training, no browser, no Ray (markers in pytest.ini).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser and not ray"
 
 bench: setup
 	$(PY) benchmarks/attribution_speed.py

@@ -8,12 +8,14 @@ then the sidebar (store, run, cohort filter kept in the URL), then the chosen pa
 import streamlit as st
 
 from dashboard.auth import require_auth
+from dashboard.widgets import navigation  # the site map only: reads nothing
 
 st.set_page_config(page_title="Agg2Exp Studio", page_icon=":material/hub:", layout="wide")
-require_auth()  # every page: login or refusal page and stop, before anything reads the store
+# every page: login or refusal page and stop, before anything reads the store; the pages are
+# registered (hidden) before such a stop so that a deep link keeps its page through the login
+require_auth(keep_page=lambda: st.navigation(navigation.sections(), position="hidden"))
 
 from dashboard import ui  # noqa: E402 - after set_page_config and authentication
-from dashboard.widgets import navigation  # noqa: E402
 
 chosen = st.navigation(navigation.sections())
 if ui.app_frame() is None:      # no readable store: the frame explained why

@@ -3,7 +3,7 @@
 Rooms follow the data (see docs/ARCHITECTURE.md): ``io`` -> ``models`` -> ``attribution``
 -> ``aggregate`` -> ``store`` -> ``analysis`` -> ``pipeline``; ``cli`` parses arguments.
 ``from agg2exp_core import explain, roi_importance`` is the public entry point (the
-contract of DESIGN.md). Both are imported on first use, so that ``import agg2exp_core``
+contract of docs/CONTRACTS.md). Both are imported on first use, so that ``import agg2exp_core``
 (and the dashboard, which reads only the vocabulary and the store) stays free of torch.
 """
 from __future__ import annotations

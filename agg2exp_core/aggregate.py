@@ -1,7 +1,10 @@
 """RoI-importance matrices (Eq. 7 of the Agg2Exp paper): where the attribution mass lies.
 
 For target class a and RoI b, ``e_{b->a} = ||e_a * R_b||_1 / ||e_a||_1``; the ``pos`` and
-``neg`` variants use only the positive or only the negative part of ``e_a``.
+``neg`` variants use only the positive or only the negative part of ``e_a``. The ``lift``
+kind divides the absolute mass by the region's share of the volume, ``e_{b->a} / (|R_b|/|V|)``:
+for any diffuse map the raw mass of b is about b's volume share, so raw masses compare volumes
+as much as explanations; the lift is 1 where a region holds exactly its volume's share.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from agg2exp_core.vocabulary import MASS_KINDS
+from agg2exp_core.vocabulary import FRACTION_KINDS, MASS_KINDS
 
 KINDS = tuple(MASS_KINDS)
 
@@ -22,7 +25,24 @@ def _evidence(attributions: torch.Tensor, kind: str) -> torch.Tensor:
         return attributions.clamp(min=0)
     if kind == "neg":
         return (-attributions).clamp(min=0)
-    raise ValueError(f"unknown kind '{kind}' (choose from {', '.join(KINDS)})")
+    raise ValueError(f"unknown kind '{kind}' (choose from {', '.join(FRACTION_KINDS)})")
+
+
+def volume_shares(rois, shape, n_rois: int | None = None) -> np.ndarray:
+    """Each RoI's share of the volume ``|R_b| / |V|`` ``[r]`` (label map or boolean stack, as ``roi_importance``)."""
+    roi = torch.as_tensor(np.asarray(rois) if not torch.is_tensor(rois) else rois).cpu()
+    n_voxels = float(np.prod(shape))
+    if roi.dtype == torch.bool:
+        return roi.flatten(1).sum(1).to(torch.float64).numpy() / n_voxels
+    r = int(n_rois if n_rois is not None else roi.max() + 1)
+    return np.bincount(roi.flatten().long().numpy(), minlength=r)[:r].astype(float) / n_voxels
+
+
+def lift(mass_abs: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Volume-adjusted mass ``mass / share`` (``[..., r]`` by ``[r]``); NaN for an empty region."""
+    shares = np.asarray(shares, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(shares > 0, np.asarray(mass_abs, dtype=float) / np.where(shares > 0, shares, 1.0), np.nan)
 
 
 def roi_importance(attributions, rois, kind: str = "abs", n_rois: int | None = None) -> np.ndarray:
@@ -36,6 +56,8 @@ def roi_importance(attributions, rois, kind: str = "abs", n_rois: int | None = N
     attr = torch.as_tensor(np.asarray(attributions) if not torch.is_tensor(attributions) else attributions)
     attr = attr.detach().to(torch.float64).cpu()
     roi = torch.as_tensor(np.asarray(rois) if not torch.is_tensor(rois) else rois).cpu()
+    if kind == "lift":
+        return lift(roi_importance(attr, roi, "abs", n_rois), volume_shares(roi, attr.shape[1:], n_rois))
     if roi.dtype == torch.bool:
         if roi.shape[1:] != attr.shape[1:]:
             raise ValueError(f"RoI stack shape {tuple(roi.shape)} does not match attributions {tuple(attr.shape)}")
@@ -66,15 +88,22 @@ def _stack_mass(evidence: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
 
 def local_matrices(attributions, pred_labels, n_classes: int,
                    extra_rois: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """abs/pos/neg matrices ``[l, n_classes + len(extra)]``: predicted class RoIs, then extra masks."""
+    """Matrices ``[l, n_classes + len(extra)]`` of every kind (abs/pos/neg/lift): predicted class
+    RoIs, then extra masks; plus ``"volume"``, the RoIs' volume shares ``[n_classes + len(extra)]``."""
     pred = torch.as_tensor(np.asarray(pred_labels)).long()
+    stack = (torch.stack([torch.as_tensor(np.asarray(m, dtype=bool)) for m in extra_rois.values()])
+             if extra_rois else None)
     out = {}
-    for kind in KINDS:
+    for kind in FRACTION_KINDS:
         parts = [roi_importance(attributions, pred, kind, n_rois=n_classes)]
-        if extra_rois:
-            stack = torch.stack([torch.as_tensor(np.asarray(m, dtype=bool)) for m in extra_rois.values()])
+        if stack is not None:
             parts.append(roi_importance(attributions, stack, kind))
         out[kind] = np.concatenate(parts, axis=1)
+    shares = [volume_shares(pred, pred.shape, n_classes)]
+    if stack is not None:
+        shares.append(volume_shares(stack, pred.shape))
+    out["volume"] = np.concatenate(shares)
+    out["lift"] = lift(out["abs"], out["volume"])
     return out
 
 
@@ -141,7 +170,9 @@ def sampling_noise(samples, pred_labels, n_classes: int,
     for j in range(samples.shape[1]):
         row = samples[:, j].detach().to(torch.float64).cpu()
         leave_one_out = (row.sum(0, keepdim=True) - row) / (n - 1)  # [n, *S]
-        for kind, theta in local_matrices(leave_one_out, pred_labels, n_classes, extra_rois).items():
+        thetas = local_matrices(leave_one_out, pred_labels, n_classes, extra_rois)
+        for kind in KINDS:
+            theta = thetas[kind]
             spread = ((theta - theta.mean(0)) ** 2).sum(0)
             rows[kind].append(np.sqrt((n - 1) / n * spread))
     return {kind: np.stack(r) for kind, r in rows.items()}

@@ -6,6 +6,7 @@ nothing downstream may assume exactly these.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 THORAX_LABELS: tuple[str, ...] = (
@@ -34,13 +35,25 @@ _GROUP_BY_NAME: dict[str, str] = {
     "pleural_effusion": "pathology", "consolidation": "pathology",
 }
 
+# Name patterns of larger label sets (TotalSegmentator's 117 classes: vertebrae_L1, rib_left_3,
+# iliac_artery_left, gluteus_maximus_right, ...), tried in order after the exact names above.
+_GROUP_PATTERNS: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), g) for p, g in (
+    (r"(artery|arteries|vein|vena|aorta|heart|atrial_appendage|brachiocephalic_trunk)", "cardiovascular"),
+    (r"^(vertebra|rib_|ribs|sacrum|humerus|scapula|clavicula|femur|hip_|skull|sternum|costal_cartilage)",
+     "bone"),
+    (r"^(gluteus_|iliopsoas|autochthon)", "muscle"),
+))
+
 # Spellings seen in published material, mapped to our names.
 NAME_ALIASES: dict[str, str] = {"vertebraes": "vertebrae"}
 
 
 def group_of(name: str) -> str:
     """Anatomical group of a class or RoI name; unknown organs fall into 'organ'."""
-    return _GROUP_BY_NAME.get(NAME_ALIASES.get(name, name), "organ")
+    name = NAME_ALIASES.get(name, name)
+    if name in _GROUP_BY_NAME:
+        return _GROUP_BY_NAME[name]
+    return next((group for pattern, group in _GROUP_PATTERNS if pattern.search(name)), "organ")
 
 
 def color_of(name: str) -> str:

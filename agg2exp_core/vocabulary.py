@@ -18,10 +18,24 @@ METHODS: dict[str, str] = {
     "causal": "Causal effect (ATE)",
 }
 GRADIENT_METHODS: tuple[str, ...] = ("vg", "smoothgrad", "ig")
+# IG's quadrature: the default departs from the paper (Eq. 5 is the right Riemann sum): Gauss-Legendre
+# is exact for polynomials of degree < 2·steps, so 20 steps give a far smaller completeness error.
+IG_DEFAULT_RULE = "gausslegendre"
+IG_PAPER_RULE = "riemann_right"
 
 # Mass kinds of Eq. 7 (which part of the attribution is counted) -> local_importance column.
-MASS_KINDS: dict[str, str] = {"abs": "mass_abs", "pos": "mass_pos", "neg": "mass_neg"}
-MASS_KIND_TITLES: dict[str, str] = {"abs": "absolute mass", "pos": "positive mass", "neg": "negative mass"}
+# "lift": the absolute mass per unit volume relative to uniform, e_{b->a} / (|R_b| / |V|) (1 = as
+# much evidence as the region's share of the volume; a diffuse map gives ~1 everywhere). Raw mass
+# is about the volume share for any diffuse map, so comparisons between cases or cohorts use the
+# lift by default (COMPARISON_KIND) with the raw mass one option away.
+MASS_KINDS: dict[str, str] = {"abs": "mass_abs", "pos": "mass_pos", "neg": "mass_neg", "lift": "mass_lift"}
+MASS_KIND_TITLES: dict[str, str] = {"abs": "absolute mass", "pos": "positive mass", "neg": "negative mass",
+                                    "lift": "volume-adjusted mass (lift)"}
+# Kinds whose rows are fractions summing to one (the lift is a ratio: 1 = uniform, unbounded above).
+FRACTION_KINDS: tuple[str, ...] = ("abs", "pos", "neg")
+COMPARISON_KIND = "lift"
+# drift.target_id of the control row: do the cohorts' region volume shares alone differ?
+VOLUME_TARGET = -3
 
 # anomaly.target_id / anomaly_dice.target_id of the score averaged over classes.
 AVERAGE_TARGET = -1
@@ -69,6 +83,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("abpc", "ABPC", True),
     Metric("naopc", "Normalised AOPC", True),
     Metric("nabpc", "Normalised ABPC", True),
+    # the same case's curves under a random and a volume (largest unit first) ranking: what a
+    # method's AOPC / ABPC must beat
+    Metric("aopc_random", "AOPC, random ranking", None),
+    Metric("abpc_random", "ABPC, random ranking", None),
+    Metric("aopc_volume", "AOPC, volume ranking", None),
+    Metric("abpc_volume", "ABPC, volume ranking", None),
 )}
 
 

@@ -3,7 +3,7 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.views import heat_map
-from dashboard.widgets import causal, export, state
+from dashboard.widgets import causal, class_groups, export, state
 
 ctx = ui.context()
 ui.page_header("Global heat map", ctx, intro="Mean RoI importance e(b → a) over the cohort: how much of the "
@@ -18,14 +18,16 @@ if view == "map":
     causal.heat_map_section(ctx)  # signed ATE of causal runs, above their mass map
     order = ui.order_picker(container=controls[1])
     scale = state.radio("Colour scale", ["linear", "log"], "scale", container=controls[2], what="scale")
-    shown = heat_map.global_map(ctx, heat_map.MapChoices(kind, order, scale == "log"))
+    zoom = class_groups.zoom_picker(ctx.class_rois(), container=controls[0])   # large label sets only
+    shown = heat_map.global_map(ctx, heat_map.MapChoices(kind, order, scale == "log", zoom))
     if shown.empty:
         st.info(shown.empty)
         st.stop()
-    export.show_figure(shown.figure, ctx.name_parts("global-heatmap", kind, order), "heatmap")
+    named = [] if zoom == "all" else [zoom]
+    export.show_figure(shown.figure, ctx.name_parts("global-heatmap", kind, order, *named), "heatmap")
     st.caption(shown.caption)
     with st.expander("Values as a table"):
-        export.show_table(shown.table(), ctx.name_parts("global-matrix", kind), "heatmap-table")
+        export.show_table(shown.table(), ctx.name_parts("global-matrix", kind, *named), "heatmap-table")
     st.stop()
 
 attributes = ui.comparison_attributes(ctx)

@@ -92,5 +92,6 @@ if len(parity):
     st.subheader("Parity with the paper's Table 2")
     st.caption("Spearman of anomaly vs Dice per label in the paper's convention (its score is higher for more "
                "normal cases), beside Table 2 of Agg2Exp (forests fitted on 490 TSV2 training scans there; on the "
-               "cohort itself here).")
+               "cohort itself here). Scores averaged over the forests of several seeds (one seed decides too much "
+               "on a small cohort); p_holm / q_bh: Holm and Benjamini-Hochberg over the per-label tests.")
     export.show_table(parity, ["paper-parity", ctx.run_id], "paper-parity")

@@ -11,13 +11,17 @@ own. Goals: warm < 1 s, filter changes < 0.5 s, the comparison's first computati
 "cpu s" is the process's CPU time (all threads) of the new filter, and of the comparison's
 first computation: on a shared machine it says what the work costs whatever the load.
 
-    python benchmarks/dashboard_render.py [--cases 20000] [--store PATH] [--baseline DIR]
+    python benchmarks/dashboard_render.py [--cases 20000] [--store PATH] [--baseline DIR] [--labels totalseg]
 
 ``--store``: build the store there, or reuse it when it exists (building 20,000 cases takes
 about a minute and 1 GB of disk). ``--baseline DIR``: also measure another checkout of the
 dashboard (e.g. ``git archive <commit> | tar -x -C DIR``) on the same store, before this
 one, and print both. Each checkout is measured in a fresh process. The machine's load
 average is printed with the figures: the timings are only comparable under similar load.
+``--labels totalseg``: a TotalSegmentator-sized label set (117 classes, ``tests/support/label_sets.py``),
+one run with matrices (27.8 M local_importance rows at 2,000 cases); the heat map is timed in its
+default group view and, as "heat_map (every class)", with all 117 x 119 cells; the comparison
+runs 1,000 permutations ('auto' asks 13,923 / 0.05 = 278,460 for FDR over every cell).
 """
 from __future__ import annotations
 
@@ -50,7 +54,10 @@ def timed(app, action=None, cpu: list | None = None) -> float:
     return elapsed
 
 
-def measure(root: Path, db: Path) -> list[dict]:
+EVERY_CLASS = "heat_map (every class)"
+
+
+def measure(root: Path, db: Path, large: bool = False) -> list[dict]:
     """Time every page of the dashboard checked out at ``root`` on the store ``db``."""
     sys.path[:0] = [str(root)]
     os.environ["AGG2EXP_DB"] = str(db)
@@ -66,8 +73,9 @@ def measure(root: Path, db: Path) -> list[dict]:
         return app
 
     rows = []
-    for k, page in enumerate(PAGES):
-        app = open_page(page)
+    pages = PAGES + [EVERY_CLASS] if large else PAGES
+    for k, page in enumerate(pages):
+        app = open_page("heat_map", {"zoom": "all"}) if page == EVERY_CLASS else open_page(page)
         first = timed(app)
         warm = min(timed(app) for _ in range(3))
         figures = len(app.get("plotly_chart"))
@@ -82,7 +90,8 @@ def measure(root: Path, db: Path) -> list[dict]:
         rows.append(dict(page=page, first=first, warm=warm, change=change, new_filter=new_filter, cpu=cpu[0],
                          figures=figures))
 
-    app = open_page("heat_map", {"view": "compare", "by": "sex", "a": "F", "b": "M"})
+    compare = {"view": "compare", "by": "sex", "a": "F", "b": "M", **({"perm": "1000"} if large else {})}
+    app = open_page("heat_map", compare)
     cpu = []
     first = timed(app, cpu=cpu)
     warm = min(timed(app) for _ in range(2))
@@ -91,10 +100,11 @@ def measure(root: Path, db: Path) -> list[dict]:
     return rows
 
 
-def run_measurement(root: Path, db: Path) -> dict:
+def run_measurement(root: Path, db: Path, large: bool = False) -> dict:
     """Measure one checkout in a fresh process; its rows and the load average around it."""
     before = os.getloadavg()
-    out = subprocess.run([sys.executable, __file__, "--measure", str(root), "--store", str(db)],
+    out = subprocess.run([sys.executable, __file__, "--measure", str(root), "--store", str(db),
+                          *(["--labels", "totalseg"] if large else [])],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"measuring {root} failed:\n{out.stderr[-3000:]}")
@@ -126,25 +136,32 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=20000)
     parser.add_argument("--store", type=Path, help="store to build (or reuse when it exists)")
     parser.add_argument("--baseline", type=Path, help="another checkout to measure on the same store first")
+    parser.add_argument("--labels", choices=("thorax", "totalseg"), default="thorax",
+                        help="label set of a store built here: 17 thorax classes or 117 (TotalSegmentator-like)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)     # internal: measure this checkout
     args = parser.parse_args()
+    large = args.labels == "totalseg"
     if args.measure:
-        print(json.dumps({"rows": measure(args.measure.resolve(), args.store)}))
+        print(json.dumps({"rows": measure(args.measure.resolve(), args.store, large)}))
         return 0
 
     db = args.store or Path(tempfile.mkdtemp(prefix="agg2exp-bench-")) / "bench.duckdb"
     if not db.exists():
         sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
-        from synthetic_store import build_synthetic_store
+        from label_sets import TOTALSEG_LIKE
+        from synthetic_store import THORAX_LABELS, build_synthetic_store
 
         start = time.perf_counter()
-        build_synthetic_store(db, n_cases=args.cases, seed=0, with_artifacts=200, run_methods=("vg", "smoothgrad"))
-        print(f"synthetic store: {args.cases} cases, 2 runs with matrices and 4 evaluation runs, built in "
-              f"{time.perf_counter() - start:.1f} s ({db}, {db.stat().st_size / 2**20:.0f} MiB)")
+        labels, methods = (TOTALSEG_LIKE, ("vg",)) if large else (THORAX_LABELS, ("vg", "smoothgrad"))
+        build_synthetic_store(db, n_cases=args.cases, seed=0, with_artifacts=200, run_methods=methods,
+                              class_names=labels)
+        print(f"synthetic store: {args.cases} cases x {len(labels)} classes, {len(methods)} run(s) with matrices "
+              f"and 4 evaluation runs, built in {time.perf_counter() - start:.1f} s "
+              f"({db}, {db.stat().st_size / 2**20:.0f} MiB)")
     else:
         print(f"reusing the store {db}")
-    results = [run_measurement(args.baseline.resolve(), db)] if args.baseline else []
-    results.append(run_measurement(ROOT, db))
+    results = [run_measurement(args.baseline.resolve(), db, large)] if args.baseline else []
+    results.append(run_measurement(ROOT, db, large))
     print(f"\nGoals: warm < {GOAL_WARM:g} s, filter change and new filter < {GOAL_CHANGE:g} s, "
           f"comparison first < {GOAL_COMPARE:g} s. CPUs: {os.cpu_count()}.")
     for result in results:

@@ -15,7 +15,8 @@ import pandas as pd
 from agg2exp_core.labels import GROUP_COLORS
 from agg2exp_core.analysis import graph
 from agg2exp_core.analysis.ordering import ClusterOrder, cluster_order, group_order
-from agg2exp_core.vocabulary import AVERAGE_TARGET, METRICS, UNION_TARGET, metric_label, method_title
+from agg2exp_core.vocabulary import (AVERAGE_TARGET, IG_DEFAULT_RULE, IG_PAPER_RULE, METRICS, UNION_TARGET,
+                                     VOLUME_TARGET, metric_label, method_title)
 from dashboard.filters import PATHOLOGY_NONE, UNKNOWN, pathology_names
 
 AGE_BANDS = ((0, 40, "< 40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥ 80"))
@@ -46,6 +47,8 @@ def roi_name(table: dict[int, Roi], roi_id: int) -> str:
         return AVERAGE_TARGET_TITLE
     if int(roi_id) == UNION_TARGET:
         return "any class (outliers of any class)"
+    if int(roi_id) == VOLUME_TARGET:
+        return "volume shares (control)"
     roi = table.get(int(roi_id))
     return roi.name if roi else f"roi {roi_id}"
 
@@ -189,13 +192,17 @@ def method_label(method: str, params: dict | None) -> str:
 
 
 def method_table(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 of the paper: one row per dataset and method, 'mean ± std' per metric."""
+    """Table 1 of the paper: one row per dataset and method, 'median (mean ± std)' per metric
+    ('mean ± std' where the summary has no median)."""
     if summary.empty:
         return pd.DataFrame()
     labels = {r.run_id: method_label(r.method, r.params) for r in runs.itertuples()}
     frame = summary.copy()
     frame["method"] = frame.run_id.map(labels).fillna(frame.run_id)
     frame["cell"] = [f"{m:.3g} ± {s:.2g}" if pd.notna(s) else f"{m:.3g}" for m, s in zip(frame["mean"], frame["std"])]
+    if "median" in frame.columns:  # skewed per-case metrics (AOPC, sensitivity): the median leads
+        frame["cell"] = [f"{md:.3g} (mean {cell})" if pd.notna(md) else cell
+                         for md, cell in zip(frame["median"], frame["cell"])]
     frame["metric_title"] = frame.metric.map(metric_label)
     # Columns in the vocabulary's order (Table 1 of the paper), unknown names after them.
     known = [metric_label(name) for name in METRICS]
@@ -229,6 +236,9 @@ def run_provenance(run: pd.Series) -> pd.DataFrame:
             ("created at (UTC)", run.get("created_at")), ("classes", len(run.get("label_names") or [])),
             ("cases with results", run.get("n_cases")), ("slice artefacts", run.get("n_artifacts")),
             ("signed (pos/neg) masses", "yes" if run.get("has_signed") else "no (absolute mass only)")]
+    if run.get("method") == "ig" and "rule" not in params:
+        rows.insert(3, ("IG quadrature", f"{IG_DEFAULT_RULE} (default; departs from the paper's Eq. 5, "
+                                         f"rule={IG_PAPER_RULE})"))
     return pd.DataFrame([(k, "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
                          for k, v in rows], columns=["field", "value"])
 

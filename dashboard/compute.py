@@ -66,7 +66,9 @@ class Comparison:
                              f"mean {self.split.label_b}": r.mean_b[i, j], "difference": r.difference[i, j],
                              "ci_low": self.interval.low[i, j] if self.interval else np.nan,
                              "ci_high": self.interval.high[i, j] if self.interval else np.nan,
-                             "p_value": r.p_values[i, j], "q_value_bh": r.q_values[i, j] if r.fdr else np.nan,
+                             "t": r.statistic[i, j], "p_value": r.p_values[i, j],
+                             "q_value_bh": r.q_values[i, j] if r.fdr else np.nan,
+                             "q_value_by": r.q_values_by[i, j] if r.fdr else np.nan,
                              "significant": bool(r.significant[i, j])})
         return pd.DataFrame(rows).sort_values(["significant", "p_value"], ascending=[False, True])
 
@@ -224,20 +226,31 @@ def matrix_intervals(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind
     if len(stored):
         n_boot = int(stored.n_boot.iloc[0])
         return CellIntervals(_aligned(stored, like, "low"), _aligned(stored, like, "high"),
-                             f"{stored.level.iloc[0]:.0%} bootstrap intervals over patients ({n_boot} resamples)")
+                             f"{stored.level.iloc[0]:.0%} bootstrap intervals over patients ({n_boot} resamples)"
+                             + interval_caveat(n_cases))
     if n_cases <= LIVE_BOOTSTRAP_CASES:
         cases, targets, sources, cube = data.local_cube(ref, run_id, _cohort_case_ids(ref, run_id, cohort), kind)
         interval = uncertainty.bootstrap_mean(cube, uncertainty.BootstrapConfig(n_boot=LIVE_BOOTSTRAP_RESAMPLES,
                                                                                level=level))
         frame = uncertainty.interval_frame(interval, targets, sources, kind, "live")
         return CellIntervals(_aligned(frame, like, "low"), _aligned(frame, like, "high"),
-                             f"{level:.0%} bootstrap intervals over patients ({LIVE_BOOTSTRAP_RESAMPLES} resamples)")
+                             f"{level:.0%} studentised bootstrap intervals over patients ({LIVE_BOOTSTRAP_RESAMPLES} "
+                             "resamples)" + interval_caveat(n_cases))
     spread = data.global_matrix_spread(ref, run_id, cohort, kind)
     z = norm.ppf(0.5 + level / 2)                  # two-sided normal quantile of the level
     half = z * spread.sd / np.sqrt(spread.n)
     frame = spread.assign(low=spread["mean"] - half, high=spread["mean"] + half)
     return CellIntervals(_aligned(frame, like, "low"), _aligned(frame, like, "high"),
                          f"{level:.0%} intervals by the normal approximation (n > {LIVE_BOOTSTRAP_CASES})")
+
+
+def interval_caveat(n_cases: int) -> str:
+    """What a reader must know about the cells' intervals: pointwise, and unreliable for few patients."""
+    note = "; pointwise: each cell's interval on its own, not all cells at once"
+    if n_cases < uncertainty.MIN_RELIABLE_N:
+        note += (f". Only {n_cases} patients (< {uncertainty.MIN_RELIABLE_N}): intervals of skewed cells "
+                 "under-cover (about 90 % at a nominal 95 % for 8 patients)")
+    return note
 
 
 def _cohort_case_ids(ref: data.StoreRef, run_id: str, cohort: CohortFilter) -> tuple[str, ...]:
@@ -286,7 +299,9 @@ def cohort_drift(ref: data.StoreRef, run_id: str, cohort: CohortFilter, referenc
     new_ids = tuple(c for c in members if c not in set(reference_ids))
     if len(new_ids) < 2 or len(reference_ids) < 2:
         return pd.DataFrame()
-    cases, targets, sources, cube = data.local_cube(ref, run_id, new_ids + reference_ids, "abs")
+    runs = data.runs(ref).set_index("run_id")
+    kind = "lift" if run_id in runs.index and bool(runs.at[run_id, "has_lift"]) else "abs"  # as the stored tests
+    cases, targets, sources, cube = data.local_cube(ref, run_id, new_ids + reference_ids, kind)
     table = _rois(ref)
     class_sources = [s for s in sources if table[s].is_class]
     is_new = np.isin(cases, new_ids)

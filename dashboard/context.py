@@ -49,6 +49,11 @@ class ViewContext:
     def has_signed_masses(self) -> bool:
         return bool(self.run["has_signed"])
 
+    @property
+    def has_lift(self) -> bool:
+        """Whether the run stores the volume-adjusted mass (lift)."""
+        return bool(self.run.get("has_lift", False))
+
     def provenance(self, n: int | None = None, extra: str = "") -> str:
         """The subtitle of a figure: run, method, cohort filter, n (the cohort's cases unless given)."""
         return analytics.provenance_text(self.run_id, self.method, self.cohort_text,

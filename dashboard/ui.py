@@ -19,7 +19,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import analytics, config, data, filters
-from dashboard.widgets import build_banner, state
+from dashboard.widgets import build_banner, class_groups, state
 from dashboard.imaging import slices
 from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
@@ -321,22 +321,23 @@ def store_problem_page(problem: StoreProblem) -> None:
 
 
 def roi_picker(label: str, rois: list[Roi], key: str, default: Roi | None = None, container=None) -> Roi:
-    """A selectbox of RoIs synced with the URL by RoI name."""
-    by_name = {r.name: r for r in rois}
-    names = list(by_name)
-    name = state.selectbox(label, names, key, default=(default.name if default else names[0]),
-                           container=container, what="class")
-    return by_name[name]
+    """A selectbox of RoIs synced with the URL by RoI name (grouped and searchable for large label sets)."""
+    return class_groups.roi_picker(label, rois, key, default=default, container=container)
 
 
 def kind_picker(ctx: Context, key: str = "kind", container=None) -> str:
-    """abs / pos / neg mass; pos and neg are offered only when the run has them."""
-    kinds = ["abs", "pos", "neg"] if ctx.has_signed_masses else ["abs"]
+    """abs / pos / neg mass and the volume-adjusted lift, each offered only when the run has it."""
+    kinds = (["abs", "pos", "neg"] if ctx.has_signed_masses else ["abs"]) + (["lift"] if ctx.has_lift else [])
     kind = state.radio("Mass", kinds, key, container=container, format_func=MASS_KIND_TITLES.get,
                        what="mass kind")
     if not ctx.has_signed_masses:
         (container or st).caption("Positive/negative masses are not stored for this run (e.g. imported "
                                   "published aggregates hold absolute masses only).")
+    if kind == "lift":
+        (container or st).caption("Lift: mass per unit volume relative to uniform, e_b→a / (|R_b|/|V|). 1 = the "
+                                  "region holds its volume's share of the evidence; a diffuse map is ~1 everywhere.")
+    elif not ctx.has_lift:
+        (container or st).caption("No region volumes for this run: the volume-adjusted mass (lift) is absent.")
     return kind
 
 

@@ -16,6 +16,13 @@ q-values across the classes of one comparison. Rows of a case whose class is abs
 are left out. Large cohorts are subsampled to ``max_cases`` rows each for the test
 (pairwise distances); the cell-level differences use every case.
 
+Volume: the raw mass of a region is about its share of the volume for any diffuse map, so
+clr(mass) = clr(volume share) + clr(density) and a change of field of view or body size reads
+as drift. The tests run on the lift (mass / volume share: its clr is the density part) by
+default; beside each class's test the same test on raw mass (``p_value_raw``), and a control
+row (target ``VOLUME_TARGET``) tests the cohorts' volume shares alone: a class whose raw drift
+does not survive on the lift while the volume shares drift is a volume effect.
+
 Cells: per (a, b), the difference of means (new - reference), Hedges' g and the
 permutation p / BH q-values of ``analysis.compare.permutation_test`` over all cells.
 Cases: a case's drift score for class a is its mean distance to the reference rows minus
@@ -31,9 +38,10 @@ import pandas as pd
 from scipy.spatial.distance import cdist
 
 from agg2exp_core import store
-from agg2exp_core.analysis.compare import benjamini_hochberg, permutation_test, permutations_for_fdr
+from agg2exp_core.analysis.compare import DEFAULT_STOP_AT, benjamini_hochberg, permutation_test, permutations_for_fdr
+from agg2exp_core.analysis.masses import RAW_KIND, check_kind, comparison_cube
 from agg2exp_core.errors import InputError
-from agg2exp_core.vocabulary import AVERAGE_TARGET
+from agg2exp_core.vocabulary import AVERAGE_TARGET, COMPARISON_KIND, VOLUME_TARGET
 
 PERMUTATION_BATCH = 500
 MASS_FLOOR = 1e-4      # masses below 0.01 % count as 0.01 % in the log-ratios
@@ -46,8 +54,10 @@ class DriftConfig:
     max_cases: int = 300                # rows per cohort in the energy test (subsampled beyond)
     cell_permutations: int | None = None  # None: enough for one cell to pass BH over all cells
     seed: int = 0
+    kind: str = COMPARISON_KIND         # mass kind of the rows (volume-adjusted lift; "abs": raw mass)
 
     def __post_init__(self):
+        check_kind(self.kind, "--mass-kind")
         if self.n_permutations < 1:
             raise InputError("--drift-permutations", "must be at least 1")
         if self.max_cases < 2:
@@ -203,7 +213,8 @@ def compare_cohorts(cube: np.ndarray, targets: list[int], sources: list[int], cl
     tests.insert(0, "dataset", label)
     n_cells = len(targets) * len(sources)
     permutations = config.cell_permutations or permutations_for_fdr(n_cells)
-    result = permutation_test(cube[new], cube[ref], n_permutations=permutations, seed=config.seed)
+    result = permutation_test(cube[new], cube[ref], n_permutations=permutations, seed=config.seed,
+                              stop_at=DEFAULT_STOP_AT)   # the count grows with the cells: stop the null ones early
     g = hedges_g(cube[new], cube[ref])
     t_idx, s_idx = np.meshgrid(np.arange(len(targets)), np.arange(len(sources)), indexing="ij")
     cells = pd.DataFrame({"dataset": label, "target_id": np.asarray(targets)[t_idx.ravel()],
@@ -235,9 +246,10 @@ def drift_case_scores(cube: np.ndarray, case_ids: list[str], targets: list[int],
 
 def drift_analysis(con, run_id: str, config: DriftConfig) -> DriftResult:
     """Every other dataset of the run against the reference dataset; written in one transaction."""
-    case_ids, targets, sources, cube = store.local_matrices(con, run_id, "abs")
+    kind, case_ids, targets, sources, cube = comparison_cube(con, run_id, config.kind)
     if not case_ids:
         raise InputError(run_id, "the run has no local importance rows")
+    raw_cube = store.local_matrices(con, run_id, RAW_KIND)[3] if kind != RAW_KIND else cube
     meta = store.case_metadata(con, case_ids)
     datasets = meta.dataset.astype(str).to_numpy()
     if config.reference not in set(datasets):
@@ -246,9 +258,11 @@ def drift_analysis(con, run_id: str, config: DriftConfig) -> DriftResult:
     class_sources = [s for s in store.class_roi_ids(con) if s in sources]
     ref = datasets == config.reference
     tests, cells = [], []
+    shares = volume_share_rows(con, run_id, case_ids, class_sources)
     for dataset in sorted(set(datasets) - {config.reference}):
-        t, c = compare_cohorts(cube, targets, sources, class_sources, datasets == dataset, ref, config, dataset)
-        tests.append(t)
+        new = datasets == dataset
+        t, c = compare_cohorts(cube, targets, sources, class_sources, new, ref, config, dataset)
+        tests.append(with_raw_and_volume(t, raw_cube, targets, sources, class_sources, shares, new, ref, config, kind))
         cells.append(c)
     result = DriftResult(config.reference,
                          pd.concat(tests, ignore_index=True) if tests else _empty_tests(),
@@ -258,8 +272,40 @@ def drift_analysis(con, run_id: str, config: DriftConfig) -> DriftResult:
     return result
 
 
+def volume_share_rows(con, run_id: str, case_ids: list[str], class_sources: list[int]) -> np.ndarray:
+    """clr of the class regions' volume shares ``[cases, class sources]`` (NaN rows where volumes are unknown)."""
+    cases, sources, shares = store.volume_shares(con, run_id)
+    index = {c: i for i, c in enumerate(cases)}
+    table = np.full((len(case_ids), len(class_sources)), np.nan)
+    keep = [sources.index(s) for s in class_sources if s in sources]
+    if len(keep) == len(class_sources):
+        table = shares[np.ix_([index[c] for c in case_ids], keep)]
+    return centred_log_ratios(table)
+
+
+def with_raw_and_volume(tests: pd.DataFrame, raw_cube: np.ndarray, targets: list[int], sources: list[int],
+                        class_sources: list[int], shares: np.ndarray, new: np.ndarray, ref: np.ndarray,
+                        config: DriftConfig, kind: str) -> pd.DataFrame:
+    """The class tests with the same tests on raw mass beside them, and the volume-share control row."""
+    tests = tests.assign(kind=kind)
+    if kind == RAW_KIND:
+        tests = tests.assign(p_value_raw=tests.p_value, q_value_raw=tests.q_value)
+    else:
+        raw = class_tests([class_rows(raw_cube[ref], t, sources, class_sources) for t in range(len(targets))],
+                          [class_rows(raw_cube[new], t, sources, class_sources) for t in range(len(targets))], config)
+        tests = tests.assign(p_value_raw=raw.p_value.to_numpy(), q_value_raw=raw.q_value.to_numpy())
+    control = class_tests([shares[ref]], [shares[new]], config)
+    if control.n_ref.iloc[0] >= 2 and control.n_new.iloc[0] >= 2:
+        row = control.drop(columns="index").assign(dataset=tests.dataset.iloc[0] if len(tests) else "",
+                                                   target_id=VOLUME_TARGET, kind="volume", p_value_raw=np.nan,
+                                                   q_value_raw=np.nan)
+        tests = pd.concat([tests, row[tests.columns]], ignore_index=True)
+    return tests
+
+
 def _empty_tests() -> pd.DataFrame:
-    return pd.DataFrame(columns=["dataset", "target_id", "statistic", "p_value", "n_ref", "n_new", "q_value"])
+    return pd.DataFrame(columns=["dataset", "target_id", "statistic", "p_value", "n_ref", "n_new", "q_value", "kind",
+                                 "p_value_raw", "q_value_raw"])
 
 
 def _empty_cells() -> pd.DataFrame:
@@ -271,7 +317,7 @@ def write_drift(con, run_id: str, result: DriftResult, config: DriftConfig) -> N
     tests = result.tests.assign(run_id=run_id, reference=result.reference, n_permutations=config.n_permutations)
     frames = {
         "drift": tests[["run_id", "dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new",
-                        "reference", "n_permutations"]],
+                        "reference", "n_permutations", "kind", "p_value_raw", "q_value_raw"]],
         "drift_cells": result.cells.assign(run_id=run_id)[["run_id", "dataset", "target_id", "source_id", "mean_ref",
                                                            "mean_new", "difference", "effect_size", "p_value",
                                                            "q_value"]],

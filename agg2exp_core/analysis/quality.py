@@ -12,11 +12,13 @@ Features of a case and class, all computable without labels:
 A ridge regression (``alpha`` by case-grouped cross-validation) of ``Dice - class mean`` on
 the standardised features is fitted on labelled reference cases. The model's own training
 cases (split ``train``) are left out of the fit when enough others remain: a segmentation
-model's Dice on the cases it learnt from is optimistic. Intervals are split-conformal on
-case-grouped out-of-fold residuals, scaled by the class row's novelty (a case twice as
-far from the reference gets an interval twice as wide), at ``level`` (80 %). Fitted cases
-get their out-of-fold estimates, so every stored estimate comes from a model that did not
-see the case. A class is flagged a likely failure when its estimate lies below the fit
+model's Dice on the cases it learnt from is optimistic. Intervals are CV+ per class (Mondrian,
+``analysis.conformal``: each class and the case mean on its own residuals; one pooled quantile
+covered 1.00 / 0.95 / 0.46 of classes with residual SDs 0.01 / 0.04 / 0.12 at 0.80), residuals
+scaled by the class row's novelty, at ``level`` (80 %). When ``ceil((n + 1) level) > n`` the
+interval is unbounded: all of [0, 1]. Fitted cases get out-of-fold estimates and nested CV+
+intervals (their fold held out of everything), so their coverage is out-of-sample too. Nothing
+is guaranteed on a shifted dataset (the validation reports coverage there). A class is flagged a likely failure when its estimate lies below the fit
 cases' 10th percentile of that class's Dice (estimates are shrunk toward the class mean,
 so this flags few cases; the validation reports how many flags were right).
 
@@ -39,7 +41,10 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupKFold
 
 from agg2exp_core import store
-from agg2exp_core.vocabulary import AVERAGE_TARGET
+from agg2exp_core.analysis import conformal
+from agg2exp_core.analysis.conformal import conformal_quantile, fold_indices  # noqa: F401 (re-exported)
+from agg2exp_core.analysis.masses import comparison_cube
+from agg2exp_core.vocabulary import AVERAGE_TARGET, COMPARISON_KIND
 
 ALPHAS = tuple(np.logspace(-1, 3, 13))
 
@@ -55,6 +60,7 @@ class QualityConfig:
     min_cases: int = 5
     max_reference: int = 500             # reference cases of the novelty features (subsampled beyond)
     seed: int = 0
+    kind: str = COMPARISON_KIND          # mass kind of the features (volume-adjusted lift; "abs": raw mass)
 
 
 @dataclass
@@ -115,7 +121,7 @@ def novelty_features(cube: np.ndarray, reference: np.ndarray, k: int) -> tuple[n
 
 def build_inputs(con, run_id: str, config: QualityConfig) -> QualityInputs:
     """Features of every case and class of a run, from the store (and the run's artefacts)."""
-    case_ids, targets, sources, cube = store.local_matrices(con, run_id, "abs")
+    _, case_ids, targets, sources, cube = comparison_cube(con, run_id, config.kind)
     class_ids = store.class_roi_ids(con)
     keep = [j for j, s in enumerate(sources) if s in class_ids]
     cube = cube[:, :, keep]
@@ -223,22 +229,23 @@ def _choose_alpha(z: np.ndarray, target: np.ndarray, groups: np.ndarray, folds: 
 
 def out_of_fold(features: np.ndarray, dice: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Estimates ``[n, classes]`` of each case by a model fitted on the other folds (cases shuffled)."""
-    n = len(features)
+    fold = fold_indices(len(features), folds, seed)
     estimate = np.full(dice.shape, np.nan)
-    order = np.random.default_rng(seed).permutation(n)
-    for test in np.array_split(order, min(folds, n)):
-        train = np.setdiff1d(np.arange(n), test)
-        estimate[test] = fit_model(features[train], dice[train], folds, seed).predict(features[test])
+    for k in np.unique(fold):
+        estimate[fold == k] = fit_model(features[fold != k], dice[fold != k], folds, seed).predict(features[fold == k])
     return estimate
 
 
-def conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """Split-conformal quantile of nonconformity scores (finite-sample corrected)."""
-    scores = np.sort(np.asarray(scores, dtype=float)[np.isfinite(scores)])
-    if not len(scores):
-        return float("nan")
-    rank = int(np.ceil((len(scores) + 1) * level)) - 1
-    return float(scores[min(rank, len(scores) - 1)])
+def _with_mean(values: np.ndarray) -> np.ndarray:
+    """``[..., classes]`` -> ``[..., classes + 1]``: the case mean as one more column."""
+    with np.errstate(invalid="ignore"):
+        return np.concatenate([values, np.nanmean(values, axis=-1, keepdims=True)], axis=-1)
+
+
+def cv_plus(x_cal, dice_cal, scale_cal, x_test, scale_test, config: "QualityConfig"):
+    """Per-class CV+ of the Dice model (``conformal.cv_plus``; the last column is the case mean)."""
+    return conformal.cv_plus(lambda x, y: fit_model(x, y, config.folds, config.seed), x_cal, dice_cal, scale_cal,
+                             x_test, scale_test, config.level, config.folds, config.seed, _with_mean)
 
 
 @dataclass
@@ -255,24 +262,30 @@ class Estimates:
 
 
 def estimate_dice(inputs: QualityInputs, fit: np.ndarray, config: QualityConfig) -> Estimates:
-    """Estimates and intervals for every case; fit cases get out-of-fold estimates."""
+    """Estimates and per-class CV+ intervals for every case; fit cases get out-of-fold estimates
+    and nested intervals (their own fold left out of the fit and the calibration)."""
     x, dice = inputs.features, inputs.dice
-    oof = out_of_fold(x[fit], dice[fit], config.folds, config.seed)
-    estimate = fit_model(x[fit], dice[fit], config.folds, config.seed).predict(x)
-    estimate[fit] = oof
     scale = _interval_scale(inputs.novelty, fit)
-    q = conformal_quantile((np.abs(dice[fit] - oof) / scale[fit]).ravel(), config.level)
-    case_scale = scale.mean(axis=1)
+    scale = np.concatenate([scale, scale.mean(axis=1, keepdims=True)], axis=1)       # the case mean's last
+    estimate = fit_model(x[fit], dice[fit], config.folds, config.seed).predict(x)
+    low, high = np.zeros(scale.shape), np.ones(scale.shape)
+    members, others = np.flatnonzero(fit), np.flatnonzero(~fit)
+    oof, low[others], high[others] = cv_plus(x[members], dice[members], scale[members], x[others], scale[others],
+                                             config)
+    estimate[members] = oof
+    outer = fold_indices(len(members), config.folds, config.seed + 1)
+    for k in np.unique(outer):
+        cal, held = members[outer != k], members[outer == k]
+        if len(cal) >= 2:
+            _, low[held], high[held] = cv_plus(x[cal], dice[cal], scale[cal], x[held], scale[held], config)
+    points = _with_mean(estimate)   # an interval contains its estimate; an unbounded side ends at 0 or 1
+    low, high = np.clip(np.minimum(low, points), 0, 1), np.clip(np.maximum(high, points), 0, 1)
     with np.errstate(invalid="ignore"):
         case_true = np.nanmean(dice[fit], axis=1)
-    case_q = conformal_quantile(np.abs(case_true - oof.mean(axis=1)) / case_scale[fit], config.level)
-    case_estimate = estimate.mean(axis=1)
     failure = np.append(np.nanquantile(dice[fit], config.failure_quantile, axis=0),
                         np.nanquantile(case_true, config.failure_quantile))
-    return Estimates(estimate, np.clip(estimate - q * scale, 0, 1), np.clip(estimate + q * scale, 0, 1),
-                     case_estimate, np.clip(case_estimate - case_q * case_scale, 0, 1),
-                     np.clip(case_estimate + case_q * case_scale, 0, 1), failure, fit.copy(),
-                     np.nanmean(dice[fit], axis=0))
+    return Estimates(estimate, low[:, :-1], high[:, :-1], points[:, -1], low[:, -1], high[:, -1], failure,
+                     fit.copy(), np.nanmean(dice[fit], axis=0))
 
 
 def _interval_scale(novelty: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -356,7 +369,7 @@ def analyze_quality(con, run_id: str, config: QualityConfig = QualityConfig()) -
     if fit.sum() < config.min_cases:
         return {"run_id": run_id, "n_fit": int(fit.sum()), "skipped": "too few labelled reference cases"}
     result = estimate_dice(inputs, fit, config)
-    metrics = {"fit (out-of-fold)": validation_metrics(inputs, result, fit)}
+    metrics = {"fit (nested CV)": validation_metrics(inputs, result, fit)}
     for dataset in sorted(set(inputs.datasets[~fit])):
         metrics[dataset] = validation_metrics(inputs, result, ~fit & (inputs.datasets == dataset))
     write_quality(con, run_id, inputs, result, metrics, config)

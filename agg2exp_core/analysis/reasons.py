@@ -16,6 +16,9 @@ Explaining every case costs about as much as 200 trees x cases; large cohorts ex
 """
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +35,27 @@ class ReasonsConfig:
 
 def tree_contributions(forest, x: np.ndarray) -> tuple[np.ndarray, float]:
     """(contributions ``[cases, features]`` to the anomaly, the forest's expected path length)."""
-    import shap  # heavy (numba); only the analyses that explain forests need it
-
-    explainer = shap.TreeExplainer(forest)
+    explainer = _shap().TreeExplainer(forest)
     values = np.asarray(explainer.shap_values(x), dtype=float)
     return -values, float(np.ravel(explainer.expected_value)[0])
+
+
+def _shap():
+    """shap, imported on first use (heavy: numba; only the analyses that explain forests need it).
+
+    The first import runs on a thread of its own: shap keeps the import errors of its optional
+    extras (cv2, pyspark, its GPU module) in a module dict, tracebacks included, and their
+    frames reach back through the importer's callers. Imported from ``outlier_reasons(con, ...)``
+    that pinned the caller's DuckDB connection until the interpreter exited (nanobind's
+    "leaked instances / types / functions" lines at the end of ``analyze`` and the demo build).
+    """
+    if "shap" not in sys.modules:
+        importer = threading.Thread(target=importlib.import_module, args=("shap",), name="import-shap")
+        importer.start()
+        importer.join()
+    import shap
+
+    return shap
 
 
 def outlier_reasons(con, run_id: str, config: ReasonsConfig = ReasonsConfig()) -> pd.DataFrame:

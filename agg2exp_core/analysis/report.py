@@ -21,11 +21,16 @@ def paper_lines(result: dict) -> list[str]:
     if result.get("fit_fallback"):
         lines.append("note: no reference split among the run's cases, so the forests were fitted on the cohort "
                      "itself (the paper fitted on 490 TSV2 training scans)")
-    lines.append(f"{'label':<24} {'rho':>7} {'p':>9} {'paper rho':>9} {'paper p':>9}")
+    lines.append(f"{'label':<24} {'rho':>7} {'p':>9} {'p Holm':>9} {'q BH':>9} {'paper rho':>9} {'paper p':>9}")
     for row in result["parity"].itertuples():
         lines.append(f"{row.label:<24} {_num(row.spearman_rho):>7} {_num(row.p_value):>9} "
+                     f"{_num(getattr(row, 'p_holm', float('nan'))):>9} {_num(getattr(row, 'q_bh', float('nan'))):>9} "
                      f"{_num(row.paper_rho):>9} {_num(row.paper_p_value):>9}")
     summary = result["parity_summary"]
+    if "seeds" in summary:
+        lines.append(f"scores averaged over {summary['seeds']:.0f} forest seeds; a single seed's averages' rho ranges "
+                     f"{_num(summary['seed_rho_min'])} to {_num(summary['seed_rho_max'])} (SD "
+                     f"{_num(summary['seed_rho_sd'])}), p < 0.05 for {summary['seeds_significant']:.0f} of them")
     lines.append(f"parity: rank agreement of the per-label rho with Table 2 = {_num(summary['rho_rank_agreement'])}, "
                  f"labels significant in both = {summary['significant_both']:.0f} of the paper's "
                  f"{summary['significant_paper']:.0f}, averages' p = {_num(summary['average_p'])} "

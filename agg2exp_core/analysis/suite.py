@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agg2exp_core import store
 from agg2exp_core.analysis import agreement, drift, outliers, paper, quality, reasons, uncertainty
+from agg2exp_core.vocabulary import COMPARISON_KIND
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class SuiteConfig:
     agreement: bool = True
     paper: bool = False                                   # the outlier analysis with the paper's settings
     external: str | None = None                           # dataset of the paper's sex/age tests
+    kind: str = COMPARISON_KIND                           # mass kind of the method agreement
 
 
 def extensions(con, run_id: str, suite: SuiteConfig) -> dict:
@@ -35,7 +37,7 @@ def extensions(con, run_id: str, suite: SuiteConfig) -> dict:
     if suite.bootstrap is not None:
         report["bootstrap"] = uncertainty.analyze_uncertainty(con, run_id, suite.bootstrap)
     if suite.agreement:
-        report["agreement"] = agreement.analyze_agreement(con, run_id)
+        report["agreement"] = agreement.analyze_agreement(con, run_id, kind=suite.kind)
     if suite.drift is not None:
         report["drift"] = drift.drift_analysis(con, run_id, suite.drift)
     return report

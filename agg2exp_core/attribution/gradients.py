@@ -53,6 +53,7 @@ from agg2exp_core.attribution.sinks import PadAdjoint, SampleMaps, check_out, ch
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import placed, resolve_device
 from agg2exp_core.models.inference import Window, WindowGeometry, checked_forward, predict_logits
+from agg2exp_core.vocabulary import IG_DEFAULT_RULE
 
 IG_RULES = ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
 COMMON_PARAMS = ("seed", "device", "batch_size", "aggregation", "mask", "window", "autocast", "out",
@@ -82,7 +83,7 @@ class GradientConfig:
     sample_maps: SampleMaps | None = None  # smoothgrad: records each sample's term a_i ∇f̂(x_i)
     steps: int = 20                   # ig
     baseline: float | torch.Tensor | None = None  # ig; None: the model's air (options.default_baseline)
-    rule: str = "gausslegendre"
+    rule: str = IG_DEFAULT_RULE   # not the paper's Eq. 5 (IG_PAPER_RULE): said where runs are shown
 
     @classmethod
     def from_params(cls, method: str, params: dict, image: torch.Tensor,
@@ -200,7 +201,9 @@ def ig_quadrature(rule: str, steps: int) -> tuple[list[float], list[float]]:
 
     ``gausslegendre`` is exact for polynomials of degree < 2·steps and converges fastest
     for smooth paths; ``riemann_middle`` / ``riemann_trapezoid`` converge as O(1/steps²);
-    ``riemann_right`` is the paper's Eq. 5 (O(1/steps)).
+    ``riemann_right`` is the paper's Eq. 5 (O(1/steps)). The nodes are Captum's; so are the
+    weights except ``riemann_trapezoid``, whose weights here sum to 1 (Captum's sum to
+    (steps-1)/steps: nodes 1/(steps-1) apart weighed 1/steps; tests/core/attribution/test_captum_parity.py).
     """
     n = int(steps)
     if rule == "gausslegendre":

@@ -41,6 +41,13 @@ def default_baseline(model, image: torch.Tensor) -> float:
     return float(air(image)) if callable(air) else 0.0
 
 
+def default_range(model, image: torch.Tensor) -> tuple[float, float]:
+    """(low, high) intensities of the model's input space: the model's own for a ``Segmenter``,
+    [0, 1] (the default HU window) for a plain callable."""
+    value_range = getattr(model, "value_range", None)
+    return tuple(float(v) for v in value_range(image)) if callable(value_range) else (0.0, 1.0)
+
+
 def pop_window(params: dict, default: Window | None) -> Window | None:
     """The window of a call: ``window=``, else fields given by name over ``default``, else ``default``.
 

@@ -1,6 +1,6 @@
 """One registry of attribution methods: name, the parameters each accepts, and its explainer.
 
-``explain`` (the contract of DESIGN.md) dispatches here; precompute validates a run's
+``explain`` (the contract of docs/CONTRACTS.md) dispatches here; precompute validates a run's
 ``--params`` against ``parameters(method)`` before it touches a case.
 """
 from __future__ import annotations

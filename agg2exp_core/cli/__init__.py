@@ -15,7 +15,7 @@ from pathlib import Path
 from agg2exp_core.cli.options import (add_executor, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
 from agg2exp_core.errors import InputError
-from agg2exp_core.vocabulary import METHODS
+from agg2exp_core.vocabulary import COMPARISON_KIND, MASS_KINDS, METHODS
 
 METHOD_NAMES = tuple(METHODS)
 EVALUATION_METRICS = "faithfulness,sensitivity,complexity,efficiency,curves"
@@ -134,8 +134,9 @@ def _add_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="Dice of a model on a manifest's labelled cases")
     p.add_argument("--manifest", required=True, type=Path)
     add_model(p)
-    p.add_argument("--split", default="test")
-    p.add_argument("--dataset")
+    p.add_argument("--split", help="only cases of this split (default: test when the manifest has a split "
+                                   "column, else every labelled case)")
+    p.add_argument("--dataset", help="only cases of this dataset")
     p.set_defaults(func=_run_predict)
 
 
@@ -214,6 +215,9 @@ def _add_analyze(subparsers) -> None:
     p.add_argument("--quality-reference", metavar="DATASET",
                    help="labelled reference cases of the Dice estimate (default: --fit-dataset, else any)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals (0: none)")
+    p.add_argument("--mass-kind", default=COMPARISON_KIND, choices=list(MASS_KINDS),
+                   help="mass kind the outliers, expected Dice, agreement and drift compare cases by (default: "
+                        "lift, the volume-adjusted mass; abs: the raw mass of the paper)")
     for name, what in (("reasons", "outlier reasons (SHAP of the forests)"), ("quality", "expected Dice"),
                        ("agreement", "agreement with other runs over the same cases")):
         p.add_argument(f"--no-{name}", action="store_true", help=f"skip the {what}")
@@ -232,15 +236,16 @@ def _run_analyze(args) -> int:
     if args.bootstrap and args.bootstrap < 10:
         raise InputError("--bootstrap", "must be 0 (none) or at least 10")
     suite = SuiteConfig(
-        drift=DriftConfig(args.drift_reference, n_permutations=args.drift_permutations, seed=args.seed)
-        if args.drift_reference else None,
+        drift=DriftConfig(args.drift_reference, n_permutations=args.drift_permutations, seed=args.seed,
+                          kind=args.mass_kind) if args.drift_reference else None,
         quality=None if args.no_quality else QualityConfig(fit_dataset=args.quality_reference or args.fit_dataset,
-                                                           seed=args.seed),
+                                                           seed=args.seed, kind=args.mass_kind),
         reasons=None if args.no_reasons else SuiteConfig().reasons,
         bootstrap=BootstrapConfig(n_boot=args.bootstrap, seed=args.seed) if args.bootstrap else None,
-        agreement=not args.no_agreement, paper=args.paper, external=args.external)
+        agreement=not args.no_agreement, paper=args.paper, external=args.external, kind=args.mass_kind)
     result = analyze_run(args.db, args.run, AnalysisConfig(args.fit_dataset, args.fit_split or None,
-                                                           args.contamination, random_state=args.seed), suite)
+                                                           args.contamination, random_state=args.seed,
+                                                           kind=args.mass_kind), suite)
     avg = result["spearman"][result["spearman"].target_id == AVERAGE]
     rho = f", Spearman(anomaly, Dice) averaged = {avg.spearman_rho.iloc[0]:.3f}" if len(avg) else ""
     print(f"run {result['run_id']}: {result['n_cases']} cases scored, fitted on {result['n_fit']}"

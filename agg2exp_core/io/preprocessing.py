@@ -24,6 +24,7 @@ from monai.transforms import Orientation, ScaleIntensityRange, Spacing
 from agg2exp_core.errors import InputError
 
 AIR_HU = -1024.0
+CT_MAX_HU = 3071.0   # the top of a 12-bit CT scale: the range of an unclipped normalisation
 NORMALIZATIONS = ("window", "zscore", "ct", "none", "image")
 ORIENTATIONS = ("RAS", "LPS", None)  # None: the voxel order as stored
 
@@ -86,6 +87,23 @@ class Intensity:
             return float(torch.as_tensor(image).min())
         return float(self.apply(torch.tensor(AIR_HU, dtype=torch.float64)))
 
+    def value_range(self, image: torch.Tensor | None = None) -> tuple[float, float]:
+        """(low, high) intensities a preprocessed CT may take in the network's input space.
+
+        Clipping normalisations: their clip range; unclipped ones: the CT range -1024..3071 HU
+        mapped through them; per-image scaling: the image's own range.
+        """
+        if self.kind == "image":
+            if image is None:
+                raise InputError("baseline", "the model scales every image by its own statistics: give a baseline")
+            image = torch.as_tensor(image)
+            return float(image.min()), float(image.max())
+        if self.kind == "window":
+            return float(min(self.b_min, self.b_max)), float(max(self.b_min, self.b_max))
+        lo, hi = (self.lo, self.hi) if self.kind == "ct" else (AIR_HU, CT_MAX_HU)
+        ends = self.apply(torch.tensor([lo, hi], dtype=torch.float64))
+        return float(ends.min()), float(ends.max())
+
     def display_window(self) -> tuple[float, float]:
         """The HU range the network distinguishes (what artefacts should show)."""
         return (self.lo, self.hi) if self.kind in ("window", "ct") else (-1024.0, 1024.0)
@@ -105,6 +123,7 @@ class ModelPreprocessing(Protocol):
     def image(self, volume: np.ndarray, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]: ...
     def labels(self, volume: np.ndarray, affine: np.ndarray) -> torch.Tensor: ...
     def air_value(self, image: torch.Tensor | None = None) -> float: ...
+    def value_range(self, image: torch.Tensor | None = None) -> tuple[float, float]: ...
     def to_hu(self, image: torch.Tensor) -> np.ndarray: ...
     def display_window(self) -> tuple[float, float]: ...
     def to_dict(self) -> dict: ...
@@ -122,6 +141,9 @@ class IntensityViews:
 
     def air_value(self, image: torch.Tensor | None = None) -> float:
         return self.intensity.air(image)
+
+    def value_range(self, image: torch.Tensor | None = None) -> tuple[float, float]:
+        return self.intensity.value_range(image)
 
     def to_hu(self, image: torch.Tensor) -> np.ndarray:
         return self.intensity.to_hu(torch.as_tensor(image)[0].numpy())

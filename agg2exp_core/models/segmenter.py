@@ -58,6 +58,10 @@ class Segmenter:
         """-1024 HU in the model's input space: the default baseline of the explainers."""
         return self.preprocessing.air_value(image)
 
+    def value_range(self, image: torch.Tensor | None = None) -> tuple[float, float]:
+        """(low, high) intensities of a preprocessed CT in the model's input space (donor clamps, noise scale)."""
+        return self.preprocessing.value_range(image)
+
     def provenance(self) -> dict:
         """What a run records about its model: source, network, preprocessing, window, weights."""
         window = None if self.window is None else {"kind": self.window.kind, **self.window.to_dict()}

@@ -105,20 +105,38 @@ def train(manifest: str | Path, out_checkpoint: str | Path, config: TrainConfig 
                            config.preprocessing, config.roi_size, extra=extra)
 
 
-def evaluate_dice(manifest: str | Path, model, split: str = "test",
+def evaluate_dice(manifest: str | Path, model, split: str | None = None,
                   dataset: str | None = None, device: str = "auto") -> dict[str, np.ndarray]:
     """Per-case Dice ``{case_id: [l]}`` of a model (any source, see ``load_model``) on the
-    manifest's labelled cases, on the model's grid."""
+    manifest's labelled cases, on the model's grid. ``split`` None: the test split when the
+    manifest assigns splits, else every labelled case. No case to score is an ``InputError``."""
+    rows = labelled_cases(manifest, split, dataset)
     model = load_model(model, device=device)
-    frame = read_manifest(manifest)
-    rows = frame[(frame.split == split) & (frame.label != "")]
-    if dataset:
-        rows = rows[rows.dataset == dataset]
     scores = {}
     for _, row in rows.iterrows():
         case = load_case(row.to_dict(), model.preprocessing, n_labels=model.n_classes)
         pred = model.predict(case.image).argmax(0)
         scores[case.case_id] = dice_per_class(pred, case.label, model.n_classes)
     return scores
+
+
+def labelled_cases(manifest: str | Path, split: str | None = None, dataset: str | None = None):
+    """The manifest rows with a label in ``split`` (see ``evaluate_dice``) and ``dataset``."""
+    frame = read_manifest(manifest)
+    splits = sorted(set(frame.split) - {""})
+    if split is None:
+        split = "test" if splits else ""
+    rows = frame[frame.label != ""]
+    if split:
+        rows = rows[rows.split == split]
+    if dataset:
+        rows = rows[rows.dataset == dataset]
+    if rows.empty:
+        where = " and ".join(w for w in (f"split '{split}'" if split else "", f"dataset '{dataset}'" if dataset
+                                         else "") if w) or "the manifest"
+        present = f"splits present: {', '.join(splits)}" if splits else "no split column"
+        raise InputError(manifest, f"no labelled case (a 'label' path) in {where} ({present}; "
+                                   f"{len(frame)} cases, {int((frame.label != '').sum())} labelled)")
+    return rows
 
 

@@ -3,7 +3,7 @@
 - Donors (``donor="images"``): other cases of the same manifest, loaded with the model's
   preprocessing (RAS, target spacing, HU window to [0, 1]) and brought onto the case's
   grid: resampled to the case's spacing when it differs (MONAI ``Spacing``, only when the
-  preprocessing keeps native spacing), then centre-cropped or padded with air (0.0) to its
+  preprocessing keeps native spacing), then centre-cropped or padded with the model's air to its
   shape (MONAI ``ResizeWithPadOrCrop``), i.e. volumes are aligned at their centres. A run
   draws one pool of ``n_samples + 1`` cases (seeded) and each case uses the pool without itself.
 - Per case: the class x region ATE matrix (``causal_effect``), optional component effects
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from agg2exp_core import store
-from agg2exp_core.attribution.causal import (ABLATIONS, ComponentEffects, RegionEffects, causal_run,
+from agg2exp_core.attribution.causal import (ABLATIONS, ComponentEffects, RegionEffects, causal_run, summed_effects,
                                              component_effects, mask_faithfulness, relevance_units)
 from agg2exp_core.attribution.causal.relevance import check_share
 from agg2exp_core.attribution.kernelshap import kernelshap_run
@@ -96,23 +96,27 @@ class CohortDonors:
             if case_id not in self._loaded:
                 self._loaded[case_id] = load_case({k: v for k, v in row.items() if k in ("case_id", "image")},
                                                   self.preprocessing)
-            out.append(fit_to_grid(self._loaded[case_id], case))
+            out.append(fit_to_grid(self._loaded[case_id], case, self.preprocessing.air_value(),
+                                   self.preprocessing.value_range()))
         if not out:
             raise InputError("donor", "donor='images' needs at least two cases in the manifest")
         return out
 
 
-def fit_to_grid(donor: Case, case: Case) -> torch.Tensor:
-    """A donor image ``[1, *S]`` on a case's grid: same spacing, centre-cropped or air-padded."""
+def fit_to_grid(donor: Case, case: Case, air: float = 0.0, value_range: tuple[float, float] = (0.0, 1.0)
+                ) -> torch.Tensor:
+    """A donor image ``[1, *S]`` on a case's grid: same spacing, centre-cropped or padded with the
+    model's ``air`` and clamped to its intensity ``value_range`` (both in the model's input space:
+    0.0 and [0, 1] only for the default HU window)."""
     from monai.data import MetaTensor
     from monai.transforms import ResizeWithPadOrCrop, Spacing
 
     image = donor.image
     if not np.allclose(donor.spacing, case.spacing, rtol=1e-3):
         image = Spacing(pixdim=case.spacing, mode="bilinear")(MetaTensor(image, affine=torch.as_tensor(donor.affine)))
-    fitted = ResizeWithPadOrCrop(tuple(case.image.shape[1:]), mode="constant", value=0.0)(image)
+    fitted = ResizeWithPadOrCrop(tuple(case.image.shape[1:]), mode="constant", value=float(air))(image)
     plain = fitted.as_tensor() if isinstance(fitted, MetaTensor) else torch.as_tensor(fitted)
-    return plain.float().clamp(0.0, 1.0)
+    return plain.float().clamp(*value_range)
 
 
 @dataclass
@@ -149,9 +153,10 @@ class CaseExtras:
     def by_roi(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
         """The region matrix summed per RoI label: (labels, ate [C, L], se [C, L], n [L])."""
         e, labels = self.effects, sorted(set(self.region_labels.tolist()))
-        ate = np.stack([e.ate[:, self.region_labels == l].sum(axis=1) for l in labels], axis=1)
-        se = np.stack([np.sqrt((e.se[:, self.region_labels == l] ** 2).sum(axis=1)) for l in labels], axis=1)
-        n = np.array([int(e.n[self.region_labels == l].min()) for l in labels])
+        sums = [summed_effects(e, np.flatnonzero(self.region_labels == l), e.donor != "images") for l in labels]
+        ate = np.stack([a for a, _, _ in sums], axis=1)
+        se = np.stack([s for _, s, _ in sums], axis=1)   # from per-donor sums: the regions share donors
+        n = np.array([k for _, _, k in sums])
         return labels, ate, se, n
 
 
@@ -181,7 +186,7 @@ def explain_case(model: Segmenter, case: Case, prediction: torch.Tensor, method:
                                            ablation=extras.ablation, **sampling)
     if extras.relevance_share is not None:
         out.relevance = _relevance(model, case, pred, classes, values, partition, ids, extras.relevance_share,
-                                   params.get("baseline", 0.0))
+                                   params.get("baseline", model.air_value(case.image)))
     return attributions.astype(np.float32), out
 
 

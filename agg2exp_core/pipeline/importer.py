@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from agg2exp_core import store
+from agg2exp_core.aggregate import lift
 from agg2exp_core.io.manifest import CASE_ID, CASE_ID_RULE, read_metadata
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import NAME_ALIASES, roi_specs
@@ -110,6 +111,24 @@ def mean_cube(csv_path: Path, frame: pd.DataFrame, names: list[str]) -> np.ndarr
     return values.reshape(len(frame), len(names), len(names))
 
 
+def volume_from_means(masses: np.ndarray, means: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(volume shares ``[patients, b]``, lifts ``[patients, a, b]``) from the published masses and means.
+
+    ``mass_ab / mean_ab = |R_b| / ||e_a||_1``, so within a row the ratios are proportional to the
+    region volumes, and the class regions partition the volume: ``share_b`` = ratio / row sum of
+    ratios (the median over the explained classes a, which agree up to rounding). The lift is then
+    ``mass / share``. All NaN when the file has no means: the lift of this import is absent.
+    """
+    shape = masses.shape
+    if means is None:
+        return np.full((shape[0], shape[2]), np.nan), np.full(shape, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(means > 0, masses / np.where(means > 0, means, 1.0), np.nan)
+        per_row = ratios / np.nansum(ratios, axis=2, keepdims=True)
+        shares = np.nanmedian(np.where(np.isfinite(per_row), per_row, np.nan), axis=1)
+    return shares, np.stack([lift(masses[i], shares[i]) for i in range(shape[0])])
+
+
 def region_rows(run_id: str, case_ids, ids: list[int], means: np.ndarray | None) -> list[list]:
     """Long rows of ``region_attribution`` (NaN means, e.g. of an empty region, are left out)."""
     if means is None:
@@ -141,10 +160,11 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
     with store.open_writer(db_path) as con:
         roi_ids = store.upsert_rois(con, roi_specs(canonical))
         ids = [roi_ids[n] for n in canonical]
+        shares, lifts = volume_from_means(masses, means)
         rows = []
         for i, case_id in enumerate(cases.case_id):
             empty = np.full(masses[i].shape, np.nan)  # the published CSV has absolute masses only
-            rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty)
+            rows += store.importance_rows(run_id, case_id, ids, ids, masses[i], empty, empty, shares[i], lifts[i])
         store.ensure_run(con, run_id, "smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, canonical,
                          source="import", description=f"Published Agg2Exp SmoothGrad aggregates ({csv_path.name})")
         store.write_imported_run(con, run_id, cases, rows, dice_rows(frame, names, ids),

@@ -16,7 +16,7 @@ import numpy as np
 from agg2exp_core.aggregate import sampling_noise
 from agg2exp_core.attribution.gradients import GradientConfig
 from agg2exp_core.attribution.sinks import SampleMaps
-from agg2exp_core.vocabulary import SAMPLING_NOISE_Z
+from agg2exp_core.vocabulary import FRACTION_KINDS, SAMPLING_NOISE_Z
 
 SAMPLE_MAPS_MAX_BYTES = 512 * 2**20
 Z = SAMPLING_NOISE_Z  # 95 % (vocabulary.SAMPLING_NOISE_LEVEL)
@@ -56,7 +56,7 @@ def case_noise(recorder: SampleMaps | None, note: str | None, pred, n_classes: i
 
 def noise_rows(run_id: str, case_id: str, noise: CaseNoise | None, matrices: dict[str, np.ndarray],
                target_ids: Sequence[int], source_ids: Sequence[int]) -> list[list]:
-    """Long rows of ``sampling_noise``: each finite cell's SE and ``estimate ± Z·SE`` in [0, 1]."""
+    """Long rows of ``sampling_noise``: each finite cell's SE and ``estimate ± Z·SE`` (in [0, 1] for fractions)."""
     if noise is None:
         return []
     rows = []
@@ -66,6 +66,7 @@ def noise_rows(run_id: str, case_id: str, noise: CaseNoise | None, matrices: dic
             for j, s in enumerate(source_ids):
                 e, v = float(estimate[i, j]), float(se[i, j])
                 if np.isfinite(e) and np.isfinite(v):
-                    rows.append([run_id, case_id, int(t), int(s), kind, v, max(0.0, e - Z * v), min(1.0, e + Z * v),
+                    high = min(1.0, e + Z * v) if kind in FRACTION_KINDS else e + Z * v  # a lift is unbounded
+                    rows.append([run_id, case_id, int(t), int(s), kind, v, max(0.0, e - Z * v), high,
                                  noise.n_samples])
     return rows

@@ -132,7 +132,8 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
                                **params).float().numpy()
     # one class row at a time, so that aggregation's float64 copies are [1,*S], not [k,*S]
     rows = [local_matrices(attributions[j:j + 1], pred, model.n_classes, case.rois) for j in range(len(classes))]
-    matrices = {kind: np.concatenate([r[kind] for r in rows]) for kind in rows[0]}
+    matrices = {kind: np.concatenate([r[kind] for r in rows]) for kind in rows[0] if kind != "volume"}
+    matrices["volume"] = rows[0]["volume"]  # one share per source RoI, the same for every class row
     region_means = np.concatenate([region_mean_attribution(attributions[j:j + 1], pred, model.n_classes)
                                    for j in range(len(classes))])
     artifact = slice_artifact(case, pred.numpy(), attributions, classes, model.preprocessing)
@@ -357,7 +358,8 @@ class _CaseWriter:
         target_ids = [self.roi_ids[names[c]] for c in self.classes]
         source_ids = [self.roi_ids[s] for s in list(names) + result.roi_names]
         m = result.matrices
-        return store.importance_rows(self.run_id, result.case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"])
+        return store.importance_rows(self.run_id, result.case_id, target_ids, source_ids, m["abs"], m["pos"], m["neg"],
+                                     m["volume"], m["lift"])
 
     def _result_rows(self, result: CaseResult) -> dict[str, list[list]]:
         """Rows of the per-case result tables: region means, sampling noise, and the causal tables if any."""

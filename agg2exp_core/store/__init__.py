@@ -11,7 +11,7 @@ from agg2exp_core.store.queries import (analysis_settings, anomaly_scores, artif
                                         build_status, case_metadata, class_roi_ids, dice_of_model, done_cases,
                                         has_method_evaluation, latest_run_id, local_cube, local_matrices, matrix_runs,
                                         mean_anomaly_by_case, roi_names, run_exists, run_label_names, run_model,
-                                        store_folder)
+                                        store_folder, volume_shares)
 from agg2exp_core.store.schema import (ANALYSIS_TABLES, AVERAGE_TARGET, BUILD_STATES, CASE_RESULT_TABLES, SCHEMA,
                                        SCHEMA_VERSION, init_schema)
 from agg2exp_core.store.writer import (CASE_COLUMNS, build_step_reporter, causal_rows, code_version_string,
@@ -29,4 +29,4 @@ __all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "BUILD_STATES", "CASE_COLUMNS", 
            "open_writer", "plan_build", "publish", "record_failure", "register_new_cases", "replace_analysis",
            "replace_table_rows", "roi_names", "run_exists", "run_id_for", "run_label_names", "run_model",
            "started_cases", "store_folder", "transaction", "update_build_step", "upsert_cases", "upsert_rois",
-           "write_case", "write_imported_run", "write_method_eval", "writing_path"]
+           "volume_shares", "write_case", "write_imported_run", "write_method_eval", "writing_path"]

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS case_status(
     PRIMARY KEY(run_id, case_id));
 CREATE TABLE IF NOT EXISTS local_importance(
     run_id VARCHAR, case_id VARCHAR, target_id INTEGER, source_id INTEGER,
-    mass_abs DOUBLE, mass_pos DOUBLE, mass_neg DOUBLE,
+    mass_abs DOUBLE, mass_pos DOUBLE, mass_neg DOUBLE, volume_share DOUBLE, mass_lift DOUBLE,
     PRIMARY KEY(run_id, case_id, target_id, source_id));
 CREATE TABLE IF NOT EXISTS dice(
     model_sha256 VARCHAR, case_id VARCHAR, class_id INTEGER, dice DOUBLE,
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS relevance_mask(
 CREATE TABLE IF NOT EXISTS drift(
     run_id VARCHAR, dataset VARCHAR, target_id INTEGER, statistic DOUBLE, p_value DOUBLE, q_value DOUBLE,
     n_ref INTEGER, n_new INTEGER, reference VARCHAR, n_permutations INTEGER,
-    PRIMARY KEY(run_id, dataset, target_id));
+    kind VARCHAR, p_value_raw DOUBLE, q_value_raw DOUBLE, PRIMARY KEY(run_id, dataset, target_id));
 CREATE TABLE IF NOT EXISTS drift_cells(
     run_id VARCHAR, dataset VARCHAR, target_id INTEGER, source_id INTEGER, mean_ref DOUBLE, mean_new DOUBLE,
     difference DOUBLE, effect_size DOUBLE, p_value DOUBLE, q_value DOUBLE,
@@ -98,8 +98,8 @@ CREATE TABLE IF NOT EXISTS sampling_noise(
     PRIMARY KEY(run_id, case_id, target_id, source_id, kind));
 CREATE TABLE IF NOT EXISTS method_agreement(
     run_id VARCHAR, other_run_id VARCHAR, target_id INTEGER, spearman_mean DOUBLE, spearman_low DOUBLE,
-    spearman_high DOUBLE, spearman_median DOUBLE, n_cases INTEGER,
-    PRIMARY KEY(run_id, other_run_id, target_id));
+    spearman_high DOUBLE, spearman_median DOUBLE, n_cases INTEGER, kind VARCHAR, null_mean DOUBLE,
+    null_high DOUBLE, PRIMARY KEY(run_id, other_run_id, target_id));
 CREATE TABLE IF NOT EXISTS method_disagreement(
     run_id VARCHAR, other_run_id VARCHAR, target_id INTEGER, source_id INTEGER, mean_run DOUBLE,
     mean_other DOUBLE, difference DOUBLE, mean_abs_difference DOUBLE,
@@ -149,6 +149,19 @@ CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask
 BUILD_STATES = ("pending", "running", "done", "failed")
 
 
+# Columns added after a table's first release (a store written before gets them, NULL, on open):
+# local_importance.volume_share |R_b|/|V| of source b in the case and mass_lift = mass_abs / volume_share
+# (NULL where the volumes are unknown, e.g. an import without the published means); drift.kind the
+# mass kind the class tests ran on, p/q_value_raw the same test on raw absolute mass; method_agreement.kind
+# likewise, null_mean / null_high the mean and 95th percentile of the agreement of volume-only maps.
+ADDED_COLUMNS = (("local_importance", "volume_share", "DOUBLE"), ("local_importance", "mass_lift", "DOUBLE"),
+                 ("drift", "kind", "VARCHAR"), ("drift", "p_value_raw", "DOUBLE"), ("drift", "q_value_raw", "DOUBLE"),
+                 ("method_agreement", "kind", "VARCHAR"), ("method_agreement", "null_mean", "DOUBLE"),
+                 ("method_agreement", "null_high", "DOUBLE"))
+
+
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
+    for table, column, sql_type in ADDED_COLUMNS:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])

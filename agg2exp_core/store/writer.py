@@ -106,6 +106,9 @@ def publish(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> None:
         raise InputError(db_path, unpublished.format(error=str(err).splitlines()[0])) from None
     work = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
     durable_copy(work, db_path, unpublished)
+    # DuckDB names its file by an absolute path; ``db_path`` may be relative or pass a symbolic
+    # link. Compared as given, a relative store path never matched: the record went stale at
+    # every publication and the next session took it for a restore and recopied the store.
     if work.resolve() == writing_path(db_path).resolve():
         record_seed(db_path)
 
@@ -154,13 +157,20 @@ def ensure_run(con: duckdb.DuckDBPyConnection, run_id: str, method: str, params:
 
 
 def importance_rows(run_id: str, case_id: str, target_ids: Sequence[int], source_ids: Sequence[int],
-                    mass_abs: np.ndarray, mass_pos: np.ndarray, mass_neg: np.ndarray) -> list[list]:
-    """Long-format rows of one case's local matrices ``[len(target_ids), len(source_ids)]``."""
+                    mass_abs: np.ndarray, mass_pos: np.ndarray, mass_neg: np.ndarray,
+                    volume_share: np.ndarray | None = None, mass_lift: np.ndarray | None = None) -> list[list]:
+    """Long-format rows of one case's local matrices ``[len(target_ids), len(source_ids)]``.
+
+    ``volume_share`` ``[len(source_ids)]`` and ``mass_lift`` (same shape as the masses): NULL when
+    not given (volumes unknown).
+    """
+    shares = np.full(len(source_ids), np.nan) if volume_share is None else np.asarray(volume_share, dtype=float)
+    lifts = np.full(np.shape(mass_abs), np.nan) if mass_lift is None else np.asarray(mass_lift, dtype=float)
     rows = []
     for i, t in enumerate(target_ids):
         for j, s in enumerate(source_ids):
             rows.append([run_id, case_id, int(t), int(s), _num(mass_abs[i, j]),
-                         _num(mass_pos[i, j]), _num(mass_neg[i, j])])
+                         _num(mass_pos[i, j]), _num(mass_neg[i, j]), _num(shares[j]), _num(lifts[i, j])])
     return rows
 
 
@@ -196,7 +206,7 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
             upsert_cases(con, pd.DataFrame([case_row]))
         con.execute("DELETE FROM local_importance WHERE run_id = ? AND case_id = ?", [run_id, case_id])
         if rows:
-            con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            _insert_importance(con, rows)
         for table, table_rows in results.items():
             con.execute(f"DELETE FROM {table} WHERE run_id = ? AND case_id = ?", [run_id, case_id])
             _insert_rows(con, table, table_rows)
@@ -206,6 +216,17 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
             con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", [run_id, case_id, artifact_path])
         con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])
         con.execute("INSERT OR REPLACE INTO case_status VALUES (?, ?, ?, ?)", [run_id, case_id, seconds, _now()])
+
+
+IMPORTANCE_COLUMNS = ("run_id", "case_id", "target_id", "source_id", "mass_abs", "mass_pos", "mass_neg",
+                      "volume_share", "mass_lift")
+
+
+def _insert_importance(con: duckdb.DuckDBPyConnection, rows: Sequence[Sequence]) -> None:
+    """Rows of ``local_importance``; rows without the volume columns (7 values) leave them NULL."""
+    columns = IMPORTANCE_COLUMNS[:len(rows[0])]
+    con.executemany(f"INSERT INTO local_importance ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                    [list(r) for r in rows])
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence]) -> None:
@@ -294,7 +315,7 @@ def write_imported_run(con: duckdb.DuckDBPyConnection, run_id: str, cases: pd.Da
         for table in ("local_importance", "case_status", "region_attribution"):  # a smaller re-import leaves no ghosts
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         if importance:
-            con.executemany("INSERT INTO local_importance VALUES (?, ?, ?, ?, ?, ?, ?)", importance)
+            _insert_importance(con, importance)
         _insert_rows(con, "region_attribution", region_rows)
         if dice_rows:
             con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", dice_rows)

@@ -26,13 +26,16 @@ def matrix_heatmap(view: MatrixView, title: str, provenance: str, value_label: s
     counts = view.counts if with_counts else None
     lines = f"{value_label}: %{{text}}" + ("<br>n cases: %{customdata[2]}" if counts is not None else "")
     bar = colorbar(value_label + (" (log)" if log_scale else ""))
+    finite = values[np.isfinite(values)]
+    # fractions end at 1 (log 0); a lift (mass / volume share) goes above it
+    top = max(0, math.ceil(math.log10(finite.max()))) if log_scale and finite.size and finite.max() > 0 else 0
     if log_scale:
-        ticks = list(range(int(math.log10(LOG_FLOOR)), 1))
+        ticks = list(range(int(math.log10(LOG_FLOOR)), top + 1))
         bar.update(tickvals=ticks, ticktext=[f"{10.0 ** k:g}" for k in ticks])
     heat = cell_heatmap(z, view.targets, view.sources, [counts_text(counts, values.shape)], lines,
                         text=texts(values, lambda v: "n/a" if not np.isfinite(v) else f"{v:.4f}"),
                         colorscale=SEQUENTIAL, colorbar=bar, zmin=math.log10(LOG_FLOOR) if log_scale else 0.0,
-                        zmax=0.0 if log_scale else None)
+                        zmax=float(top) if log_scale else None)
     if with_trees and view.has_trees:
         fig, where, label_side = _with_dendrograms(heat, view, value_label), dict(row=2, col=2), "right"
     else:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 import plotly.graph_objects as go
 
-from agg2exp_core.vocabulary import AVERAGE_TARGET
+from agg2exp_core.vocabulary import AVERAGE_TARGET, VOLUME_TARGET
 from dashboard import compute, data, figures
 from dashboard.context import ViewContext
 from dashboard.views.common import target_name, with_names
@@ -60,13 +60,18 @@ def class_drift(ctx: ViewContext, drift: DriftSetup, choice: str) -> ClassDrift:
             return ClassDrift(label, "The filtered cohort needs at least 2 cases outside the reference dataset.")
     else:
         shown, label = drift.tests[drift.tests.dataset == choice], f"dataset {choice}"
+    control = shown[shown.target_id == VOLUME_TARGET]      # the volume-share control row is not a class
+    shown = shown[shown.target_id != VOLUME_TARGET]
     out = ClassDrift(label, heading=f"Classes: {label} vs {reference}",
-                     caption=f"{int((shown.q_value < 0.05).sum())} of {len(shown)} classes drift at q < 0.05.")
+                     caption=f"{int((shown.q_value < 0.05).sum())} of {len(shown)} classes drift at q < 0.05."
+                             + volume_caption(shown, control))
     out.figure = figures.drift_bars(shown, ctx.class_rois(), f"Explanation drift per class · {label} vs {reference}",
                                     ctx.provenance(int(shown.n_new.max()),
                                                    f"reference {reference} (n = {int(shown.n_ref.max())})"))
-    out.table = with_names(ctx, shown, **{"class": "target_id"})[["class", "statistic", "p_value", "q_value",
-                                                                   "n_ref", "n_new"]]
+    raw = ["p_value_raw"] if "p_value_raw" in shown else []   # the live test of a filtered cohort has none
+    out.table = with_names(ctx, shown, **{"class": "target_id"})[["class", "statistic", "p_value", "q_value", *raw,
+                                                                   "n_ref", "n_new"]].rename(
+        columns={"p_value_raw": "p raw mass"})
     if choice != FILTERED:
         cells = data.drift_cells(ctx.ref, ctx.run_id, choice, 20)
         out.cells = cells
@@ -76,6 +81,15 @@ def class_drift(ctx: ViewContext, drift: DriftSetup, choice: str) -> ClassDrift:
             out.cells = with_names(ctx, cells, target="target_id", source="source_id")[
                 ["target", "source", "mean_ref", "mean_new", "difference", "effect_size", "p_value", "q_value"]]
     return out
+
+
+def volume_caption(tests: pd.DataFrame, control: pd.DataFrame) -> str:
+    """What the tests ran on, and whether the region volume shares alone differ (the control row)."""
+    if "kind" not in tests or not len(tests) or not (tests.kind == "lift").all():
+        return ""
+    text = (" Tested on the volume-adjusted mass (lift), so a change of region volumes alone (field of view, body "
+            "size) does not read as drift; 'p raw mass' is the same test on raw mass.")
+    return text + (f" Volume shares alone: p = {control.p_value.iloc[0]:.3g}." if len(control) else "")
 
 
 def case_targets(ctx: ViewContext) -> dict[int, str]:

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
-from dashboard import analytics, compute, figures
+from dashboard import analytics, compute, figures, label_groups
 from dashboard.context import ViewContext
 from dashboard.matrices import CellIntervals, MatrixView
 
@@ -21,6 +21,7 @@ class MapChoices:
     kind: str = "abs"
     order: str = "group"
     log_scale: bool = False
+    zoom: str = label_groups.ALL          # large label sets: "groups" or "group:<name>" (label_groups)
 
 
 @dataclass
@@ -40,10 +41,15 @@ class GlobalMap:
 
     @property
     def caption(self) -> str:
+        if self.choices.zoom != label_groups.ALL:
+            zoomed = label_groups.zoom_label(self.choices.zoom).capitalize()
+            return f"{zoomed}; intervals are shown for single classes only."
         return f"Hover a cell for its {self.intervals.how}." if self.intervals else ""
 
     def table(self) -> pd.DataFrame:
         """One row per cell: value, interval, n (the page's table and its CSV)."""
+        if self.intervals is None:
+            return self.matrix.long_table(self.value_label)
         return compute.interval_table(self.matrix, self.intervals, self.value_label)
 
 
@@ -53,7 +59,10 @@ def global_map(ctx: ViewContext, choices: MapChoices) -> GlobalMap:
     title = f"Global RoI importance ({label}), ordered by {choices.order}"
     if matrix.is_empty:
         return GlobalMap(choices, matrix, title, empty=f"No {label} values for this run and cohort.")
-    intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, choices.kind, matrix, len(ctx.cases))
+    if choices.zoom != label_groups.ALL:     # cells combine classes: no per-cell interval
+        matrix, intervals = label_groups.zoom_view(matrix, choices.zoom), None
+    else:
+        intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, choices.kind, matrix, len(ctx.cases))
     figure = figures.matrix_heatmap(matrix, title, ctx.provenance(), value_label=label, log_scale=choices.log_scale,
                                     intervals=intervals)
     return GlobalMap(choices, matrix, title, figure, intervals)
@@ -134,16 +143,21 @@ def cohort_comparison(ctx: ViewContext, choices: ComparisonChoices) -> CohortCom
     result = comparison.result
     n_sig = int(result.significant.sum())
     caption = (f"A = {split.label_a} (n = {result.n_a}), B = {split.label_b} (n = {result.n_b}); "
-               f"up to {result.n_permutations} permutations (seed {result.seed}; a cell stops at its "
+               f"Welch's t per cell (valid for unequal variances), up to {result.n_permutations} permutations "
+               f"(seed {result.seed}; a cell stops at its "
                f"{compute.COMPARISON_STOP_AT}th as extreme as observed, p = {compute.COMPARISON_STOP_AT}/L, Besag & "
                "Clifford); "
-               f"{n_sig} significant cell(s) at {'q' if choices.fdr else 'p'} < {choices.alpha}.")
+               f"{n_sig} significant cell(s) at {'q' if choices.fdr else 'p'} < {choices.alpha}"
+               f"{' (BH; the table gives BY q-values too, valid under any dependence between cells)' if choices.fdr else ''}.")
     title = f"Difference of mean {MASS_KIND_TITLES[choices.kind]}: {split.label_a} − {split.label_b}"
     provenance = ctx.provenance(result.n_a + result.n_b, f"{split.label_a} (n={result.n_a}) vs {split.label_b} "
                                                           f"(n={result.n_b}), {result.n_permutations} permutations")
     figure = figures.difference_heatmap(result, comparison.targets, comparison.sources,
                                         (split.label_a, split.label_b), title, provenance, comparison.interval)
+    hover = (f"Hover a cell for the 95 % studentised bootstrap interval of its difference "
+             f"({compute.COMPARISON_RESAMPLES} resamples of each cohort's patients)"
+             f"{compute.interval_caveat(min(result.n_a, result.n_b))}.")
     return CohortComparison(caption=caption, figure=figure, n_significant=n_sig, comparison=comparison,
-                            labels=(split.label_a, split.label_b),
+                            labels=(split.label_a, split.label_b), hover_caption=hover,
                             name_parts=ctx.name_parts("difference-heatmap", choices.kind, split.label_a, "vs",
                                                       split.label_b))

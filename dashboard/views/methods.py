@@ -32,6 +32,15 @@ class Agreement:
     disagreement: pd.DataFrame          # the cells where the two runs differ most (may be empty)
 
 
+def _null_text(pooled: pd.DataFrame) -> str:
+    """What two unrelated (noise) maps on the same region volumes would reach on the measure compared."""
+    if not len(pooled) or "null_mean" not in pooled or not pd.notna(pooled.null_mean.iloc[0]):
+        return ""
+    measure = "the volume-adjusted mass (lift)" if pooled.kind.iloc[0] == "lift" else "raw mass"
+    return (f" Compared on {measure}: two independent noise maps on the same region volumes reach "
+            f"{pooled.null_mean.iloc[0]:.3f} (95th percentile {pooled.null_high.iloc[0]:.3f}).")
+
+
 def agreement(ctx: ViewContext, other: str) -> Agreement:
     labels = run_labels(ctx)
     rows = data.method_agreement(ctx.ref, ctx.run_id)
@@ -39,7 +48,7 @@ def agreement(ctx: ViewContext, other: str) -> Agreement:
     pooled = rows[rows.target_id == AVERAGE_TARGET]
     caption = (f"Per class, the Spearman rank correlation of the two runs' rows e(· → a) on the same case, mean "
                f"over {int(rows.n_cases.max())} common cases with its 95 % bootstrap interval; all classes: "
-               f"{pooled.spearman_mean.iloc[0]:.3f}." if len(pooled) else "")
+               f"{pooled.spearman_mean.iloc[0]:.3f}." if len(pooled) else "") + _null_text(pooled)
     pair = f"{labels.get(ctx.run_id, ctx.run_id)} vs {labels.get(other, other)}"
     figure = figures.agreement_bars(rows, ctx.rois, labels.get(other, other), f"Method agreement · {pair}",
                                     ctx.provenance(int(rows.n_cases.max()), f"vs run {other}"))

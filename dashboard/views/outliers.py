@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import plotly.graph_objects as go
 
+from agg2exp_core.analysis import paper
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 from dashboard import analytics, compute, data, figures
 from dashboard.context import ViewContext
@@ -120,7 +121,10 @@ def expected_dice(ctx: ViewContext, shown: Ranking) -> ExpectedDice | None:
     caption = ("Where the truth is known (validation of the estimate, whole run): " + "; ".join(
         f"{scope}: Spearman {group.set_index('metric').value.get('spearman_case_mean', float('nan')):.2f}, "
         f"coverage {group.set_index('metric').value.get('coverage_class', float('nan')):.0%}"
-        for scope, group in quality.groupby("scope")) + ". Estimates of fitted cases are out-of-fold.") \
+        for scope, group in quality.groupby("scope")) + ". Estimates of fitted cases are out-of-fold, their "
+        "intervals nested (out-of-sample). Intervals are per-class conformal (CV+): their coverage holds for cases "
+        "like the fit cases; on a shifted dataset (another scanner, site or population) it is not guaranteed, see "
+        "that dataset's coverage above.") \
         if len(quality) else ""
     figure = figures.expected_dice_scatter(shown.ranking, f"Expected vs true Dice · {shown.name}",
                                            ctx.provenance(len(shown.ranking)), shown.dice_label)
@@ -145,8 +149,9 @@ def outlier_tests(ctx: ViewContext) -> pd.DataFrame:
 
 
 def paper_parity(ctx: ViewContext) -> pd.DataFrame:
+    """The stored parity table with Holm / BH adjustments of its per-label p-values beside the raw ones."""
     parity = data.paper_parity(ctx.ref, ctx.run_id)
-    return parity.drop(columns="target_id") if len(parity) else parity
+    return paper.with_adjusted_p(parity).drop(columns="target_id") if len(parity) else parity
 
 
 def case_link(ctx: ViewContext, case_id: str, target_id: int) -> dict[str, str]:

@@ -249,6 +249,8 @@ def test_method_table_looks_like_table_1():
     table = analytics.method_table(summary, runs)
     assert table.method.tolist() == ["KernelSHAP (semantic)", "Vanilla Gradient"]
     assert table.columns[3] == "Faithfulness ↑" and table.iloc[0]["Faithfulness ↑"] == "0.158 ± 0.21"
+    with_median = analytics.method_table(summary.assign(median=[0.1, 800.0, 0.4]), runs)
+    assert with_median.iloc[0]["Faithfulness ↑"] == "0.1 (mean 0.158 ± 0.21)"
 
 
 def test_export_names_and_csv():
@@ -285,3 +287,12 @@ def test_context_mass_summary_and_permutation_choice():
     assert analytics.permutation_count("5000", 323, 0.05, True) == 5000
     assert analytics.permutation_count("auto", 323, 0.05, True) == 13000
     assert analytics.permutation_count("auto", 323, 0.05, False) == 1000
+
+
+def test_agreement_caption_states_the_volume_only_null():
+    from dashboard.views.methods import _null_text
+
+    pooled = pd.DataFrame({"kind": ["lift"], "null_mean": [0.002], "null_high": [0.059]})
+    assert _null_text(pooled) == (" Compared on the volume-adjusted mass (lift): two independent noise maps on the "
+                                  "same region volumes reach 0.002 (95th percentile 0.059).")
+    assert _null_text(pooled.assign(null_mean=[None])) == "" and _null_text(pooled.iloc[:0]) == ""

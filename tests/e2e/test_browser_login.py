@@ -11,65 +11,22 @@ from __future__ import annotations
 import base64
 import http.client
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from dashboard import auth
+from dashboard.auth import passwords
+from live_server import COUNT, SIGNIN_DELAY_S, server
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("AGG2EXP_CHROMIUM", "/usr/bin/chromium")
-COUNT = re.compile(r"\d+ of \d+ cases")
 PASSWORD = "a long team passphrase 42"
 REBIND = "rebind.example"
-SIGNIN_DELAY_S = 4      # the servers' wait after a first failed sign-in: room for a slow machine
 HOSTILE_RUN = "[Sign in again](https://evil.example) ![x](https://evil.example/t.png) https://evil.example/bare"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")]
-
-
-@contextmanager
-def server(db: Path, tmp: Path, *extra: str):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("AGG2EXP_DB", auth.ALLOW_ENV)}
-    env[auth.DELAY_ENV] = str(SIGNIN_DELAY_S)
-    log = open(tmp / f"streamlit-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-                             "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                             "--server.fileWatcherType", "none", *extra, "--", "--db", str(db)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError((tmp / f"streamlit-{port}.log").read_text()[-2000:])
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +103,7 @@ def test_password_login_in_a_browser(browser, synthetic_store, tmp_path):
     """Sign-in in a browser, and the throttle across sessions: a fresh browser session of the
     same client address (uvicorn takes it from X-Forwarded-For of the local proxy) must wait."""
     secrets = tmp_path / "secrets.toml"
-    secrets.write_text(f'[agg2exp_auth]\npassword_hash = "{auth.hash_password(PASSWORD)}"\n')
+    secrets.write_text(f'[agg2exp_auth]\npassword_hash = "{passwords.hash_password(PASSWORD)}"\n')
     behind_nginx = {"X-Forwarded-For": "203.0.113.7"}
 
     def sign_in_page(url: str):

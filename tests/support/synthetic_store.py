@@ -76,7 +76,8 @@ _HU = {"background": -1000, "body": 40, "lung": -850, "aorta": 200, "heart": 45,
 
 def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, with_artifacts: bool | int = True,
                           run_methods: Sequence[str] = ("vg",), bulk: bool | None = None,
-                          eval_methods: Sequence[str] = tuple(METHOD_PROFILE)) -> dict:
+                          eval_methods: Sequence[str] = tuple(METHOD_PROFILE),
+                          class_names: Sequence[str] = THORAX_LABELS) -> dict:
     """Build (or replace) a synthetic store at ``path``; return what was written.
 
     ``with_artifacts``: True for a slice artefact per case, an int ``k`` for the first ``k``
@@ -86,13 +87,19 @@ def build_synthetic_store(path: str | Path, n_cases: int = 60, seed: int = 0, wi
 
     Returns ``{"path", "run_ids" (method -> run id), "eval_run_ids" (method -> evaluation
     run id), "case_ids", "class_names", "roi_ids" (name -> id), "n_cases", "artifact_root"}``.
+
+    ``class_names``: the model's label set, background first (default: the 17 thorax labels;
+    ``label_sets.TOTALSEG_LIKE`` has 117). Planted effects and phantom organs apply to the
+    thorax names the set contains; other classes get the cohort-typical masses only.
     """
     path = Path(path)
     for stale in (path, store.writing_path(path)):
         stale.unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     bulk = n_cases > 200 if bulk is None else bulk
-    class_names = list(THORAX_LABELS)
+    class_names = list(class_names)
+    if len(set(class_names)) != len(class_names) or class_names[:1] != ["background"]:
+        raise ValueError("class_names: unique names, 'background' first")
     cases = _cases(n_cases, rng)
     base = _base_matrix(class_names, rng)
     run_ids: dict[str, str] = {}
@@ -152,14 +159,15 @@ def _base_matrix(class_names: list[str], rng: np.random.Generator) -> np.ndarray
     idx = {name: i for i, name in enumerate(class_names)}
     for i in range(n):
         base[i, i] = rng.uniform(0.5, 1.4)
-        base[i, idx["background"]] += 0.15
+        base[i, 0] += 0.15                                                 # background
     neighbours = [("pulmonary_vein", "heart", 0.35), ("pulmonary_vein", "lung_lower_lobe_left", 0.2),
                   ("pulmonary_vein", "lung_lower_lobe_right", 0.2), ("aorta", "heart", 0.25),
                   ("heart", "aorta", 0.2), ("ribs", "costal_cartilages", 0.1), ("sternum", "costal_cartilages", 0.2),
                   ("autochthon_left", "vertebrae", 0.2), ("autochthon_right", "vertebrae", 0.2),
                   ("trachea", "thyroid_gland", 0.1), ("thyroid_gland", "trachea", 0.25)]
     for target, source, weight in neighbours:
-        base[idx[target], idx[source]] += weight
+        if target in idx and source in idx:
+            base[idx[target], idx[source]] += weight
     return base / base.sum(axis=1, keepdims=True)
 
 
@@ -176,9 +184,11 @@ def _local_matrices(cases: pd.DataFrame, base: np.ndarray, class_names: list[str
     n, l = len(cases), base.shape[0]
     idx = {name: i for i, name in enumerate(class_names)}
     prior = np.broadcast_to(base, (n, l, l)).copy()
-    prior[(cases.sex == "F").to_numpy(), idx["heart"], idx["aorta"]] += 0.15      # planted effect: heart -> aorta
+    if {"heart", "aorta"} <= set(idx):
+        prior[(cases.sex == "F").to_numpy(), idx["heart"], idx["aorta"]] += 0.15      # planted effect: heart -> aorta
     age = pd.to_numeric(cases.age, errors="coerce").fillna(40).to_numpy(dtype=float)
-    prior[:, idx["ribs"], idx["vertebrae"]] += 0.001 * np.maximum(age - 40, 0)
+    if {"ribs", "vertebrae"} <= set(idx):
+        prior[:, idx["ribs"], idx["vertebrae"]] += 0.001 * np.maximum(age - 40, 0)
     prior /= prior.sum(axis=2, keepdims=True)
     rows = _dirichlet_rows(80 * prior + 1e-3, rng)
     cube = np.zeros((n, l, l + len(PATHOLOGY_ROIS)))
@@ -237,12 +247,16 @@ def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.n
     pos = _dirichlet_rows(60 * cube_abs + 1e-3, rng) * (cube_abs.sum(axis=2, keepdims=True) > 0)
     neg = _dirichlet_rows(40 * cube_abs + 1e-3, rng) * (cube_abs.sum(axis=2, keepdims=True) > 0)
     n, l, r = cube_abs.shape
+    shares = _volume_shares(n, l, r, rng)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lift = np.where(shares[:, None, :] > 0, cube_abs / shares[:, None, :], np.nan)
     # Rows refer to cases by position; SQL swaps in the ids (a 6.5 M-row column of strings
     # would be the slowest part of the insert).
     frame = pd.DataFrame({"case_index": np.repeat(np.arange(n, dtype=np.int32), l * r),
                           "target_id": np.tile(np.repeat(np.asarray(targets, np.int32), r), n),
                           "source_id": np.tile(np.asarray(sources, np.int32), n * l),
-                          "mass_abs": cube_abs.ravel(), "mass_pos": pos.ravel(), "mass_neg": neg.ravel()})
+                          "mass_abs": cube_abs.ravel(), "mass_pos": pos.ravel(), "mass_neg": neg.ravel(),
+                          "volume_share": np.repeat(shares[:, None, :], l, axis=1).ravel(), "mass_lift": lift.ravel()})
     ids = pd.DataFrame({"case_index": np.arange(n, dtype=np.int32), "case_id": cases.case_id.to_numpy()})
     # One case that failed in this run (the failures table), with no results.
     store.record_failure(con, run_id, "failed0000", "explain", "synthetic failure: out of memory")
@@ -250,10 +264,20 @@ def _write_run(con, path: Path, run_id: str, cases: pd.DataFrame, cube_abs: np.n
     con.register("_rows", frame)
     con.register("_ids", ids)
     con.execute("INSERT INTO local_importance SELECT ?, i.case_id, r.target_id, r.source_id, r.mass_abs, "
-                "r.mass_pos, r.mass_neg FROM _rows r JOIN _ids i USING (case_index) "
+                "r.mass_pos, r.mass_neg, r.volume_share, r.mass_lift FROM _rows r JOIN _ids i USING (case_index) "
                 "ORDER BY r.case_index, r.target_id, r.source_id", [run_id])
     con.unregister("_rows")
     con.unregister("_ids")
+
+
+def _volume_shares(n: int, l: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    """Region volume shares ``[cases, sources]``: class regions (background ~60 %) sum to one, the
+    pathology masks (inside the lungs) are a few per cent."""
+    base = np.concatenate([[0.6], 0.4 * rng.dirichlet(np.full(l - 1, 2.0))])
+    shares = np.zeros((n, r))
+    shares[:, :l] = _dirichlet_rows(np.broadcast_to(400 * base, (n, l)), rng)
+    shares[:, l:] = rng.uniform(0.005, 0.03, size=(n, r - l))
+    return shares
 
 
 def _insert(con, table: str, frame: pd.DataFrame) -> None:
@@ -309,11 +333,13 @@ def _phantom(case, class_names: list[str], rng: np.random.Generator):
     ct[body] = _HU["body"]
     ribs = body & (((u[0] - 0.5) / 0.45) ** 2 + ((u[1] - 0.5) / 0.43) ** 2 > 1) & (np.sin(u[2] * 25) > 0.2)
     for name, (centre, radii) in _SHAPES.items():
+        if name not in idx:
+            continue
         centre = np.asarray(centre) + jitter
         inside = sum(((u[a] - centre[a]) / radii[a]) ** 2 for a in range(3)) <= 1
         labels[inside & body] = idx[name]
         ct[inside & body] = _HU["lung"] if name.startswith("lung") else _HU.get(name, 40)
-    labels[ribs] = idx["ribs"]
+    labels[ribs] = idx.get("ribs", 0)
     ct[ribs] = _HU["ribs"]
     extra = {}
     lungs = np.isin(labels, [idx[n] for n in class_names if n.startswith("lung")])

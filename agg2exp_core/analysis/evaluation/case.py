@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from agg2exp_core.analysis.evaluation.curves import curve_metrics, perturbation_curves_from_game, unit_scores
+from agg2exp_core.analysis.evaluation.curves import (BASELINE_RANKINGS, baseline_scores, curve_metrics,
+                                                     perturbation_curves_from_game, unit_scores)
 from agg2exp_core.analysis.evaluation.metrics import (FAITHFULNESS_SUBSET, as_numpy, bootstrap_ci, clean_prediction,
                                                       complexity, faithfulness_drops, noisy_copies, pearson,
                                                       random_subsets, sensitivity_distances, subset_sums)
 from agg2exp_core.attribution.kernelshap import build_game
-from agg2exp_core.attribution.options import default_baseline
+from agg2exp_core.attribution.options import default_baseline, default_range
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import METRICS
 
@@ -47,7 +48,9 @@ class SensitivityConfig:
 
 @dataclass(frozen=True)
 class CurveConfig:
-    partition: str | np.ndarray = "semantic"
+    # not "semantic", the partition KernelSHAP and the causal method fit by default: a curve over
+    # the units a method estimated on replays its own game (a constant-donor effect is its first step)
+    partition: str | np.ndarray = "cubes"
     value: str = "logit"
     steps: int | None = None          # default: one unit per step
     game: Mapping = field(default_factory=dict)  # further build_game parameters
@@ -107,18 +110,27 @@ def evaluate_case(model: Callable, image: torch.Tensor, methods: Mapping[str, Ma
         seconds = time.perf_counter() - start
         rows += probe.map_metrics(name, attr, seconds)
         if "sensitivity" in config.metrics:
+            low, high = default_range(model, image)   # the noise is a fraction of the model's intensity range
             noisy = [as_numpy(explain(model, x, method=method, classes=classes, **params))
                      for x in noisy_copies(image, config.sensitivity.n, config.sensitivity.lower_bound,
-                                           config.sensitivity.noise, config.seed)]
+                                           config.sensitivity.noise, config.seed, high - low)]
             rows += probe.sensitivity_metrics(name, attr, noisy, image)
         if probe.game is not None and probe.game.n_units:
             # a KernelSHAP or causal map is constant per unit: its mean over the unit is the unit's value
-            per_unit = method in UNIT_METHODS
+            per_unit = method in UNIT_METHODS and _fits_on(params, config.curves.partition)
             metric_rows, rows_of_curves = probe.curve_metrics(name, attr, "mean" if per_unit else "sum")
             rows += metric_rows
             curve_rows += rows_of_curves
     assert all(r[2] in METRICS for r in rows), "metric names come from the vocabulary"
     return pd.DataFrame(rows, columns=METRIC_COLUMNS), pd.DataFrame(curve_rows, columns=CURVE_COLUMNS)
+
+
+def _fits_on(params: Mapping, curve_partition) -> bool:
+    """Whether a unit method's map is one value per unit of the curves' partition (it was fitted on it)."""
+    own = params.get("partition", "semantic")
+    if isinstance(own, str) and isinstance(curve_partition, str):
+        return own == curve_partition
+    return own is curve_partition
 
 
 @dataclass
@@ -130,6 +142,7 @@ class _Probe:
     subsets: np.ndarray | None = None
     drops: np.ndarray | None = None
     game: object | None = None
+    baselines: list[tuple] | None = None   # (class, metric, value) of the random and volume rankings
 
     @classmethod
     def build(cls, model, image, classes, prediction, config: EvaluationConfig) -> "_Probe":
@@ -171,10 +184,24 @@ class _Probe:
             rows += [(name, c, "sensitivity_avg", float(d.mean())), (name, c, "sensitivity_max", float(d.max()))]
         return rows
 
+    def baseline_metrics(self) -> list[tuple]:
+        """AOPC and ABPC of a random and of a volume ranking of the units, per class (computed once per case)."""
+        if self.baselines is None:
+            self.baselines = []
+            for ranking in BASELINE_RANKINGS:
+                unit = baseline_scores(self.game.partition, self.game.n_units, ranking, self.config.seed)
+                curves = perturbation_curves_from_game(self.game, np.tile(unit, (len(self.classes), 1)),
+                                                       self.config.curves.steps)
+                for i, c in enumerate(self.classes):
+                    values = curve_metrics(curves["morf"][i], curves["lerf"][i])
+                    self.baselines += [(c, f"{key}_{ranking}", values[key]) for key in ("aopc", "abpc")]
+        return self.baselines
+
     def curve_metrics(self, name: str, attr: np.ndarray, score_by: str) -> tuple[list[tuple], list[tuple]]:
         scores = np.stack([unit_scores(attr[i], self.game.partition, score_by) for i in range(len(self.classes))])
         curves = perturbation_curves_from_game(self.game, scores, self.config.curves.steps)
-        rows, curve_rows = [], []
+        rows = [(name, c, metric, value) for c, metric, value in self.baseline_metrics()]
+        curve_rows = []
         for i, c in enumerate(self.classes):
             rows += [(name, c, key, value) for key, value in curve_metrics(curves["morf"][i], curves["lerf"][i]).items()]
             for ordering in ("morf", "lerf"):

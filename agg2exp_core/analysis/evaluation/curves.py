@@ -5,7 +5,12 @@ unit) and removed cumulatively, most- or least-relevant first; the KernelSHAP ga
 value function and baseline are recorded after each step. AOPC = mean_k (s(0) - s_MoRF(k));
 ABPC = mean_k (s_LeRF(k) - s_MoRF(k)); the normalised variants rescale every curve by
 ``(s - s_min) / (s_max - s_min)`` with ``s_max = s(0)``, ``s_min`` = the fully perturbed
-score (NaN when they coincide).
+score. That ratio explodes when the span is tiny and inverts when removing everything raises
+the score, so a span below ``SPAN_EPS·|s(0)|`` (or negative) is flagged: NaN, not a number.
+
+Baselines (``baseline_scores``): a random ranking of the units and a ranking by unit volume
+(largest first), on the same game, so a method's AOPC can be read against what no explanation
+and pure region size achieve on the same case.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ import torch
 from agg2exp_core.analysis.evaluation.metrics import as_numpy
 from agg2exp_core.attribution.kernelshap import UnitGame, build_game
 from agg2exp_core.errors import InputError
+
+SPAN_EPS = 0.01          # normalised curve metrics need s(0) - s(K) > SPAN_EPS·|s(0)|
+BASELINE_RANKINGS = ("random", "volume")
 
 
 def unit_scores(attributions, partition: np.ndarray, score_by: str = "sum") -> np.ndarray:
@@ -87,11 +95,22 @@ def perturbation_curves(model: Callable, image: torch.Tensor, attributions, clas
     return {"fraction": out["fraction"], "morf": out["morf"][0], "lerf": out["lerf"][0]}
 
 
-def curve_metrics(morf: np.ndarray, lerf: np.ndarray, eps: float = 1e-12) -> dict[str, float]:
+def baseline_scores(partition: np.ndarray, n_units: int, ranking: str, seed: int | None = 0) -> np.ndarray:
+    """Unit scores ``[M]`` of a baseline ranking: ``random`` (seeded) or ``volume`` (voxels per unit)."""
+    if ranking == "random":
+        return np.random.default_rng(0 if seed is None else int(seed)).permutation(n_units).astype(float)
+    if ranking == "volume":
+        p = np.asarray(partition).reshape(-1)
+        return np.bincount(p[p >= 0], minlength=n_units)[:n_units].astype(float)
+    raise InputError("ranking", f"unknown baseline ranking '{ranking}' (use {', '.join(BASELINE_RANKINGS)})")
+
+
+def curve_metrics(morf: np.ndarray, lerf: np.ndarray, eps: float = SPAN_EPS) -> dict[str, float]:
     """AOPC, ABPC and their normalised variants (efficient-KernelSHAP Eqs. 7-9).
 
     ``morf``, ``lerf``: ``[K+1]`` scores with step 0 the clean input and step K the fully
-    perturbed one.
+    perturbed one. The normalised variants are NaN (flagged) when ``s(0) - s(K)`` is at most
+    ``eps·|s(0)|``: a tiny span makes them explode, a negative one inverts them.
     """
     morf, lerf = np.asarray(morf, float), np.asarray(lerf, float)
     if len(morf) < 2:
@@ -99,7 +118,7 @@ def curve_metrics(morf: np.ndarray, lerf: np.ndarray, eps: float = 1e-12) -> dic
     s0, s_min = morf[0], morf[-1]
     out = {"aopc": float(np.mean(s0 - morf[1:])), "abpc": float(np.mean(lerf[1:] - morf[1:]))}
     span = s0 - s_min
-    if abs(span) <= eps:
+    if not span > eps * max(abs(s0), 1e-12):
         out.update(naopc=float("nan"), nabpc=float("nan"))
         return out
     nm, nl = (morf - s_min) / span, (lerf - s_min) / span

@@ -10,7 +10,10 @@ the *clean* image; the mask stays fixed under perturbation, as for the gradient 
   that would remove a third of the image, so ``m = min(224**2, max_fraction * p)`` with
   ``max_fraction = 0.1`` by default. Higher is better.
 - sensitivity (Quantus' avg-/max-sensitivity, ``n = 3``, ``lower_bound = 0.1``):
-  attributions of ``x + U(-0.1, 0.1)`` (or ``N(0, 0.1^2)``) noise against those of ``x``,
+  attributions of ``x + U(-0.1, 0.1)·w`` (or ``N(0, (0.1·w)^2)``) noise against those of ``x``,
+  ``w`` the width of the model's intensity range, so the noise is 10 % of the range whatever
+  the normalisation (±205 HU for the [0, 1] window over 2048 HU; not ±0.1 SD = ±36 HU for a
+  z-scored nnU-Net),
   both divided by their max ``|e|`` (App. B.2 normalises every map). The distance is
   ``||e - e'||_F / ||e||_F`` by default (relative change; the scale of the paper's
   Table 1); ``denominator="input"`` divides by ``||x||_F`` as Quantus does. Lower is better.
@@ -30,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from agg2exp_core.attribution.options import split_model
+from agg2exp_core.attribution.options import default_range, split_model
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.inference import infer_logits
 
@@ -140,8 +143,11 @@ def complexity(attributions, theta: float = 0.1) -> float:
 
 
 def noisy_copies(image: torch.Tensor, n: int = 3, lower_bound: float = 0.1, noise: str = "uniform",
-                 seed: int | None = 0) -> list[torch.Tensor]:
-    """``n`` copies of the image with uniform ``U(-lb, lb)`` or Gaussian ``N(0, lb^2)`` noise."""
+                 seed: int | None = 0, span: float = 1.0) -> list[torch.Tensor]:
+    """``n`` copies of the image with uniform ``U(-lb, lb)`` or Gaussian ``N(0, lb^2)`` noise, ``lb`` =
+    ``lower_bound * span``: Quantus' 0.1 is a fraction of a [0, 1] input, so ``span`` is the width of
+    the model's intensity range (``options.default_range``; 11.4 for an nnU-Net CT z-score)."""
+    lower_bound = lower_bound * float(span)
     gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
     out = []
     for _ in range(n):
@@ -174,10 +180,12 @@ def sensitivity(model: Callable, image: torch.Tensor, attributions, class_id: in
                 seed: int | None = 0, **explain_params) -> tuple[float, float]:
     """(average, max) sensitivity of one class's map under ``n`` noisy inputs.
 
-    ``explain(model, image, classes=[class_id], **explain_params) -> [1, *S]``.
+    ``explain(model, image, classes=[class_id], **explain_params) -> [1, *S]``. The noise is
+    ``lower_bound`` of the model's intensity range (``noisy_copies``).
     """
+    low, high = default_range(model, image)
     perturbed = [as_numpy(explain(model, x, classes=[class_id], **explain_params))[0]
-                 for x in noisy_copies(image, n, lower_bound, noise, seed)]
+                 for x in noisy_copies(image, n, lower_bound, noise, seed, high - low)]
     d = sensitivity_distances(attributions, perturbed, image, denominator)
     return float(d.mean()), float(d.max())
 

@@ -96,7 +96,7 @@ def resolve_components(network: torch.nn.Module, components="blocks", channels_o
 
 def component_effects(model: Callable, image: torch.Tensor, classes: Sequence[int] | None = None, *,
                       components="blocks", channels_of: str | None = None, ablation: str = "mean",
-                      donor: str = "constant", donors: Sequence | None = None, baseline=0.0,
+                      donor: str = "constant", donors: Sequence | None = None, baseline=None,
                       n_samples: int = 20, seed: int | None = 0, mask=None, aggregation: str = "sum",
                       **window_params) -> ComponentEffects:
     """ATE of ablating each component on each class's f̂_c (see module docstring).
@@ -119,6 +119,7 @@ def component_effects(model: Callable, image: torch.Tensor, classes: Sequence[in
     mask = options.check_mask(mask, image) if mask is not None else predict_logits(network, image, window).argmax(0)
     n_classes = int(mask.max()) + 1
     classes = list(range(n_classes)) if classes is None else (options.check_classes(classes) or [])
+    baseline = options.default_baseline(model, image) if baseline is None else baseline  # the model's air
     volumes = _donor_volumes(image, donor, donors, baseline, n_samples, seed)
     windows = _Windows(network, image, mask, classes, window)
     x_pad, donors_pad = windows.padded(image[0]), [windows.padded(v) for v in volumes]

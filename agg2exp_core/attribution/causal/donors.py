@@ -39,12 +39,14 @@ class DonorSet:
     def size(self) -> int:
         return len(self.volumes)
 
-    def order(self, seed: int | None, region: int) -> np.ndarray:
-        """The donors of one region in the order they are drawn (seeded per region, so a
-        region's estimate does not depend on which other regions are explained)."""
+    def order(self, seed: int | None, region: int = 0) -> np.ndarray:
+        """The donors of a region in the order they are drawn: one order for every region of a
+        seed (``region`` is ignored), so a region's estimate does not depend on which other
+        regions are explained, and regions that draw n donors draw the same n. Sums of effects
+        over regions then have per-donor sums to take their standard error from."""
         if self.deterministic:
             return np.zeros(1, np.int64)
-        rng = np.random.default_rng([0 if seed is None else int(seed), int(region) + 1])
+        rng = np.random.default_rng([0 if seed is None else int(seed), 1])
         return rng.permutation(self.size)
 
 

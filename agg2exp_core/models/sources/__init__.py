@@ -34,7 +34,7 @@ class ModelSpec:
     """A model to load: its path and the options of its format (see ``load_model``)."""
 
     path: Path
-    fold: str | int | None = None
+    fold: str | int | Sequence[int] | None = field(default=None, hash=False)
     checkpoint_name: str | None = None
     network: str | None = None
     network_params: dict | None = field(default=None, hash=False)
@@ -60,7 +60,7 @@ def load_model(model: str | Path | ModelSpec | Segmenter, *, device="auto", fold
     given = {"fold": fold, "checkpoint_name": checkpoint_name, "network": network, "network_params": network_params,
              "labels": labels, "mirroring": mirroring, "tile_step_size": tile_step_size}
     if isinstance(model, ModelSpec):
-        given = {k: (v if v not in (None, False) else model.options()[k]) for k, v in given.items()}
+        given = {k: (v if _is_set(v) else model.options()[k]) for k, v in given.items()}
         model = model.path
     path = Path(model)
     kind = detect_source(path)
@@ -109,11 +109,16 @@ FLAGS = {"fold": "--fold", "checkpoint_name": "--checkpoint-name", "mirroring": 
 
 def _reject_options(kind: str, given: dict) -> None:
     for name, kinds in APPLIES.items():
-        if given[name] not in (None, False) and kind not in kinds:
+        if _is_set(given[name]) and kind not in kinds:
             only = "nnU-Net folders" if kinds == {"nnunet"} else "plain state dicts"
             raise InputError(FLAGS[name], f"applies to {only} only, not to a {_KIND_NAMES[kind]}")
     if given["network_params"] is not None and not given["network"]:
         raise InputError("--network-params", "needs --network NAME")
+
+
+def _is_set(value) -> bool:
+    """Given by the caller: fold=0 is set (``0 in (None, False)`` would say it is not)."""
+    return value is not None and value is not False
 
 
 _KIND_NAMES = {"nnunet": "nnU-Net folder", "bundle": "MONAI bundle", "torchscript": "TorchScript file",

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import io
 import itertools
+import numbers
 from pathlib import Path
 from typing import Sequence
 
@@ -58,7 +59,7 @@ class NnUNetNetwork(torch.nn.Module):
 def load_nnunet(folder: Path, device="auto", fold: str | int | Sequence | None = None,
                 checkpoint_name: str | None = None, mirroring: bool = False, tile_step_size: float | None = None,
                 given: Description = Description()) -> Segmenter:
-    """An nnU-Net v2 model: ``fold`` = ``"0"``, ``"0,1"``, ``"all"`` or None (every fold found)."""
+    """An nnU-Net v2 model: ``fold`` = 0, [0, 1], ``"0,1"``, ``"all"`` or None (every fold found)."""
     plans = require(folder / "plans.json", LAYOUT)
     dataset = require(folder / "dataset.json", LAYOUT)
     checkpoint_name = checkpoint_name or DEFAULT_CHECKPOINT
@@ -102,15 +103,32 @@ def _folds(folder: Path, fold, checkpoint_name: str) -> list:
             raise InputError(folder / "fold_0" / checkpoint_name, f"missing: {LAYOUT} (no fold holds {checkpoint_name})")
         chosen = found
     else:
-        chosen = [f.strip() for f in (fold.split(",") if isinstance(fold, str) else
-                                      ([fold] if isinstance(fold, int) else list(fold)))]
-        chosen = [str(f).strip() for f in chosen if str(f).strip()]
-        bad = [f for f in chosen if not (f.isdigit() or f == "all")]
-        if bad or not chosen:
-            raise InputError("--fold", f"expected fold numbers or 'all' (comma-separated), got {fold!r}")
+        chosen = _fold_names(fold)
     for f in chosen:
         require(folder / f"fold_{f}" / checkpoint_name, f"fold {f} has no {checkpoint_name} (--checkpoint-name)")
     return [int(f) if f.isdigit() else f for f in chosen]
+
+
+def _fold_names(fold) -> list[str]:
+    """``fold`` as given by the command line ("0,1", "all") or in Python (0, [0, 1], "all"),
+    as fold-folder suffixes; anything else (a bool, a negative number, "fold_0") is refused."""
+    items = fold.split(",") if isinstance(fold, str) else [fold] if _is_int(fold) else None
+    if items is None:
+        try:
+            items = list(fold)
+        except TypeError:
+            items = [fold]
+    names = [str(int(f)) if _is_int(f) and int(f) >= 0 else f.strip() if isinstance(f, str) else None
+             for f in items]
+    names = [n for n in names if n != ""]
+    if not names or any(n is None or not ((n.isascii() and n.isdigit()) or n == "all") for n in names):
+        raise InputError("--fold", f"expected fold numbers or 'all' (an int, a list of ints or comma-separated), "
+                                   f"got {fold!r}")
+    return names
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _predictor(folder: Path, folds: list, checkpoint_name: str, mirroring: bool, step: float):

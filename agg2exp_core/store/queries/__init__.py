@@ -26,7 +26,8 @@ from agg2exp_core.store.queries.distributions import (POINTS_PER_SIDE, Distribut
                                                       dice_distribution, source_distribution)
 from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluated_runs, has_method_evaluation,
                                                    method_eval_summary, perturbation_summary)
-from agg2exp_core.store.queries.matrices import case_matrix, global_matrix, local_cube, local_matrices
+from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
+                                                 volume_shares)
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
 
@@ -42,4 +43,4 @@ __all__ = ["ALL_CASES", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PA
            "method_eval_summary", "outlier_reasons", "outlier_tests", "paper_parity", "perturbation_summary",
            "reading", "relevance_masks", "roi_names", "rois", "run_case_ids", "run_exists", "run_label_names",
            "run_model", "runs", "sampling_noise", "source_distribution", "store_folder", "store_ref",
-           "stored_intervals", "table_names", "where_clause"]
+           "stored_intervals", "table_names", "volume_shares", "where_clause"]

@@ -8,7 +8,7 @@ import pandas as pd
 
 from agg2exp_core.store.queries.cohort import CohortFilter, where_clause
 from agg2exp_core.store.queries import connection as db  # db.fetch: the one runner (tests spy on it)
-from agg2exp_core.store.queries.connection import empty, has_table
+from agg2exp_core.store.queries.connection import empty, has_column, has_table
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 
 
@@ -16,9 +16,13 @@ def drift_tests(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """Per dataset and class: energy statistic, p, q (BH), n_ref, n_new, reference dataset."""
     if not has_table(con, "drift"):
         return empty(["dataset", "target_id", "statistic", "p_value", "q_value", "n_ref", "n_new", "reference",
-                      "n_permutations"])
+                      "n_permutations", "kind", "p_value_raw", "q_value_raw"])
+    # kind / raw p and q: stores written before the volume-adjusted mass have none
+    details = ("kind, p_value_raw, q_value_raw" if has_column(con, "drift", "kind")
+               else "'abs' AS kind, p_value AS p_value_raw, q_value AS q_value_raw")   # one of two fixed fragments
     return db.fetch(con, "SELECT dataset, target_id, statistic, p_value, q_value, n_ref, n_new, reference, "
-                         "n_permutations FROM drift WHERE run_id = ? ORDER BY dataset, target_id", [run_id])
+                         f"n_permutations, {details} FROM drift WHERE run_id = ? ORDER BY dataset, target_id",
+                    [run_id])
 
 
 def drift_cells(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str, limit: int = 30) -> pd.DataFrame:
@@ -91,9 +95,13 @@ def method_agreement(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFram
     """Agreement of the run with the other runs over the same cases, per class (AVERAGE_TARGET: pooled)."""
     if not has_table(con, "method_agreement"):
         return empty(["other_run_id", "target_id", "spearman_mean", "spearman_low", "spearman_high",
-                      "spearman_median", "n_cases"])
-    return db.fetch(con, """
-        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases
+                      "spearman_median", "n_cases", "kind", "null_mean", "null_high"])
+    # kind / the volume-only null: stores written before the volume-adjusted mass have none
+    details = ("kind, null_mean, null_high" if has_column(con, "method_agreement", "null_mean")
+               else "'abs' AS kind, NULL::DOUBLE AS null_mean, NULL::DOUBLE AS null_high")   # fixed fragments
+    return db.fetch(con, f"""
+        SELECT other_run_id, target_id, spearman_mean, spearman_low, spearman_high, spearman_median, n_cases,
+               {details}
         FROM method_agreement WHERE run_id = ? ORDER BY other_run_id, target_id""", [run_id])
 
 

@@ -83,6 +83,13 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
                             "AND table_name = ?", [name]).fetchone()[0])
 
 
+def has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    """Whether a table has a column added after its first release (``schema.ADDED_COLUMNS``; older stores
+    lack it, and readers never alter a store)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+                            "AND table_name = ? AND column_name = ?", [table, column]).fetchone()[0])
+
+
 def mass_column(kind: str) -> str:
     """The column of a mass kind (a fixed name of the schema, so safe as SQL text)."""
     if kind not in MASS_KINDS:

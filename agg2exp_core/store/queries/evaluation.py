@@ -15,12 +15,12 @@ from agg2exp_core.store.queries import connection as db  # db.fetch: the one run
 
 
 def method_eval_summary(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], cohort: CohortFilter) -> pd.DataFrame:
-    """Per run, dataset and metric over the cohort's evaluated (case, target) pairs: mean, std, n
-    and the number of cases."""
+    """Per run, dataset and metric over the cohort's evaluated (case, target) pairs: mean, std, n,
+    the number of cases and the median."""
     condition, params = where_clause(cohort, "c")
     return db.fetch(con, f"""
         SELECT e.run_id, c.dataset, e.metric, avg(e.value) AS mean, stddev_samp(e.value) AS std,
-               count(e.value) AS n, count(DISTINCT e.case_id) AS n_cases
+               count(e.value) AS n, count(DISTINCT e.case_id) AS n_cases, median(e.value) AS median
         FROM method_eval e JOIN cases c USING (case_id)
         WHERE e.run_id IN (SELECT unnest(?::VARCHAR[])) AND {condition}
         GROUP BY e.run_id, c.dataset, e.metric ORDER BY 1, 2, 3""", [list(run_ids)] + params)

@@ -69,6 +69,17 @@ def local_matrices(con: duckdb.DuckDBPyConnection, run_id: str, kind: str = "abs
     return local_cube(con, run_id, run_case_ids(con, run_id) if case_ids is None else case_ids, kind)
 
 
+def volume_shares(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[str], list[int], np.ndarray]:
+    """(case ids, source ids, region volume shares ``[cases, sources]``) of a run (NaN where unknown)."""
+    frame = db.fetch(con, "SELECT case_id, source_id, any_value(volume_share) AS v FROM local_importance "
+                          "WHERE run_id = ? GROUP BY case_id, source_id", [run_id])
+    cases, sources = sorted(frame.case_id.unique()), sorted(frame.source_id.unique().tolist())
+    table = np.full((len(cases), len(sources)), np.nan)
+    table[frame.case_id.map({c: i for i, c in enumerate(cases)}).to_numpy(),
+          frame.source_id.map({s: i for i, s in enumerate(sources)}).to_numpy()] = frame.v.to_numpy(dtype=float)
+    return cases, sources, table
+
+
 def _dense_ids(ids: np.ndarray) -> tuple[list[int], np.ndarray]:
     """(sorted distinct ids, index of each entry among them) for small non-negative integer ids."""
     ids = ids.astype(np.int64)

@@ -114,7 +114,8 @@ def test_evaluate_case_frames():
     assert list(metrics.columns) == ev.METRIC_COLUMNS and list(curves.columns) == ev.CURVE_COLUMNS
     wide = metrics.pivot_table(index="method", columns="metric", values="value")
     assert set(wide.columns) == {"faithfulness", "sensitivity_avg", "sensitivity_max", "complexity",
-                                 "efficiency_s", "efficiency_volume_s", "aopc", "abpc", "naopc", "nabpc"}
+                                 "efficiency_s", "efficiency_volume_s", "aopc", "abpc", "naopc", "nabpc",
+                                 "aopc_random", "abpc_random", "aopc_volume", "abpc_volume"}
     assert set(wide.columns) <= set(METRICS)  # every name written has a title in the shared vocabulary
     # one explain call serves all classes: the per-class figure is the volume's share
     assert np.allclose(wide.efficiency_s, wide.efficiency_volume_s)
@@ -123,6 +124,38 @@ def test_evaluate_case_frames():
     assert wide.loc["exact", "abpc"] >= wide.loc["noise", "abpc"]  # exact ranking separates best
     morf = curves[(curves.method == "exact") & (curves.ordering == "morf")]
     assert morf.step.tolist() == [0, 1, 2, 3, 4] and morf.fraction.iloc[-1] == 1.0
+
+
+def test_normalised_curve_metrics_are_flagged_for_a_tiny_or_inverted_span():
+    tiny = ev.curve_metrics([10.0, 9.99, 9.995], [10.0, 10.0, 9.995])     # span 0.005 = 0.05 % of s(0)
+    assert tiny["aopc"] == pytest.approx(0.0075) and np.isnan(tiny["naopc"]) and np.isnan(tiny["nabpc"])
+    inverted = ev.curve_metrics([1.0, 2.0, 3.0], [1.0, 1.5, 3.0])           # removing everything raises it
+    assert np.isnan(inverted["naopc"]) and inverted["aopc"] == pytest.approx(-1.5)
+    assert ev.curve_metrics([10, 4, 2, 0], [10, 9, 6, 0])["naopc"] == pytest.approx(0.8)
+
+
+def test_random_and_volume_rankings_stand_beside_every_method():
+    model, image = _linear_case(shape=(8, 6, 4))
+    part = cube_partition(image.shape[1:], (4, 3, 1))
+    config = ev.EvaluationConfig(metrics=("curves",), curves=ev.CurveConfig(partition=part))
+    metrics, _ = ev.evaluate_case(model, image, {"exact": {}, "noise": {}}, [1], config, explain=exact_explain)
+    wide = metrics.pivot_table(index="method", columns="metric", values="value")
+    for baseline in ("aopc_random", "abpc_random", "aopc_volume", "abpc_volume"):
+        assert wide.loc["exact", baseline] == wide.loc["noise", baseline]      # the same case, the same rankings
+    # additive game: ranking units by their exact contribution is the best MoRF ordering there is
+    assert wide.loc["exact", "aopc"] > wide.loc["exact", "aopc_random"]
+    assert wide.loc["exact", "aopc"] >= wide.loc["exact", "aopc_volume"]
+    volume = ev.curves.baseline_scores(part, 12, "volume")
+    assert volume.tolist() == np.bincount(part.ravel()).tolist()
+    assert sorted(ev.curves.baseline_scores(part, 12, "random", seed=3)) == list(range(12))
+
+
+def test_curves_run_on_a_partition_the_unit_methods_did_not_fit():
+    from agg2exp_core.analysis.evaluation.case import _fits_on
+
+    default = ev.CurveConfig().partition
+    assert default != "semantic"                     # KernelSHAP's and the causal method's default units
+    assert not _fits_on({}, default) and _fits_on({"partition": default}, default)
 
 
 # ---------------------------------------------------------------- the cohort pipeline and its store

@@ -89,3 +89,31 @@ def test_resampled_means_equal_a_straightforward_resampling(missing):
         reference += [np.nanmean(values[patients], axis=0) for patients in draws]
     assert fast.shape == (config.n_boot, 4)
     np.testing.assert_allclose(fast, np.array(reference), rtol=1e-5, atol=1e-6)
+
+
+def test_studentized_intervals_cover_skewed_cells_at_n_32_better_than_percentile():
+    """2,000 independent skewed cells (Beta(0.3, 3): most masses near 0, a few high; true mean
+    0.3 / 3.3), 32 patients, nominal 95 %: the studentised interval covers within 2 points of 95 %
+    (Monte-Carlo SD 0.5 points); the percentile interval covered 91 % here, the issue's 90 %."""
+    rng = np.random.default_rng(11)
+    values, truth = rng.beta(0.3, 3.0, size=(32, 2000)), 0.3 / 3.3
+    coverage = {}
+    for method in ("studentized", "percentile"):
+        interval = uncertainty.bootstrap_mean(values, BootstrapConfig(n_boot=1000, seed=1, method=method))
+        coverage[method] = float(((interval.low <= truth) & (truth <= interval.high)).mean())
+    assert abs(coverage["studentized"] - 0.95) < 0.02, coverage
+    assert coverage["studentized"] > coverage["percentile"] + 0.015, coverage
+
+
+def test_studentized_difference_covers_skewed_cells_with_unequal_cohorts():
+    """mean(a) - mean(b) of skewed cells, 12 vs 40 patients: coverage close to 95 % (within 3 points),
+    better than the percentile interval's."""
+    rng = np.random.default_rng(12)
+    a, b = rng.exponential(1.0, size=(12, 1500)), rng.exponential(0.5, size=(40, 1500))
+    coverage = {}
+    for method in ("studentized", "percentile"):
+        interval = uncertainty.bootstrap_difference(a, b, BootstrapConfig(n_boot=1000, seed=2, method=method))
+        coverage[method] = float(((interval.low <= 0.5) & (0.5 <= interval.high)).mean())
+    assert abs(coverage["studentized"] - 0.95) < 0.03 and coverage["studentized"] > coverage["percentile"], coverage
+    with pytest.raises(ValueError, match="method"):
+        BootstrapConfig(method="bca")

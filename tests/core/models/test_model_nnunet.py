@@ -34,6 +34,11 @@ def scans(tmp_path_factory):
     return [mf.write_scan(root, seed) for seed in range(2)]
 
 
+# Tests on two_folds are slow: the fixture trains two nnU-Net folds, ~75 s of a 2-core machine under
+# load (~15 s idle), and the mirrored prediction takes ~100 s more there (pytest.ini's tiers).
+TRAINS = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def two_folds(tmp_path_factory, scans):
     """Two folds trained for seconds on the scans (a random network predicts almost no foreground)."""
@@ -61,6 +66,7 @@ def foreground_dice(a: np.ndarray, b: np.ndarray, labels=(1, 2)) -> float:
     return float(np.mean([2 * ((a == c) & (b == c)).sum() / max((a == c).sum() + (b == c).sum(), 1) for c in labels]))
 
 
+@TRAINS
 @pytest.mark.parametrize("mirroring", [False, True])
 def test_prediction_matches_nnunets_predictor_on_the_original_grid(two_folds, scans, mirroring):
     """Two folds ensembled (and mirrored): >= 99.5 % of voxels and foreground Dice >= 0.99
@@ -108,6 +114,7 @@ def test_preprocessing_is_nnunets_own_and_its_grid_is_world_aligned(tmp_path, sc
     np.testing.assert_allclose(resampled.numpy().reshape(-1)[inner], at[inner], atol=1e-3)
 
 
+@TRAINS
 def test_labels_follow_nnunets_steps_and_go_back_by_its_export_path(two_folds, scans):
     model = load_model(two_folds, device="cpu", fold="0")
     image, seg = scans[0]
@@ -138,6 +145,7 @@ def test_window_is_nnunets_geometry():
         NnUNetWindow((12, 12, 8), 1.5)
 
 
+@TRAINS
 def test_gradient_through_nnunets_fusion_is_exact(two_folds):
     """VG through nnU-Net's windows equals autograd through the fused volume and finite differences."""
     model = load_model(two_folds, device="cpu", fold="0")
@@ -171,3 +179,31 @@ def test_bad_nnunet_folders_name_the_missing_file(tmp_path):
     (folder / "plans.json").unlink()
     with pytest.raises(InputError, match=r"plans.json: missing: an nnU-Net v2 trained-model folder needs"):
         load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def untrained_folds(tmp_path_factory):
+    """Folds 0, 1 and 'all' with random weights (loading needs no training)."""
+    return mf.write_nnunet(tmp_path_factory.mktemp("nnunet_folds") / "Dataset998", folds=(0, 1, "all"))
+
+
+@pytest.mark.parametrize("fold, expected", [
+    (0, [0]), (1, [1]), ([0, 1], [0, 1]), ((1, 0), [1, 0]), (np.int64(1), [1]), ([np.int64(0)], [0]),
+    ("0", [0]), ("0, 1", [0, 1]), ("all", ["all"]), (["all"], ["all"]), ([0, "all"], [0, "all"]),
+    (None, [0, 1, "all"])])
+def test_fold_is_an_int_a_sequence_of_ints_or_all_in_python_and_on_the_command_line(untrained_folds, fold, expected):
+    """The Python API takes fold=0 (was: AttributeError 'int' object has no attribute 'strip')."""
+    model = load_model(untrained_folds, device="cpu", fold=fold)
+    assert model.network_config["folds"] == expected
+
+
+@pytest.mark.parametrize("fold", [True, -1, "fold_0", [0.5], [], "", ",", [[0]], "²"])
+def test_a_fold_that_is_no_fold_number_is_one_clear_error(untrained_folds, fold):
+    with pytest.raises(InputError, match="--fold.*expected fold numbers or 'all'"):
+        load_model(untrained_folds, device="cpu", fold=fold)
+
+
+def test_fold_zero_given_to_a_bundle_is_refused_not_ignored(tmp_path):
+    bundle = mf.write_bundle(tmp_path / "bundle")
+    with pytest.raises(InputError, match="--fold.*nnU-Net folders only"):
+        load_model(bundle, device="cpu", fold=0)

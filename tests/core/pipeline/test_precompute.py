@@ -45,6 +45,13 @@ def test_precompute_fills_the_store_and_resumes(tiny):
         pathologies = dict(con.execute("SELECT case_id, pathologies FROM cases").fetchall())
         artifact = con.execute("SELECT path FROM artifacts LIMIT 1").fetchone()[0]
         run = con.execute("SELECT method, model_sha256 FROM runs").fetchone()
+        volumes = con.execute(  # the lift of every row, and class-region volume shares that sum to one
+            "SELECT count(*) FILTER (WHERE mass_abs > 0 AND abs(mass_lift * volume_share - mass_abs) > 1e-9), "
+            "count(*) FILTER (WHERE mass_abs > 0 AND mass_lift IS NULL), "
+            "max(abs(s - 1)) FROM local_importance, (SELECT case_id AS c, target_id AS t, sum(volume_share) AS s "
+            "FROM local_importance l JOIN rois r ON r.roi_id = l.source_id WHERE r.is_class GROUP BY 1, 2) "
+            "WHERE case_id = c AND target_id = t").fetchone()
+    assert volumes[0] == 0 and volumes[1] == 0 and volumes[2] < 1e-9
     assert rows[1] == 6 and rows[0] >= 6 * 17 * 17
     sums = np.array([s[0] for s in class_sums if s[0] is not None])
     np.testing.assert_allclose(sums, 1.0, atol=1e-6)  # class regions partition the volume

@@ -1,6 +1,7 @@
 """Cases on Ray (``--executor ray``): the same rows as an in-process run, a worker SIGKILLed
 mid-case retried with every row stored once, and nothing left running or listening beyond
-loopback afterwards. Local Ray on 127.0.0.1 only (../shared/TOOLING.md), two worker processes.
+loopback afterwards. Local Ray on 127.0.0.1 only (``ray_executor.init_local``), two worker
+processes.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from agg2exp_core.pipeline.executors import ModelSource  # noqa: E402
 from agg2exp_core.pipeline.precompute import precompute  # noqa: E402
 from agg2exp_core.pipeline.ray_executor import LOOPBACK, RayConfig, RayExecutor, init_local  # noqa: E402
 
-pytestmark = pytest.mark.slow  # a Ray start is 15-40 s on the shared 2-core machine
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a Ray start is 15-40 s on the shared 2-core machine
 
 TINY_UNET = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
 METHOD, PARAMS = "smoothgrad", {"n_samples": 2, "sigma": 0.1, "seed": 0}
@@ -222,7 +223,7 @@ def test_cli_executor_ray_gives_the_in_process_rows_and_leaves_nothing_behind(co
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """A Ray instance of the tests' own (the recipe of ../shared/TOOLING.md: two CPUs, 200 MiB of
+    """A Ray instance of the tests' own (two CPUs, 200 MiB of
     object store, loopback only), which the executor joins and leaves running; stopped, and
     checked to leave nothing, at the end."""
     with Watcher() as watcher:

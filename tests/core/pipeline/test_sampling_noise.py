@@ -103,7 +103,7 @@ def test_noise_rows_clip_the_interval_to_a_fraction():
 
 def test_precompute_writes_sampling_noise_for_smoothgrad_only(tmp_path):
     from agg2exp_core.pipeline.precompute import precompute
-    from tests.test_first_run import _tiny_cohort
+    from tests.e2e.test_first_run import _tiny_cohort
 
     manifest, checkpoint = _tiny_cohort(tmp_path)
     cases = ["ref-000"]
