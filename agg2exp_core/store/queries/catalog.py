@@ -21,7 +21,7 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Runs with their number of cases, artefacts and whether signed masses and the volume-adjusted
     mass (lift) exist, newest first."""
     # a store written before the lift existed has no mass_lift column (it is read-only here)
-    lift = "count(mass_lift) > 0" if has_column(con, "local_importance", "mass_lift") else "FALSE"  # fixed
+    details = "count(mass_lift) > 0" if has_column(con, "local_importance", "mass_lift") else "FALSE"  # fixed
     frame = db.fetch(con, f"""
         SELECT r.run_id, r.method, CAST(r.params AS VARCHAR) AS params, r.model_sha256,
                CAST(r.label_names AS VARCHAR) AS label_names, r.code_version, r.source, r.description,
@@ -31,7 +31,7 @@ def runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                coalesce(a.n_artifacts, 0) AS n_artifacts, coalesce(f.n_failures, 0) AS n_failures
         FROM runs r
         LEFT JOIN (SELECT run_id, count(DISTINCT case_id) AS n_cases, count(mass_pos) > 0 AS has_signed,
-                          {lift} AS has_lift
+                          {details} AS has_lift
                    FROM local_importance GROUP BY run_id) li USING (run_id)
         LEFT JOIN (SELECT run_id, count(*) AS n_artifacts FROM artifacts GROUP BY run_id) a USING (run_id)
         LEFT JOIN (SELECT run_id, count(*) AS n_failures FROM failures GROUP BY run_id) f USING (run_id)
