@@ -36,7 +36,7 @@ if expected is not None:
         export.show_table(expected.table, [f"expected-dice-{case}", ctx.run_id], "case-expected")
 
 st.subheader("Slices")
-opened = case_viewer.artefact(ctx, case)
+opened = case_viewer.open_artefact(ctx, case)
 SLICE_KEYS = {"axial": "slice_axial", "coronal": "slice_coronal", "sagittal": "slice_sagittal"}
 
 

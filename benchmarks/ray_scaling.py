@@ -35,7 +35,7 @@ from agg2exp_core.io import phantoms  # noqa: E402
 from agg2exp_core.io.manifest import read_manifest  # noqa: E402
 from agg2exp_core.pipeline.demo import COHORT, demo_checkpoint  # noqa: E402
 from agg2exp_core.pipeline.precompute import precompute  # noqa: E402
-from agg2exp_core.pipeline.ray_executor import RayConfig, RayExecutor, init_local  # noqa: E402
+from agg2exp_core.pipeline.ray_executor import RayConfig, RayExecutor, init_local, stop_local  # noqa: E402
 
 PARAMS = {"vg": {}, "smoothgrad": {"n_samples": 4, "sigma": 0.1, "seed": 0}}
 
@@ -91,7 +91,7 @@ def ray_run(label: str, workers: int, manifest: Path, checkpoint: Path, method: 
         result = run(label, manifest, checkpoint, method, work, RayExecutor(RayConfig(cpus_per_case=1)))
     finally:
         stopping = time.perf_counter()
-        ray.shutdown()
+        stop_local()
         down = time.perf_counter() - stopping
     result.update(start_s=up, stop_s=down, with_start_s=up + result["wall_s"] + down)
     return result

@@ -1,10 +1,10 @@
-"""The case viewer's figures, assembled and cached: artefact -> slice/surface maths -> Plotly figures.
+"""The case viewer's cached renders: artefact -> slice/surface maths -> Plotly figures, cached per artefact
+version (the cache layer under ``dashboard.views.case_viewer``, beside ``compute``; views do not import
+Streamlit).
 
-Shared by ``pages/case_viewer.py`` and ``dashboard/report.py``. The maths is in
-``dashboard.imaging.slices`` and ``dashboard.imaging.surfaces``, the drawing in ``dashboard.figures``;
-this module decides what one view shows (planes, shared attribution scale, crosshair,
-units) and caches the result per artefact version, so moving the crosshair re-renders
-only the planes that changed.
+The maths is in ``dashboard.imaging`` (``artefact``: what a view shows of a class; ``slices``: rendering;
+``surfaces``), the drawing in ``dashboard.figures``. Only the planes that changed are re-rendered when the
+crosshair moves.
 """
 from __future__ import annotations
 
@@ -34,34 +34,6 @@ def artifact_of(path: str, mtime_ns: int) -> artefact.CaseArtifact:
     return artefact.CaseArtifact(data.load_artifact(path, mtime_ns))
 
 
-def class_scale(artifact: artefact.CaseArtifact, channel: int | None, percentile: float,
-                exact: bool = True) -> slices.AttributionScale:
-    """One attribution scale per class and resolution, so a colour means the same value in every
-    view: from the class's stored full-resolution planes (``exact``), else from its block-averaged
-    volume (whose block means are smaller than single voxels' values)."""
-    if channel is None:
-        return slices.attribution_scale([], percentile)
-    planes = [p for p in (artifact.attribution(channel, view) for view in slices.VIEWS) if p is not None]
-    volume = artifact.attribution_volume(channel)
-    if (not exact or not planes) and volume is not None:
-        planes = [volume[0]]
-    return slices.attribution_scale(planes, percentile)
-
-
-def colorbar_title(method: str, params: dict, scale: slices.AttributionScale, exact: bool = True) -> str:
-    unit, _ = slices.attribution_unit(method, params)
-    return (f"{unit}{'' if exact else ' (block means)'} · |v| < {scale.threshold:.3g} hidden "
-            f"(P{scale.percentile:g})")
-
-
-def start_voxel(artifact: artefact.CaseArtifact, channel: int | None) -> tuple[int, int, int]:
-    """The class's largest cross-sections (x, y, z), else the volume's centre."""
-    stored = artifact.class_index(channel) if channel is not None else None
-    if stored is None:
-        stored = np.asarray(artifact.ct.shape) // 2
-    return tuple(int(v) for v in stored)
-
-
 @dataclass(frozen=True)
 class _Rendered:
     """The part of a view that does not depend on the crosshair (cached per plane)."""
@@ -79,12 +51,12 @@ def _render(path: str, mtime_ns: int, view: str, index: int, channel: int | None
     artifact = artifact_of(path, mtime_ns)
     planes = artefact.view_planes(artifact, view, index, channel)
     spacing = slices.pixel_spacing(artifact.spacing, view)
-    scale = class_scale(artifact, channel, style.hide_below_percentile, planes.exact)
+    scale = artefact.class_scale(artifact, channel, style.hide_below_percentile, planes.exact)
     rendered = slices.render_view(planes, spacing, style, scale)
     colorbar = None
     if style.show_attr and planes.attr is not None and not scale.is_empty:
         colorbar = dict(colorscale=slices.attribution_colorscale(scale, style.attr_opacity), top=scale.top,
-                        title=colorbar_title(method, json.loads(params_json or "{}"), scale, planes.exact))
+                        title=artefact.colorbar_title(method, json.loads(params_json or "{}"), scale, planes.exact))
     hover = slices.hover_points(view, index, planes, artifact.ct.shape, spacing) if clickable else None
     return _Rendered(figures.png_source(rendered.rgb), rendered.grid.pixel_mm, hover, colorbar,
                      planes.note if style.show_attr else "")
@@ -144,21 +116,6 @@ def surface_view(path: str, mtime_ns: int, rois_by_channel: tuple[tuple[int, Roi
     return SurfaceView(figure, f"Attribution of {class_name} sampled at each vertex from the {blocks}-voxel "
                                f"block-averaged volume; colour limits ±{top:.3g} (99th percentile of |value| "
                                "on the surfaces).")
-
-
-def region_voxel(artifact: artefact.CaseArtifact, channel: int | None = None,
-                 roi_name: str | None = None) -> tuple[int, int, int] | None:
-    """The voxel (x, y, z) of a region's largest cross-sections: a predicted class (``channel``) or an
-    extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
-    if channel is not None and artifact.pred is not None:
-        mask = artifact.pred == channel
-    elif roi_name is not None and f"roi_{roi_name}" in artifact.arrays:
-        mask = artifact.arrays[f"roi_{roi_name}"].astype(bool)
-    else:
-        return None
-    if not mask.any():
-        return None
-    return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))
 
 
 def expected_dice_table(estimates, rois: dict) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 DEFAULT_DB = Path("data/demo.duckdb")
 ENV_VAR = "AGG2EXP_DB"
+ROOTS_ENV_VAR = "AGG2EXP_ARTIFACT_ROOTS"
 
 
 def store_paths(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> list[Path]:
@@ -40,3 +41,17 @@ def store_label(path: Path, all_paths: Sequence[Path]) -> str:
     """Short name of a store for the sidebar and the URL: its file stem (made unique)."""
     stems = [p.stem for p in all_paths]
     return path.stem if stems.count(path.stem) == 1 else f"{path.stem}-{list(all_paths).index(path)}"
+
+
+def artifact_roots(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Folders outside a store's own from which its slice artefacts may be shown (``--data-dir`` of
+    the multi-node layout, docs/DEPLOYMENT.md): ``--artifact-root DIR`` after ``--`` (repeatable),
+    else ``$AGG2EXP_ARTIFACT_ROOTS`` (``os.pathsep``-separated). None by default: a store alone
+    cannot make the dashboard read files outside its folder."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--artifact-root", action="append", default=[])
+    known, _ = parser.parse_known_args(argv)
+    roots = [p for p in known.artifact_root if p] or [p for p in environ.get(ROOTS_ENV_VAR, "").split(os.pathsep) if p]
+    return [Path(p).expanduser() for p in roots]

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from agg2exp_core.store import lockdown, queries
+from agg2exp_core.store import artifacts, lockdown, queries
 from agg2exp_core.store.queries import REQUIRED_TABLES, CohortFilter, Distribution, StoreRef, store_ref  # noqa: F401
 from agg2exp_core.vocabulary import MASS_KINDS  # noqa: F401
+from dashboard import config
 
 POINTS_PER_SIDE = queries.POINTS_PER_SIDE      # points drawn per box and side outside the whiskers
 
@@ -210,22 +211,30 @@ def artifact_cases(ref: StoreRef, run_id: str) -> dict[str, str]:
     return _read(ref, queries.artifact_paths, run_id)
 
 
-def resolve_artifact(ref: StoreRef, relative: str) -> Path | None:
-    """Absolute path of an artefact, only if it lies inside the store's folder and exists."""
+def resolve_artifact(ref: StoreRef, relative: str, run_id: str | None = None) -> Path | None:
+    """Absolute path of an artefact, only if it exists inside the store's folder, or inside the run's
+    recorded artefact root (``--data-dir``) where the operator allowed that root (``config.artifact_roots``)."""
     if not relative:
         return None
-    folder = ref.folder.resolve()
-    path = (folder / relative).resolve()
-    if folder != path and folder not in path.parents:
+    path = (ref.folder.resolve() / relative).resolve()
+    allowed = [ref.folder] + [root for root in [artifact_root_of(ref, run_id)]
+                              if root is not None and artifacts.inside(root, config.artifact_roots())]
+    return path if artifacts.inside(path, allowed) and path.is_file() else None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def artifact_root_of(ref: StoreRef, run_id: str | None) -> Path | None:
+    """Where the run's artefacts were written (recorded by precompute), None for older stores."""
+    if run_id is None:
         return None
-    return path if path.is_file() else None
+    return _read(ref, artifacts.artifact_root, run_id)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def load_artifact(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
-    """All arrays of one npz artefact (``mtime_ns`` keys the cache to the file's version)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+    """All arrays of one npz artefact, validated (``ArtifactUnreadable`` for a truncated or foreign
+    file); ``mtime_ns`` keys the cache to the file's version."""
+    return artifacts.read_artifact(path)
 
 
 # --- causal runs ------------------------------------------------------------------------------

@@ -129,7 +129,12 @@ def _studentized(estimate: np.ndarray, error: np.ndarray, means: np.ndarray, err
         t = np.where(errors > 0, (means - estimate) / errors, np.nan)
     q_low, q_high = _percentiles(t, level)
     low, high = estimate - q_high * error, estimate - q_low * error
-    flat = error == 0
+    # Too few resamples with a spread (e.g. one value repeated up to rounding): the percentile bounds.
+    degenerate = ~np.isfinite(low) & np.isfinite(estimate)
+    if degenerate.any():
+        low[degenerate], high[degenerate] = (b[degenerate] for b in _percentiles(means, level))
+    # No spread at all, up to float noise (the squares of centred float32 values underflow): the point.
+    flat = error <= 1e-9 * np.maximum(1.0, np.abs(estimate))
     low[flat], high[flat] = estimate[flat], estimate[flat]
     return low, high
 

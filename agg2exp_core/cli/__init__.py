@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agg2exp_core.cli.options import (add_executor, add_model, class_ids, comma_list,
+from agg2exp_core.cli.options import (add_executor, add_inputs, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import COMPARISON_KIND, MASS_KINDS, METHODS
@@ -113,6 +113,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    add_inputs(p, timeout=False)
     p.set_defaults(func=_run_train)
 
 
@@ -126,7 +127,8 @@ def _run_train(args) -> int:
                          preprocessing=Preprocessing(spacing=tuple(args.spacing) if args.spacing else None))
     if args.labels:
         config.label_names = tuple(comma_list(args.labels))
-    print(train(args.manifest, args.out, config, device=args.device))
+    print(train(args.manifest, args.out, config, device=args.device, cohort_root=args.cohort_root,
+                allow_outside_root=args.allow_outside_root))
     return 0
 
 
@@ -137,6 +139,7 @@ def _add_predict(subparsers) -> None:
     p.add_argument("--split", help="only cases of this split (default: test when the manifest has a split "
                                    "column, else every labelled case)")
     p.add_argument("--dataset", help="only cases of this dataset")
+    add_inputs(p, timeout=False)
     p.set_defaults(func=_run_predict)
 
 
@@ -145,7 +148,8 @@ def _run_predict(args) -> int:
 
     from agg2exp_core.models.train import evaluate_dice
 
-    scores = evaluate_dice(args.manifest, model_spec(args), args.split, args.dataset, args.device)
+    scores = evaluate_dice(args.manifest, model_spec(args), args.split, args.dataset, args.device,
+                           args.cohort_root, args.allow_outside_root)
     for case_id, dice in scores.items():
         print(f"{case_id}\tmean foreground Dice {np.nanmean(dice[1:]):.3f}")
     if scores:
@@ -169,6 +173,7 @@ def _add_precompute(subparsers) -> None:
                    help="compute again the cases during which a previous run died (held back otherwise)")
     p.add_argument("--scratch-dir", type=Path, help="stream each case's gradient attributions to a .npy here "
                    "instead of RAM (default: by themselves above 512 MiB, to the system temp folder)")
+    add_inputs(p)
     add_executor(p)
     p.add_argument("--shared-data-dir", action="store_true",
                    help="--data-dir (and --save-nifti) are shared storage at the same path on every Ray node: "
@@ -185,7 +190,8 @@ def _run_precompute(args) -> int:
                          class_ids(args.classes), args.device, args.data_dir, args.save_nifti,
                          case_ids=comma_list(args.cases) or None, executor=executor_from(args),
                          shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed,
-                         scratch_dir=args.scratch_dir)
+                         scratch_dir=args.scratch_dir, case_timeout=args.case_timeout,
+                         cohort_root=args.cohort_root, allow_outside_root=args.allow_outside_root)
     print(summary.line())
     return 1 if summary.failed or summary.crashed else 0
 
@@ -275,6 +281,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--curve-steps", type=int, default=None, help="MoRF/LeRF steps (default: one per unit)")
     p.add_argument("--curve-value", default="logit", help="value function of the curves (logit/tp/fp/dice/softdice)")
     p.add_argument("--seed", type=int, default=0)
+    add_inputs(p)
     add_executor(p)
     p.set_defaults(func=_run_evaluate)
 
@@ -290,7 +297,8 @@ def _run_evaluate(args) -> int:
                               curves=CurveConfig(value=args.curve_value, steps=args.curve_steps), seed=args.seed)
     summary = evaluate_cohort(args.manifest, model_spec(args), args.db, comma_list(args.methods),
                               comma_list(args.classes), config, args.max_cases, args.split, args.device,
-                              executor=executor_from(args))
+                              executor=executor_from(args), case_timeout=args.case_timeout,
+                              cohort_root=args.cohort_root, allow_outside_root=args.allow_outside_root)
     print(summary.line())
     return 1 if summary.failed else 0
 

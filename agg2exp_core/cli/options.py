@@ -21,6 +21,10 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile-step-size", type=float, help="nnU-Net: tile step as a fraction of the patch (0.5)")
     group.add_argument("--network", help="state dict: unet, basicunet, swinunetr, segresnet, dynunet or unetr")
     group.add_argument("--network-params", help="state dict: the network's keyword arguments as JSON")
+    group.add_argument("--trust-model-code", action="store_true",
+                       help="the model's files may run code: a checkpoint that needs pickle, a MONAI bundle config "
+                            "with $ expressions or _target_s other than MONAI's networks, transforms and inferers "
+                            "(refused without it; docs/DEPLOYMENT.md, Security model)")
     group.add_argument("--labels", type=Path, help="label names: a text file (one per line), a JSON list, or a "
                                                     "sidecar JSON with labels, preprocessing and window")
 
@@ -32,7 +36,7 @@ def model_spec(args):
     params = json_object("--network-params", args.network_params) if args.network_params else None
     return ModelSpec(args.model, fold=args.fold, checkpoint_name=args.checkpoint_name, network=args.network,
                      network_params=params, labels=args.labels, mirroring=args.mirroring,
-                     tile_step_size=args.tile_step_size)
+                     tile_step_size=args.tile_step_size, trust_code=args.trust_model_code)
 
 
 def json_object(flag: str, text: str) -> dict:
@@ -75,6 +79,22 @@ def add_executor(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus-per-case", type=float, help="GPUs per Ray worker; 0.5 puts two workers on a GPU (default 0)")
     g.add_argument("--ray-workers", type=int, help="Ray worker processes (default: as many as the resources hold)")
     g.add_argument("--ray-retries", type=int, help="re-runs of a case whose worker process died (default 2)")
+
+
+def add_inputs(parser: argparse.ArgumentParser, timeout: bool = True) -> None:
+    """Where the manifest's files may lie, and how long one case may take."""
+    from agg2exp_core.io.limits import DEFAULT_CASE_TIMEOUT_S
+
+    parser.add_argument("--cohort-root", type=Path,
+                        help="folder every manifest path must resolve into, symlinks followed "
+                             "(default: the manifest's folder)")
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="accept manifest paths outside the cohort root (absolute paths, symlinks out)")
+    if timeout:
+        parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, metavar="SECONDS",
+                            help=f"end a case after this many seconds, record it as failed (stage timeout) and go "
+                                 f"on; held back on reruns like a crash (default {DEFAULT_CASE_TIMEOUT_S:g}: far "
+                                 "beyond a full CT case on CPU; 0: no limit)")
 
 
 def executor_from(args):

@@ -49,15 +49,29 @@ def read_dicom_series(folder: str | Path, target_spacing=None) -> tuple[np.ndarr
     checked against ``io.limits`` from its headers, before any pixel is read.
     """
     folder = Path(folder)
+    dicom_header(folder, target_spacing)
+    return _read_voxels(folder)
+
+
+def dicom_header(folder: Path, target_spacing=None) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape [X, Y, Z], RAS affine)`` of the series in ``folder`` from its slice headers alone,
+    checked (one series, even untilted slices, size limits) before any pixel is read."""
     headers = _headers(folder)
     _check_one_series(folder, headers)
-    _check_geometry(folder, [h for _, h in headers])
-    first = headers[0][1]
-    rows, columns = int(first.Rows), int(first.Columns)
-    pixel = [float(v) for v in getattr(first, "PixelSpacing", (1.0, 1.0))]
-    step = float(getattr(first, "SliceThickness", 0) or 0) or pixel[0]
-    check_voxels(folder, (columns, rows, len(headers)), np.diag([pixel[1], pixel[0], step, 1.0]), target_spacing)
-    return _read_voxels(folder)
+    step = _check_geometry(folder, [h for _, h in headers])
+    ordered = sorted((ds for _, ds in headers), key=lambda ds: int(ds.InstanceNumber))
+    first = ordered[0]
+    shape = (int(first.Columns), int(first.Rows), len(ordered))
+    pixel = _numbers(first.PixelSpacing)  # [between rows, between columns]
+    cosines = _numbers(first.ImageOrientationPatient)
+    positions = np.asarray([_numbers(ds.ImagePositionPatient) for ds in ordered])
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = cosines[:3] * pixel[1], cosines[3:] * pixel[0]
+    lps[:3, 2] = (positions[-1] - positions[0]) / (len(ordered) - 1)
+    lps[:3, 3] = positions[0]
+    # the measured step, not SliceThickness: a header may claim 1 mm for slices metres apart
+    check_voxels(folder, shape, np.diag([pixel[1], pixel[0], step, 1.0]), target_spacing)
+    return shape, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def _headers(folder: Path) -> list[tuple[Path, object]]:
@@ -77,9 +91,41 @@ def _headers(folder: Path) -> list[tuple[Path, object]]:
                                "Rows", "Columns") if getattr(ds, t, None) in (None, "")]
         if missing:
             raise InputError(folder, f"{f.name} is not an image slice with a position (missing {', '.join(missing)})")
+        _check_tags(folder, f, ds)
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             raise InputError(folder, f"{f.name} is a multi-frame DICOM; export the series as one file per slice")
     return headers
+
+
+TAG_ARITY = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+
+
+def _check_tags(folder: Path, f: Path, ds) -> None:
+    """The geometry tags hold numbers of the right count, so later arithmetic cannot fail nameless."""
+    for tag, arity in TAG_ARITY.items():
+        values = _numbers(getattr(ds, tag))
+        if values is None or len(values) != arity:
+            count = "non-numeric values" if values is None else f"{len(values)} values"
+            raise InputError(folder, f"{f.name}: {tag} has {count}, expected {arity}")
+        if not np.isfinite(values).all():
+            raise InputError(folder, f"{f.name}: {tag} holds non-finite values")
+    spacing = _numbers(ds.PixelSpacing)
+    if (spacing <= 0).any():
+        raise InputError(folder, f"{f.name}: PixelSpacing {', '.join(f'{v:g}' for v in spacing)} is not a positive size")
+    for tag in ("InstanceNumber", "Rows", "Columns"):
+        try:
+            int(getattr(ds, tag))
+        except (TypeError, ValueError):
+            raise InputError(folder, f"{f.name}: {tag} {str(getattr(ds, tag))!r} is not an integer") from None
+
+
+def _numbers(value) -> np.ndarray | None:
+    values = value if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str) \
+        else [value]
+    try:
+        return np.asarray([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_one_series(folder: Path, headers: list) -> None:
@@ -93,8 +139,9 @@ def _check_one_series(folder: Path, headers: list) -> None:
         raise InputError(folder, f"two slices share InstanceNumber {dup}")
 
 
-def _check_geometry(folder: Path, headers: list) -> None:
-    """One orientation and size, no gantry tilt, evenly spaced positions in InstanceNumber order."""
+def _check_geometry(folder: Path, headers: list) -> float:
+    """One orientation and size, no gantry tilt, evenly spaced positions in InstanceNumber order;
+    returns the slice step in mm, measured along the slice normal."""
     ordered = sorted(headers, key=lambda ds: int(ds.InstanceNumber))
     first = ordered[0]
     cosines = np.asarray(first.ImageOrientationPatient, dtype=float)
@@ -131,6 +178,7 @@ def _check_geometry(folder: Path, headers: list) -> None:
         raise InputError(folder, f"uneven slice spacing (missing slice?): {abs(along[i]):.4g} mm between "
                                  f"InstanceNumber {ordered[i].InstanceNumber} and {ordered[i + 1].InstanceNumber}, "
                                  f"{median:.4g} mm elsewhere")
+    return median
 
 
 def _read_voxels(folder: Path) -> tuple[np.ndarray, np.ndarray]:

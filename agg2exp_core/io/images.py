@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from agg2exp_core.errors import InputError
-from agg2exp_core.io.limits import check_voxels
+from agg2exp_core.io.headers import (FORMATS, ITK_SUFFIXES, NIFTI_SUFFIXES, check_case_headers, first_line,
+                                     itk_affine, itk_header, itk_kind, nifti_header, on_image_grid)
 from agg2exp_core.io.manifest import ROI_PREFIX
 from agg2exp_core.io.preprocessing import Preprocessing
 
@@ -40,9 +41,6 @@ class Case:
         return (self.image[0].numpy() * (hi - lo) + lo).astype(np.float32)
 
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage"}
-FORMATS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
 
 
 def load_volume(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +59,7 @@ def load_volume(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.n
 
         data, affine = read_dicom_series(path, target_spacing)
     elif name.endswith(tuple(ITK_SUFFIXES)):
-        data, affine = _read_itk(path, ITK_SUFFIXES[next(s for s in ITK_SUFFIXES if name.endswith(s))],
-                                 target_spacing)
+        data, affine = _read_itk(path, itk_kind(name), target_spacing)
     elif name.endswith(".dcm"):
         raise InputError(path, "a DICOM file holds one slice; give the folder of its series")
     else:
@@ -77,45 +74,28 @@ def load_nifti(path: str | Path, target_spacing=None) -> tuple[np.ndarray, np.nd
 
 
 def _read_nifti(path: Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for truncated/corrupt files
-        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {_first_line(err)})") from None
-    check_voxels(path, img.shape, img.affine, target_spacing)
+    img = nifti_header(path, target_spacing)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for truncated/corrupt files
         if not path.name.lower().endswith(NIFTI_SUFFIXES):
             raise InputError(path, f"not a readable scan (expected {FORMATS})") from None
-        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {_first_line(err)})") from None
+        raise InputError(path, f"cannot read NIfTI ({type(err).__name__}: {first_line(err)})") from None
     return data, img.affine
 
 
 def _read_itk(path: Path, kind: str, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
     """NRRD / MetaImage by SimpleITK: its LPS ``(z, y, x)`` image as a RAS ``[X, Y, Z]`` array."""
+    import SimpleITK as sitk
+
+    reader = itk_header(path, kind, target_spacing)
     try:
-        import SimpleITK as sitk
-    except ImportError:
-        raise InputError(path, f"reading {kind} needs SimpleITK (pip install SimpleITK==2.5.7)") from None
-    try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()  # the header only: check the size before the voxels
-        check_voxels(path, reader.GetSize(), np.diag([*reader.GetSpacing()[:3], 1.0]), target_spacing)
         image = reader.Execute()
     except RuntimeError as err:
-        raise InputError(path, f"cannot read {kind} ({_first_line(err)})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(path, f"expected one value per voxel, got {image.GetNumberOfComponentsPerPixel()} components")
+        raise InputError(path, f"cannot read {kind} ({first_line(err)})") from None
     dim = image.GetDimension()
     data = sitk.GetArrayFromImage(image).astype(np.float32).transpose(tuple(range(dim))[::-1])  # -> [X, Y, Z(, T)]
-    if dim < 3:
-        return data, None
-    lps = np.eye(4)
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)[:3]
-    lps[:3, 3] = np.asarray(image.GetOrigin(), dtype=float)[:3]
-    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return data, itk_affine(image)
 
 
 def _checked(path: Path, data: np.ndarray, affine) -> tuple[np.ndarray, np.ndarray]:
@@ -133,13 +113,13 @@ def _checked(path: Path, data: np.ndarray, affine) -> tuple[np.ndarray, np.ndarr
     return np.ascontiguousarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64)
 
 
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else "corrupt"
-
-
 def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
               n_labels: int | None = None) -> Case:
-    """Load one manifest row: validate, reorient to RAS, resample, scale HU to [0, 1]."""
+    """Load one manifest row: validate, reorient to RAS, resample, scale HU to [0, 1].
+
+    The headers of the label and RoI masks are compared with the image's before any voxel is read.
+    """
+    check_case_headers(row, preprocessing.target_spacing)
     image, affine = load_volume(row["image"], preprocessing.target_spacing)
     label = _load_label(row, image, affine, n_labels) if row.get("label") else None
     rois = {}
@@ -157,7 +137,7 @@ def load_case(row: Mapping, preprocessing: Preprocessing = Preprocessing(),
 
 def _load_label(row: Mapping, image: np.ndarray, affine: np.ndarray, n_labels: int | None) -> np.ndarray:
     path = row["label"]
-    label = _on_image_grid(path, *load_volume(path), image, affine)
+    label = on_image_grid(path, *load_volume(path), image, affine)
     if (label != np.round(label)).any() or label.min() < 0:
         raise InputError(path, "label values must be non-negative integers")
     if n_labels is not None and label.max() >= n_labels:
@@ -166,26 +146,7 @@ def _load_label(row: Mapping, image: np.ndarray, affine: np.ndarray, n_labels: i
 
 
 def _load_mask(path: str, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    return _on_image_grid(path, *load_volume(path), image, affine) > 0
-
-
-def _on_image_grid(path, data: np.ndarray, data_affine: np.ndarray, image: np.ndarray,
-                   image_affine: np.ndarray) -> np.ndarray:
-    """A label map or mask in the image's voxel order; it may be stored with its axes
-    permuted or flipped (a NIfTI label of a DICOM image, say) as long as it is the same grid."""
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
-
-    if data.shape != image.shape or not np.allclose(data_affine, image_affine, atol=1e-3):
-        transform = ornt_transform(io_orientation(data_affine), io_orientation(image_affine))
-        moved = apply_orientation(data, transform)
-        moved_affine = data_affine @ inv_ornt_aff(transform, data.shape)
-        if moved.shape == image.shape and np.allclose(moved_affine, image_affine, atol=1e-3):
-            return np.ascontiguousarray(moved)
-    if data.shape != image.shape:
-        raise InputError(path, f"shape {data.shape} does not match the image's {image.shape}")
-    if not np.allclose(data_affine, image_affine, atol=1e-3):
-        raise InputError(path, "affine does not match the image's affine")
-    return data
+    return on_image_grid(path, *load_volume(path), image, affine) > 0
 
 
 def save_nifti(volume: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:

@@ -9,6 +9,8 @@ the environment for sites with larger scans and machines:
 - ``AGG2EXP_MAX_INPUT_VOXELS`` (default 1024³): the scan as stored;
 - ``AGG2EXP_MAX_RESAMPLED_VOXELS`` (default 600³): the scan on the model's grid, estimated
   from its physical extent (voxel count times voxel volume over the target voxel volume).
+
+A third limit is on time: ``DEFAULT_CASE_TIMEOUT_S``, the default of ``--case-timeout``.
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ INPUT_LIMIT_VARIABLE = "AGG2EXP_MAX_INPUT_VOXELS"
 RESAMPLED_LIMIT_VARIABLE = "AGG2EXP_MAX_RESAMPLED_VOXELS"
 DEFAULT_MAX_INPUT_VOXELS = 1024 ** 3
 DEFAULT_MAX_RESAMPLED_VOXELS = 600 ** 3
+# A case's time limit (seconds; ``--case-timeout``). A hanging read (a stale network mount) would otherwise stall the run
+# forever; an hour is far beyond a full-resolution CT case explained with SmoothGrad on CPU
+# (minutes), so no legitimate case is ended by default. 0 / None: no limit.
+DEFAULT_CASE_TIMEOUT_S = 3600.0
 
 
 def voxel_limit(variable: str, default: int) -> int:

@@ -95,10 +95,15 @@ def unwrap_state_dict(blob):
     return blob
 
 
-def read_checkpoint(path: Path):
+def read_checkpoint(path: Path, trust_code: bool = False):
+    """The file's content, weights-only unless ``trust_code`` (``models.trust``)."""
+    from agg2exp_core.models.trust import load_tensors
+
     if not path.is_file():
         raise InputError(path, "checkpoint file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path, trust_code)
+    except InputError:
+        raise
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise InputError(path, f"cannot read checkpoint ({type(err).__name__})") from None

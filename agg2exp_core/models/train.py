@@ -45,8 +45,9 @@ class TrainConfig:
     seed: int = 0
 
 
-def training_cases(manifest: Path, config: TrainConfig) -> list[dict]:
-    frame = read_manifest(manifest)
+def training_cases(manifest: Path, config: TrainConfig, cohort_root: str | Path | None = None,
+                   allow_outside_root: bool = False) -> list[dict]:
+    frame = read_manifest(manifest, cohort_root, allow_outside_root)
     rows = frame[frame.split == config.split]
     if config.dataset:
         rows = rows[rows.dataset == config.dataset]
@@ -71,11 +72,13 @@ def augmentations(crop_size) -> Compose:
 
 
 def train(manifest: str | Path, out_checkpoint: str | Path, config: TrainConfig = TrainConfig(),
-          device: str = "auto", progress: bool = True) -> Path:
-    """Train on the manifest's reference train split and write a self-describing checkpoint."""
+          device: str = "auto", progress: bool = True, cohort_root: str | Path | None = None,
+          allow_outside_root: bool = False) -> Path:
+    """Train on the manifest's reference train split and write a self-describing checkpoint
+    (``cohort_root``, ``allow_outside_root``: see ``read_manifest``)."""
     set_determinism(seed=config.seed)
     dev = resolve_device(device)
-    items = training_cases(Path(manifest), config)
+    items = training_cases(Path(manifest), config, cohort_root, allow_outside_root)
     loader = DataLoader(Dataset(items, augmentations(config.crop_size)), batch_size=config.batch_size,
                         shuffle=True, num_workers=0, drop_last=len(items) >= config.batch_size)
     network = build_network(config.network, len(config.label_names)).to(dev)
@@ -106,11 +109,12 @@ def train(manifest: str | Path, out_checkpoint: str | Path, config: TrainConfig 
 
 
 def evaluate_dice(manifest: str | Path, model, split: str | None = None,
-                  dataset: str | None = None, device: str = "auto") -> dict[str, np.ndarray]:
+                  dataset: str | None = None, device: str = "auto", cohort_root: str | Path | None = None,
+                  allow_outside_root: bool = False) -> dict[str, np.ndarray]:
     """Per-case Dice ``{case_id: [l]}`` of a model (any source, see ``load_model``) on the
     manifest's labelled cases, on the model's grid. ``split`` None: the test split when the
     manifest assigns splits, else every labelled case. No case to score is an ``InputError``."""
-    rows = labelled_cases(manifest, split, dataset)
+    rows = labelled_cases(manifest, split, dataset, cohort_root, allow_outside_root)
     model = load_model(model, device=device)
     scores = {}
     for _, row in rows.iterrows():
@@ -120,9 +124,10 @@ def evaluate_dice(manifest: str | Path, model, split: str | None = None,
     return scores
 
 
-def labelled_cases(manifest: str | Path, split: str | None = None, dataset: str | None = None):
+def labelled_cases(manifest: str | Path, split: str | None = None, dataset: str | None = None,
+                   cohort_root: str | Path | None = None, allow_outside_root: bool = False):
     """The manifest rows with a label in ``split`` (see ``evaluate_dice``) and ``dataset``."""
-    frame = read_manifest(manifest)
+    frame = read_manifest(manifest, cohort_root, allow_outside_root)
     splits = sorted(set(frame.split) - {""})
     if split is None:
         split = "test" if splits else ""

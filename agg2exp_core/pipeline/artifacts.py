@@ -5,16 +5,18 @@ always written in RAS+ voxel order ``[X, Y, Z]`` (an exact permutation and flip 
 arrays, from the grid's affine), and the CT in HU through the model's preprocessing. Besides
 CT, prediction, labels and RoI masks: attribution planes through each class's largest
 cross-section and block-averaged attribution volumes. numpy and nibabel only (the Case is
-only a type here), so the dashboard's tests build artefacts with the same functions.
+only a type here), so the dashboard's tests build artefacts with the same functions. The
+format itself (keys, durable writer, validating reader) is ``store.artifacts``.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import nibabel as nib
 import numpy as np
+
+from agg2exp_core.store.artifacts import AXES, index_key, plane_key, relevance_key, roi_key, volume_key
+from agg2exp_core.store.artifacts import write_artifact  # noqa: F401 - where callers found it before
 
 if TYPE_CHECKING:
     from agg2exp_core.io.images import Case
@@ -40,8 +42,7 @@ def block_mean(volume: np.ndarray, block: Sequence[int]) -> np.ndarray:
 
 def attribution_slices(volume: np.ndarray, index: Sequence[int]) -> dict[str, np.ndarray]:
     """The three planes through ``index`` (x, y, z), float32: KernelSHAP logit sums overflow float16."""
-    return {"x": volume[index[0], :, :].astype(np.float32), "y": volume[:, index[1], :].astype(np.float32),
-            "z": volume[:, :, index[2]].astype(np.float32)}
+    return {axis: np.take(volume, int(index[a]), axis=a).astype(np.float32) for a, axis in enumerate(AXES)}
 
 
 
@@ -82,33 +83,20 @@ def slice_artifact(case: Case, pred: np.ndarray, attributions: np.ndarray, class
     if case.label is not None:
         arrays["gt"] = to_ras(case.label.numpy(), orientation).astype(np.uint8)
     for name, mask in case.rois.items():
-        arrays[f"roi_{name}"] = to_ras(mask, orientation).astype(np.uint8)
+        arrays[roi_key(name)] = to_ras(mask, orientation).astype(np.uint8)
     block = block_factors(pred.shape, volume_max_side)
     arrays["attrvol_block"] = block
     for row, c in enumerate(classes):
         index = largest_cross_sections(pred == c)
-        arrays[f"index_{c}"] = index.astype(np.int32)
+        arrays[index_key(c)] = index.astype(np.int32)
         volume = to_ras(attributions[row], orientation)
         for axis, plane in attribution_slices(volume, index).items():
-            arrays[f"attr_{c}_{axis}"] = plane
-        arrays[f"attrvol_{c}"] = block_mean(volume, block)
+            arrays[plane_key(c, axis)] = plane
+        arrays[volume_key(c)] = block_mean(volume, block)
     return arrays
-
-
-def relevance_key(channel: int) -> str:
-    """npz key of a class's supervoxel relevance mask (uint8 ``[X, Y, Z]``, 1 = relevant)."""
-    return f"relevance_{int(channel)}"
 
 
 def relevance_arrays(masks: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
     """Relevance masks per class channel as artefact arrays."""
     return {relevance_key(c): np.asarray(mask, bool).astype(np.uint8) for c, mask in masks.items()}
 
-
-def write_artifact(arrays: dict, path: Path) -> None:
-    """Write an npz atomically, so a crash never leaves a half-written artefact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)

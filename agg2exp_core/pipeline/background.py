@@ -20,6 +20,7 @@ from typing import Iterator
 
 from agg2exp_core import store
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.safe_files import NEW_FILE_MODE, open_lock
 
 LOG_NAME = "demo-build.log"
 LOCK_NAME = "demo.build.lock"
@@ -45,7 +46,7 @@ def build_holder(data_dir: str | Path) -> int | None:
     """The pid of the process building the demo in ``data_dir``, or None when no build runs."""
     path = Path(data_dir) / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link or FIFO there is no build
     except OSError:
         return None
     try:
@@ -63,7 +64,7 @@ def build_lock(data_dir: str | Path, wait: bool = True) -> Iterator[None]:
     """Hold the demo build's lock of ``data_dir``; wait for a running build (or refuse: ``wait=False``)."""
     path = Path(data_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(path)  # never through a symbolic link (io.safe_files)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,7 +93,13 @@ def start_detached(data_dir: str | Path, retrain: bool = False) -> str:
         return f"the demo build is already running (pid {holder}); its log: {log}"
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "agg2exp_core", "demo", "--data-dir", str(data_dir)] + (["--retrain"] * retrain)
-    with open(log, "ab") as out:
+    append = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        log_fd = os.open(log, append, NEW_FILE_MODE)
+    except OSError as err:
+        raise InputError(log, f"cannot write the build log ({err.strerror or err}; a symbolic link there is "
+                              "refused)") from None
+    with os.fdopen(log_fd, "ab") as out:
         out.write(f"\n--- demo build started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         out.flush()
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -26,7 +26,8 @@ from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter
 from agg2exp_core.models.sources import ModelSpec
-from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
+from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
+                                             InProcessExecutor, ModelSource, check_timeout)
 
 DEFAULT_METHODS = ("vg", "smoothgrad", "ig", "kernelshap", "causal")
 
@@ -91,7 +92,9 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
                     config: EvaluationConfig = EvaluationConfig(), max_cases: int | None = 3,
                     split: str = "", device: str = "auto", progress: bool = True,
                     executor: Executor | None = None, build_step: str | None = None,
-                    method_params: Mapping[str, Mapping] | None = None) -> EvaluationSummary:
+                    method_params: Mapping[str, Mapping] | None = None,
+                    case_timeout: float | None = DEFAULT_CASE_TIMEOUT_S, cohort_root: str | Path | None = None,
+                    allow_outside_root: bool = False) -> EvaluationSummary:
     """Evaluate ``methods`` on the first ``max_cases`` cases (of ``split``) and store the results.
 
     ``classes``: class names or channel ids (default: all but background). ``executor``:
@@ -99,9 +102,11 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
     after each case (so readers see the evaluation grow). ``build_step``: record the progress
     as that step of the store's ``build_status``. ``method_params``: explain parameters per
     method (e.g. a KernelSHAP budget; part of that method's evaluation run id), default the methods' own.
+    ``case_timeout``, ``cohort_root``, ``allow_outside_root``: as for ``precompute``.
     """
     methods = [get_method(m).name for m in methods]
-    frame = read_manifest(manifest)
+    case_timeout = check_timeout(case_timeout)
+    frame = read_manifest(manifest, cohort_root, allow_outside_root)
     if split:
         frame = frame[frame["split"] == split]
     if max_cases is not None:
@@ -139,7 +144,7 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
         bar = CaseProgress(len(jobs), f"evaluate {len(methods)} methods on {len(frame)} case(s)", progress,
                            executor, report, unit="method")
         try:
-            with closing(executor.map(compute_evaluation, source, jobs)) as outcomes:
+            with closing(executor.map(compute_evaluation, source, jobs, timeout_s=case_timeout)) as outcomes:
                 for outcome in outcomes:
                     bar.update(_write_evaluation(con, outcome, summary, target_ids))
                     store.publish(con, db)
@@ -152,8 +157,7 @@ def _write_evaluation(con, outcome: Completed, summary: EvaluationSummary, targe
     """One job's rows (a case, its methods) in one transaction, or its failure once per run."""
     case_id, result = outcome.job.case_id, outcome.result
     run_ids = {m: summary.run_ids[m] for m in outcome.job.methods}
-    failure = ((store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else ("evaluate", outcome.error) if outcome.error
-               else result.failure)
+    failure = outcome.failure("evaluate") or result.failure
     if failure is None:
         try:
             store.write_method_eval(con, run_ids, case_id, result.scores, result.curves, target_ids)

@@ -14,17 +14,23 @@ driver's: one store transaction per case). An executor runs the compute side:
 
 Compute functions catch a case's own errors and return them in the result; an
 executor adds only what a compute function cannot report itself: that the process
-running it died (``Completed.crashed``).
+running it died (``Completed.crashed``), or that the case ran past ``timeout_s``
+(``Completed.timed_out``: a hanging read, a stale network mount). A case past its time is
+ended (in process: by SIGALRM, which interrupts a blocked read; worker processes and Ray
+actors: the worker is killed and replaced) and the others go on.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
+import signal
 import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -33,6 +39,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from tqdm.auto import tqdm
 
+from agg2exp_core.errors import InputError
+from agg2exp_core.io.limits import DEFAULT_CASE_TIMEOUT_S  # noqa: F401 - the executors' default, re-exported
 from agg2exp_core.models import Segmenter, resolve_device
 from agg2exp_core.models.sources import ModelSpec, load_model
 
@@ -65,6 +73,59 @@ class Completed:
     result: Any = None
     crashed: str = ""   # the process computing the job died (after the executor's retries)
     error: str = ""     # the compute function raised instead of returning its failure
+    timed_out: str = ""  # the job ran past the time limit and was ended
+
+    def failure(self, error_stage: str) -> tuple[str, str] | None:
+        """``(failures.stage, message)`` of a job that brought no result back (None: it did)."""
+        from agg2exp_core.store.attempts import CRASHED_STAGE, TIMEOUT_STAGE
+
+        if self.crashed:
+            return CRASHED_STAGE, self.crashed
+        if self.timed_out:
+            return TIMEOUT_STAGE, self.timed_out
+        return (error_stage, self.error) if self.error else None
+
+
+def check_timeout(seconds: float | None) -> float | None:
+    """A case time limit in seconds (None or 0: none); anything else is an ``InputError``."""
+    if seconds is None or seconds == 0:
+        return None
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise InputError("--case-timeout", f"expected a positive number of seconds (0: no limit), got {seconds!r}")
+    return float(seconds)
+
+
+class CaseTimeout(BaseException):
+    """Raised in the computing thread when a case runs past its time (a BaseException, so that a
+    compute function's ``except Exception`` does not record it as the case's own failure)."""
+
+
+def timeout_message(seconds: float) -> str:
+    return (f"ended after {seconds:g} s (the case time limit, --case-timeout): a read that hangs "
+            "(a FIFO, a stale network mount) or a case too slow for the limit")
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise ``CaseTimeout`` in this thread after ``seconds`` (SIGALRM: the main thread only).
+
+    The signal interrupts a blocked system call (``open`` of a FIFO, a read), and Python raises
+    in the handler; C code that never returns to Python is ended only by a worker executor.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise CaseTimeout(timeout_message(seconds))
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 Compute = Callable[[Segmenter, Any], Any]
@@ -80,7 +141,8 @@ class Executor(Protocol):
     def __exit__(self, *exc) -> None: ...  # release them
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
-            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]: ...
+            on_start: Callable[[Any], None] | None = None,
+            timeout_s: float | None = None) -> Iterator[Completed]: ...  # timeout_s: per job
 
 
 class SharedSession:
@@ -124,15 +186,20 @@ class InProcessExecutor:
         return None
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
-            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
+            on_start: Callable[[Any], None] | None = None,
+            timeout_s: float | None = None) -> Iterator[Completed]:
         model = source.load()
         for job in jobs:
             if on_start is not None:
                 on_start(job)
             self.running = 1
-            result = compute(model, job)
+            try:
+                with time_limit(timeout_s):
+                    outcome = Completed(job, compute(model, job))
+            except CaseTimeout as ended:
+                outcome = Completed(job, timed_out=str(ended))
             self.running = 0
-            yield Completed(job, result)
+            yield outcome
 
 
 class ProcessExecutor(SharedSession):
@@ -160,6 +227,7 @@ class ProcessExecutor(SharedSession):
         self.threads, self.max_retries, self.preload = max(1, threads), max_retries, tuple(preload)
         self.running = 0
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: list = []  # the new pool's no-op jobs: done once its processes have started
         self._maps = itertools.count()
 
     def _open(self) -> None:
@@ -171,18 +239,21 @@ class ProcessExecutor(SharedSession):
             self._pool = None
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
-            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
+            on_start: Callable[[Any], None] | None = None,
+            timeout_s: float | None = None) -> Iterator[Completed]:
         jobs = list(jobs)
         if not jobs:
             return
         with self:
             key = next(self._maps)
             queue, suspects, pending, attempts = deque(jobs), deque(), {}, {}
+            self._started: dict = {}
             try:
                 while queue or suspects or pending:
                     self._fill(compute, source, key, queue, suspects, pending, on_start)
                     finished, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)  # wakes for signals
-                    outcomes, broken = [], []
+                    outcomes = self._end_overdue(pending, finished, queue, timeout_s)
+                    broken = []
                     for future in finished:
                         job = pending.pop(future)
                         try:
@@ -203,12 +274,31 @@ class ProcessExecutor(SharedSession):
 
     def _fill(self, compute, source, key, queue, suspects, pending, on_start) -> None:
         """Keep every process busy; a suspect of a crash runs alone, so a crash is its own."""
+        if self._warming:  # the time limit counts from a started process, not from its imports
+            wait(self._warming)
+            self._warming = []
         while (suspects and not pending) or (queue and not suspects and len(pending) < self.workers):
             job = (suspects or queue).popleft()
             if on_start is not None:
                 on_start(job)
-            pending[self._pool.submit(_run_in_worker, compute, source, key, job)] = job
+            future = self._pool.submit(_run_in_worker, compute, source, key, job)
+            pending[future], self._started[future] = job, time.monotonic()
         self.running = len(pending)
+
+    def _end_overdue(self, pending: dict, finished: set, queue: deque, timeout_s: float | None) -> list[Completed]:
+        """Jobs past ``timeout_s`` come back as ``timed_out``; their processes are ended with the pool
+        (one cannot end a single worker of it), and the other jobs in flight run again first."""
+        now = time.monotonic()
+        overdue = [f for f in pending if f not in finished and timeout_s and now - self._started[f] > timeout_s]
+        if not overdue:
+            return []
+        outcomes = [Completed(pending.pop(f), timed_out=timeout_message(timeout_s)) for f in overdue]
+        queue.extendleft(reversed([job for f, job in pending.items() if f not in finished]))
+        for future in [f for f in pending if f not in finished]:
+            del pending[future]
+        self._stop(self._pool)
+        self._pool = self._new_pool()
+        return outcomes
 
     def _after_break(self, in_flight: list, suspects: deque, attempts: dict) -> list[Completed]:
         """A process died: restart the pool; cases in flight are suspects, crashed once tried alone too often."""
@@ -231,8 +321,7 @@ class ProcessExecutor(SharedSession):
 
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker, initargs=(self.threads, os.getpid(), self.preload))
-        for _ in range(self.workers):
-            pool.submit(os.getpid)
+        self._warming = [pool.submit(os.getpid) for _ in range(self.workers)]
         return pool
 
     @staticmethod

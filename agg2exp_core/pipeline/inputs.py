@@ -4,16 +4,26 @@ A case is done for a run only if it was computed from the files its manifest row
 now: same content (sha256), checked cheaply by path, size and modification time first.
 A moved or touched but identical file is not recomputed; a changed scan, label or RoI
 mask, or a different manifest pointing elsewhere, is. A DICOM series folder counts as the
-files it holds (total size, newest modification, one hash over their names and contents).
+files it holds (total size, newest modification, one hash over their names and contents);
+a MetaImage / NRRD header counts with its data file.
+
+A case is hashed after its headers are checked and before its voxels are read, and its
+files are confirmed unchanged (same inode, size, modification and change time) after the
+read (``file_identities``): a file swapped or rewritten between the hash and the read
+fails the case instead of storing results under the other file's fingerprint.
 ``plan_cases`` picks what a run still has to compute.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Mapping
 
 from agg2exp_core import store
+from agg2exp_core.errors import InputError
+from agg2exp_core.io.files import check_regular, detached_data_file
+from agg2exp_core.io.headers import ITK_SUFFIXES
 from agg2exp_core.io.manifest import ROI_PREFIX
 
 
@@ -37,7 +47,9 @@ def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     for name in _files(path):
         if name != path:
-            digest.update(os.path.relpath(name, path).encode() + b"\0")
+            digest.update(os.path.relpath(name, os.path.dirname(path) if os.path.isfile(path) else path).encode()
+                          + b"\0")
+        check_regular(name)  # a FIFO swapped in would block open() forever
         with open(name, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
@@ -45,9 +57,10 @@ def file_sha256(path: str) -> str:
 
 
 def _files(path: str) -> list[str]:
-    """The file itself, or the regular files under a folder in a fixed order."""
+    """The file itself (with a detached header's data file), or the regular files under a folder in a fixed order."""
     if not os.path.isdir(path):
-        return [path]
+        data = detached_data_file(Path(path)) if path.lower().endswith(tuple(ITK_SUFFIXES)) else None
+        return [path] if data is None else [path, str(data)]
     return sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
                   if os.path.isfile(os.path.join(root, f)))
 
@@ -55,6 +68,26 @@ def _files(path: str) -> list[str]:
 def input_fingerprint(row: Mapping) -> dict[str, dict]:
     """``{column: {path, size, mtime_ns, sha256}}`` of every input file of a manifest row."""
     return {column: file_stamp(str(row[column])) for column in input_columns(row)}
+
+
+def file_identities(row: Mapping) -> dict[str, tuple]:
+    """``{file: (device, inode, size, mtime_ns, ctime_ns)}`` of every input file of a row (a swap or
+    a rewrite changes one of them; ctime cannot be set back by a user)."""
+    identities = {}
+    for column in input_columns(row):
+        for name in _files(str(row[column])):
+            s = os.stat(name)
+            identities[name] = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+    return identities
+
+
+def check_unchanged(before: Mapping[str, tuple], row: Mapping) -> None:
+    """An ``InputError`` naming the first input file that changed since ``before`` was taken."""
+    after = file_identities(row)
+    for name in sorted(set(before) | set(after)):
+        if before.get(name) != after.get(name):
+            raise InputError(name, "changed while the case was being read (replaced or rewritten after it was "
+                                   "fingerprinted); the case is not stored, run it again")
 
 
 def changed_inputs(stored: Mapping[str, Mapping], row: Mapping) -> list[str]:
@@ -70,11 +103,13 @@ def changed_inputs(stored: Mapping[str, Mapping], row: Mapping) -> list[str]:
 def _same_file(stamp: Mapping, path: str) -> bool:
     try:
         now = file_stamp(path, with_hash=False)
-    except OSError:
+        if all(now[k] == stamp.get(k) for k in ("path", "size", "mtime_ns")):
+            return True
+        return now["size"] == stamp.get("size") and file_sha256(path) == stamp.get("sha256")
+    except (OSError, InputError):  # gone, a FIFO, a header naming a bad data file: recomputed, and fails there
         return False
-    if all(now[k] == stamp.get(k) for k in ("path", "size", "mtime_ns")):
-        return True
-    return now["size"] == stamp.get("size") and file_sha256(path) == stamp.get("sha256")
+
+
 def plan_cases(con, summary, rows: list[dict], retry_crashed: bool) -> list[dict]:
     """The rows to compute: not done from the same inputs, not held back after a crash (those last).
 
@@ -92,6 +127,7 @@ def plan_cases(con, summary, rows: list[dict], retry_crashed: bool) -> list[dict
                                  " UTC) died before it was done; rerun with --retry-crashed to compute it again")
     done = store.done_inputs(con, run_id)
     crashed = store.crashed_cases(con, run_id) | {case_id for case_id, *_ in markers}
+    timed_out = store.timed_out_cases(con, run_id)
     todo, retried, unknown = [], [], 0
     for row in rows:
         case_id = row["case_id"]
@@ -103,13 +139,16 @@ def plan_cases(con, summary, rows: list[dict], retry_crashed: bool) -> list[dict
                 continue
             summary.recomputed.append(case_id)
             summary.notes.append(f"recomputing {case_id}: {', '.join(changed)} changed since it was computed")
+        why = "ran out of time (--case-timeout)" if case_id in timed_out else "died"
         if case_id in crashed and not retry_crashed:
             summary.crashed.append(case_id)
-            summary.notes.append(f"holding back {case_id}: a previous run died while computing it "
+            if case_id in timed_out:
+                summary.timed_out.append(case_id)
+            summary.notes.append(f"holding back {case_id}: a previous run {why} while computing it "
                                  "(recorded in failures); --retry-crashed computes it again")
         elif case_id in crashed:
             retried.append(row)
-            summary.notes.append(f"computing {case_id} last: a previous run died while computing it")
+            summary.notes.append(f"computing {case_id} last: a previous run {why} while computing it")
         else:
             todo.append(row)
     if unknown:

@@ -1,12 +1,10 @@
 """Per-case pipeline: load -> predict -> Dice -> explain -> aggregate -> slices -> store.
 
-A case is computed by ``compute_case`` (a pure function of the model and a ``CaseJob``,
-run by an executor: in this process, or on Ray workers) and written by the driver, the
-store's only writer, in one transaction per case. So an interrupted run leaves only
-whole cases behind, and a rerun of the same configuration skips the cases that were
-computed from the same input files. A failing case is recorded in ``failures`` and the
-others go on; a case during which the computing process died is reported on the rerun
-and held back unless ``retry_crashed``.
+A case is computed by ``compute_case`` (a pure function of the model and a ``CaseJob``, run by an
+executor: in this process, or on Ray workers) and written by the driver, the store's only writer, in
+one transaction per case: an interrupted run leaves only whole cases, and a rerun skips the cases
+computed from the same input files. A failing case is recorded in ``failures``, the others go on; a
+case whose process died, or that ran past ``case_timeout`` s, is held back unless ``retry_crashed``.
 """
 from __future__ import annotations
 
@@ -25,15 +23,18 @@ from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices, region_mean_attribution
 from agg2exp_core.attribution.registry import check_params, explain, get_method
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.headers import check_case_headers
 from agg2exp_core.io.images import Case, load_case, save_nifti
 from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
 from agg2exp_core.pipeline import causal_stage, noise_stage
-from agg2exp_core.pipeline.artifacts import slice_artifact, write_artifact
-from agg2exp_core.pipeline.executors import CaseProgress, Completed, Executor, InProcessExecutor, ModelSource
-from agg2exp_core.pipeline.inputs import input_fingerprint, plan_cases
+from agg2exp_core.pipeline.artifacts import slice_artifact
+from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
+                                             InProcessExecutor, ModelSource, check_timeout)
+from agg2exp_core.pipeline.inputs import check_unchanged, file_identities, input_fingerprint, plan_cases
+from agg2exp_core.store.artifacts import record_artifact_root, write_artifact
 
 PUBLISH_EVERY_S = 5.0
 
@@ -46,13 +47,15 @@ class PrecomputeSummary:
     failed: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     recomputed: list[str] = field(default_factory=list)  # done before, but from other input files
-    crashed: list[str] = field(default_factory=list)     # held back: a process died computing them
+    crashed: list[str] = field(default_factory=list)     # held back: a process died computing them (or timed out)
+    timed_out: list[str] = field(default_factory=list)   # of those, the ones past the case time limit
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         mean = f", {np.mean(self.seconds):.1f} s/case" if self.seconds else ""
         changed = f", {len(self.recomputed)} recomputed (inputs changed)" if self.recomputed else ""
-        crashed = (f", {len(self.crashed)} held back (a previous run died computing them; --retry-crashed)"
+        why = "died or ran out of time" if self.timed_out else "died"
+        crashed = (f", {len(self.crashed)} held back (a previous run {why} computing them; --retry-crashed)"
                    if self.crashed else "")
         return (f"run {self.run_id}: {len(self.done)} computed, {len(self.skipped)} already done, "
                 f"{len(self.failed)} failed{changed}{crashed}{mean}")
@@ -107,12 +110,10 @@ class CaseResult:
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
                  donors: causal_stage.CohortDonors | None = None, out: Path | None = None):
-    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise):
-    prediction, Dice, attributions of every class, their RoI-importance matrices, mean
-    |attribution| per region voxel and SmoothGrad's standard errors per cell (``noise_stage``).
-
-    ``out``: a .npy path where gradient methods stream the attributions (memory-mapped;
-    without it they do so by themselves above ``attribution.sinks.STREAM_ABOVE_BYTES``).
+    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise): prediction,
+    Dice, every class's attributions, their RoI-importance matrices, mean |attribution| per region voxel and
+    SmoothGrad's standard errors per cell (``noise_stage``). ``out``: a .npy path where gradient methods
+    stream the attributions (memory-mapped; without it they do so above ``sinks.STREAM_ABOVE_BYTES``).
     """
     pred = model.predict(case.image).argmax(0)
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
@@ -147,8 +148,10 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
     """Everything of one case that needs the model; its own errors come back as ``failure``."""
     started, stage = time.time(), "load"
     try:
+        check_case_headers(job.row, model.preprocessing.target_spacing)  # sizes and grids: nothing read yet
+        identities, inputs = file_identities(job.row), input_fingerprint(job.row)  # hashed before the read,
         case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
-        inputs = input_fingerprint(job.row)
+        check_unchanged(identities, job.row)  # and confirmed to be what was read
         stage = "explain"
         matrices, dice, artifact, attributions, extras, region_means, noise = process_case(
             model, case, job.method, job.params, job.classes, job.extras, job.donors, job.scratch)
@@ -204,7 +207,9 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                data_dir: str | Path | None = None, nifti_dir: str | Path | None = None,
                progress: bool = True, case_ids: Sequence[str] | None = None, executor: Executor | None = None,
                shared_files: bool = False, retry_crashed: bool = False,
-               scratch_dir: str | Path | None = None, build_step: str | None = None) -> PrecomputeSummary:
+               scratch_dir: str | Path | None = None, build_step: str | None = None,
+               case_timeout: float | None = DEFAULT_CASE_TIMEOUT_S, cohort_root: str | Path | None = None,
+               allow_outside_root: bool = False) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
     ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). ``executor``: where cases
@@ -213,9 +218,10 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     ``retry_crashed``: compute again the cases during which a previous run died.
     ``scratch_dir``: gradient attributions of each case stream to a .npy there (removed once
     the case is computed) instead of RAM; see ``process_case``. ``build_step``: record the
-    run's progress as that step of the store's ``build_status``. All bad input (method,
-    parameters, classes, case ids, manifest, model) is an ``InputError`` before anything is
-    written.
+    run's progress as that step of the store's ``build_status``. ``case_timeout``: seconds before a case is ended,
+    failed at stage ``timeout``, held back like a crash (0: none). ``cohort_root``, ``allow_outside_root``: see
+    ``read_manifest``. All bad input (method, parameters, classes, case ids, manifest, model) is an
+    ``InputError`` before anything is written.
     """
     method = get_method(method).name
     params = dict(params or {})
@@ -225,7 +231,8 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     if "out" in params or "sample_maps" in params:
         raise InputError("--params", "'out' and 'sample_maps' are chosen per case by precompute "
                          "(give --scratch-dir for 'out')")
-    cohort = read_manifest(manifest)
+    case_timeout = check_timeout(case_timeout)
+    cohort = read_manifest(manifest, cohort_root, allow_outside_root)
     frame = _select_cases(cohort, case_ids)
     model_source = "model" if isinstance(model, Segmenter) else model
     executor = executor or InProcessExecutor()
@@ -250,6 +257,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                          model.checkpoint_sha256, model.label_names,
                          source="precompute",
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
+        record_artifact_root(con, summary.run_id, files.data_dir / "artifacts" / summary.run_id)  # readers allow-list it
         todo = plan_cases(con, summary, frame.to_dict("records"), retry_crashed)
         jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors,
                         scratch / f"{row['case_id']}.npy" if scratch else None) for row in todo]
@@ -261,7 +269,8 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
         for note in summary.notes:
             bar.note(note)
         try:
-            with closing(executor.map(compute, source, jobs, on_start=writer.started)) as outcomes:
+            with closing(executor.map(compute, source, jobs, on_start=writer.started,
+                                      timeout_s=case_timeout)) as outcomes:
                 for outcome in outcomes:
                     bar.update(writer.write(outcome))
                     writer.publish_due()
@@ -324,9 +333,8 @@ class _CaseWriter:
         """Store one outcome (results, or its failure, once); True when the case is done."""
         case_id, result = outcome.job.case_id, outcome.result
         self.in_flight.discard(case_id)
-        if outcome.crashed or outcome.error:
-            stage, message = (store.CRASHED_STAGE, outcome.crashed) if outcome.crashed else ("explain", outcome.error)
-            return self._failed(case_id, stage, message)
+        if outcome.failure("explain"):
+            return self._failed(case_id, *outcome.failure("explain"))
         result = save_case_files(self.files, result, self.classes)  # no-op when a worker wrote them
         if result.failure:
             return self._failed(case_id, *result.failure)

@@ -11,12 +11,19 @@ Without an address the executor starts a local Ray instance bound to the loopbac
 interface and stops it at the end; with ``auto`` or ``HOST:PORT`` it joins a running
 cluster (started by ``ray start`` / ``ray up`` / KubeRay) and ships this package's code
 to it. Ray is imported here only, and only when a run uses it.
+
+A case past the time limit (``timeout_s``) comes back as ``timed_out``: its actor is killed
+(without restart, so Ray does not run the case again) and a fresh one takes its place.
 """
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import socket
+import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.models import Segmenter
-from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource, SharedSession
+from agg2exp_core.pipeline.executors import Completed, Compute, ModelSource, SharedSession, timeout_message
 
 LOOPBACK = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # agg2exp_core/
@@ -62,12 +69,17 @@ class CaseWorker:
     def __init__(self, source: ModelSource, threads: int):
         self.source, self.threads, self.model = source, threads, None
 
-    def run(self, compute: Compute, job: Any) -> Any:
+    def ready(self) -> bool:
+        """Load the model now: a case's time limit then counts from a worker ready to compute it."""
         if self.model is None:
             import torch
 
             torch.set_num_threads(self.threads)
             self.model = self.source.load(self.source.device)
+        return True
+
+    def run(self, compute: Compute, job: Any) -> Any:
+        self.ready()
         return compute(self.model, job)
 
 
@@ -87,13 +99,12 @@ class RayExecutor(SharedSession):
 
     def _close(self) -> None:
         if self._joined:
-            import ray
-
-            ray.shutdown()
+            stop_local()  # also ends a joined cluster's session (ray.shutdown) and restores RAY_AUTH_MODE
             self._joined = False
 
     def map(self, compute: Compute, source: ModelSource, jobs: Iterable,
-            on_start: Callable[[Any], None] | None = None) -> Iterator[Completed]:
+            on_start: Callable[[Any], None] | None = None,
+            timeout_s: float | None = None) -> Iterator[Completed]:
         jobs = list(jobs)
         if not jobs:
             return
@@ -102,8 +113,8 @@ class RayExecutor(SharedSession):
         with self:
             actors: list = []
             try:
-                actors = self._start_workers(ray, source, len(jobs))
-                yield from self._serve(ray, actors, compute, jobs, on_start)
+                actors, new_actor = self._start_workers(ray, source, len(jobs))
+                yield from self._serve(ray, actors, new_actor, compute, jobs, on_start, timeout_s)
             finally:
                 self.running = 0
                 for actor in actors:
@@ -121,6 +132,9 @@ class RayExecutor(SharedSession):
 
         if ray.is_initialized():
             return False
+        if address is not None:
+            _LOCAL.update(folder=None, saved={k: os.environ.get(k) for k in AUTH_VARIABLES})
+            require_token()
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
         try:
             if address is None:
@@ -128,9 +142,13 @@ class RayExecutor(SharedSession):
             else:
                 env = {"py_modules": [str(PACKAGE_DIR)]} if self.config.ship_code else None
                 ray.init(address=address, runtime_env=env, **quiet)
-        except ConnectionError as err:
-            raise InputError("--ray-address", f"cannot reach a Ray cluster at {address!r} "
-                                              f"({str(err).splitlines()[0]})") from None
+        except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+            stop_local()
+            raise InputError("--ray-address", f"cannot join the Ray cluster at {address!r} "
+                                              f"({str(err).strip().splitlines()[0]})") from None
+        except BaseException:
+            stop_local()
+            raise
         return True
 
     def _start_local(self, ray, options: dict) -> None:
@@ -141,7 +159,7 @@ class RayExecutor(SharedSession):
         init_local(cpus, cfg.object_store_mb, **options)
         gpus = ray.cluster_resources().get("GPU", 0)
         if cfg.gpus_per_case > gpus:
-            ray.shutdown()
+            stop_local()
             raise InputError("--gpus-per-case", f"{cfg.gpus_per_case} GPU(s) per case, but Ray sees {gpus:g} "
                                                 "on this machine")
 
@@ -158,29 +176,49 @@ class RayExecutor(SharedSession):
         actor = ray.remote(CaseWorker).options(num_cpus=cfg.cpus_per_case, num_gpus=cfg.gpus_per_case,
                                                 max_restarts=-1, max_task_retries=cfg.max_retries)
         threads = max(1, int(cfg.cpus_per_case))
-        return [actor.remote(source, threads) for _ in range(self.workers)]
 
-    def _serve(self, ray, actors: list, compute: Compute, jobs: list,
-               on_start: Callable[[Any], None] | None) -> Iterator[Completed]:
-        """One case in flight per worker; a worker gets its next case before the driver writes its last."""
-        queue, idle, pending = deque(jobs), deque(actors), {}
+        def new_actor():
+            return actor.remote(source, threads)
+
+        return [new_actor() for _ in range(self.workers)], new_actor
+
+    def _serve(self, ray, actors: list, new_actor: Callable[[], Any], compute: Compute, jobs: list,
+               on_start: Callable[[Any], None] | None, timeout_s: float | None = None) -> Iterator[Completed]:
+        """One case in flight per worker; a worker gets its next case before the driver writes its last.
+        A case past ``timeout_s`` ends with its actor (``actors`` holds the live ones, for the caller to kill)."""
+        queue, idle, pending = deque(jobs), deque(), {}
+        warming = [(actor, actor.ready.remote()) for actor in actors]  # a job's clock starts on a ready worker
 
         def fill() -> None:
+            if warming:
+                done, _ = ray.wait([ref for _, ref in warming], num_returns=len(warming), timeout=0)
+                idle.extend(actor for actor, ref in warming if ref in done)
+                warming[:] = [(actor, ref) for actor, ref in warming if ref not in done]
             while queue and idle:
                 actor, job = idle.popleft(), queue.popleft()
                 if on_start is not None:
                     on_start(job)
-                pending[actor.run.remote(compute, job)] = (job, actor)
+                pending[actor.run.remote(compute, job)] = (job, actor, time.monotonic())
             self.running = len(pending)
 
         fill()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes up for signals
+        while pending or queue:
+            waiting = list(pending) + [ref for _, ref in warming]
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)  # wakes up for signals
+            ready = [ref for ref in ready if ref in pending]
             outcomes = []
             for ref in ready:
-                job, actor = pending.pop(ref)
+                job, actor, _ = pending.pop(ref)
                 idle.append(actor)
                 outcomes.append(self._outcome(ray, ref, job))
+            now = time.monotonic()
+            for ref in [r for r, (_, _, t) in pending.items() if timeout_s and now - t > timeout_s]:
+                job, actor, _ = pending.pop(ref)
+                ray.kill(actor, no_restart=True)  # a restarted actor would run the case again
+                actors.remove(actor)
+                actors.append(new_actor())
+                warming.append((actors[-1], actors[-1].ready.remote()))
+                outcomes.append(Completed(job, timed_out=timeout_message(timeout_s)))
             fill()
             yield from outcomes
 
@@ -208,32 +246,98 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
                                           f"({err.strerror or type(err).__name__})") from None
 
 
-def init_local(num_cpus: int, object_store_mb: int | None = None, **options) -> None:
-    """Start a Ray instance of this process only, every port on loopback (docs/DEPLOYMENT.md).
+AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_LOCAL: dict = {}  # what init_local changed (private folder, environment), undone by stop_local
+
+
+def init_local(num_cpus: int, object_store_mb: int | None = None, **options) -> Path:
+    """Start a Ray instance of this process only, every port on loopback, token-authenticated,
+    its session files in a private folder (0700); returns that folder. Stop it with ``stop_local``.
 
     Ray 2.60 binds every interface and advertises the machine's routable address unless
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` was set when it was imported; a process that
-    imported Ray before gets the same effect from the constant that variable sets.
+    imported Ray before gets the same effect from the constant that variable sets. Left to
+    itself, Ray also honours an inherited ``RAY_AUTH_MODE=disabled`` (anyone on the machine
+    may then submit jobs that run as this user), writes its token to ``~/.ray/auth_token``
+    readable by every local user (umask 022) and its sockets and logs under a world-writable
+    ``/tmp/ray``: here the token is fresh, in a 0600 file of the private folder.
     """
-    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH")}
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's own processes read it too
-    # workers import this very checkout, whatever is installed in the environment
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), saved["PYTHONPATH"]) if p)
     import ray
     from ray._private import ray_constants
 
+    folder = Path(tempfile.mkdtemp(prefix="a2e-ray-"))  # mode 0700, a new name (O_EXCL)
+    token_file = folder / "auth_token"
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH", *AUTH_VARIABLES)}
+    _LOCAL.update(folder=folder, saved=saved)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's own processes read it too
+    # workers import this very checkout, whatever is installed in the environment
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), saved["PYTHONPATH"]) if p)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
+    _reload_authentication()
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
-                 object_store_memory=object_store_mb * 1024 ** 2 if object_store_mb else None, **options)
+                 object_store_memory=object_store_mb * 1024 ** 2 if object_store_mb else None,
+                 _temp_dir=str(folder / "ray"), **options)  # Ray makes its own folder 0777: the parent guards it
+    except BaseException:
+        stop_local()
+        raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _restore({k: saved[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PYTHONPATH")})
+    return folder
+
+
+def stop_local() -> None:
+    """Stop Ray, then remove init_local's private folder (token, sockets, logs) and restore the environment."""
+    import ray
+
+    ray.shutdown()
+    if _LOCAL:
+        _restore({k: v for k, v in _LOCAL["saved"].items() if k in AUTH_VARIABLES})
+        _reload_authentication()
+        if _LOCAL["folder"] is not None:
+            shutil.rmtree(_LOCAL["folder"], ignore_errors=True)
+        _LOCAL.clear()
+
+
+def require_token() -> None:
+    """Joining a cluster (``--ray-address``) authenticates with a token, or does not join.
+
+    Ray sends a token to an explicit address only under ``RAY_AUTH_MODE=token``; a cluster
+    started without it runs any local or network user's jobs (docs/DEPLOYMENT.md).
+    """
+    mode = os.environ.get("RAY_AUTH_MODE", "token").strip().lower()
+    if mode != "token":
+        raise InputError("--ray-address", f"RAY_AUTH_MODE={mode}: joining a Ray cluster needs token "
+                                          "authentication (RAY_AUTH_MODE=token on the cluster and here)")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if not os.environ.get("RAY_AUTH_TOKEN") and not Path(path).is_file():
+        raise InputError("--ray-address", "no Ray authentication token: give the cluster's token as "
+                                          "RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN, or ~/.ray/auth_token)")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    _reload_authentication()
+
+
+def _reload_authentication() -> None:
+    """Ray caches the authentication mode and token per process: read them again from the environment."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _restore(saved: dict) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _first_line(err: BaseException) -> str:

@@ -4,8 +4,8 @@ for concurrent readers), ``attempts`` (which inputs a case was computed from, ca
 ``lockdown`` (every connection to a store file: read-only where it reads, no external access,
 objects beyond the schema refused) and ``queries`` (every read, shared by ``analyze`` and the
 dashboard, whose ``dashboard/data.py`` only caches them)."""
-from agg2exp_core.store.attempts import (CRASHED_STAGE, clear_started, crashed_cases, done_inputs, mark_started,
-                                         started_cases)
+from agg2exp_core.store.attempts import (CRASHED_STAGE, TIMEOUT_STAGE, clear_started, crashed_cases, done_inputs,
+                                         mark_started, started_cases, timed_out_cases)
 from agg2exp_core.store.lockdown import connect, open_reader, open_writable
 from agg2exp_core.store.queries import (analysis_settings, anomaly_scores, artifact_paths, build_complete,
                                         build_status, case_metadata, class_roi_ids, dice_of_model, done_cases,
@@ -28,5 +28,5 @@ __all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "BUILD_STATES", "CASE_COLUMNS", 
            "local_matrices", "mark_started", "matrix_runs", "mean_anomaly_by_case", "open_reader", "open_writable",
            "open_writer", "plan_build", "publish", "record_failure", "register_new_cases", "replace_analysis",
            "replace_table_rows", "roi_names", "run_exists", "run_id_for", "run_label_names", "run_model",
-           "started_cases", "store_folder", "transaction", "update_build_step", "upsert_cases", "upsert_rois",
+           "started_cases", "store_folder", "TIMEOUT_STAGE", "timed_out_cases", "transaction", "update_build_step", "upsert_cases", "upsert_rois",
            "volume_shares", "write_case", "write_imported_run", "write_method_eval", "writing_path"]

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import duckdb
 
 CRASHED_STAGE = "crashed"  # failures.stage of a case during which a process died
+TIMEOUT_STAGE = "timeout"  # failures.stage of a case ended at the case time limit (held back like a crash)
 
 
 def mark_started(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str) -> None:
@@ -45,9 +46,15 @@ def started_cases(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str
 
 
 def crashed_cases(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
-    """Cases whose latest attempt killed the process computing them."""
+    """Cases whose latest attempt killed the process computing them or ran past the time limit."""
+    return {r[0] for r in con.execute("SELECT case_id FROM failures WHERE run_id = ? AND stage IN (?, ?)",
+                                      [run_id, CRASHED_STAGE, TIMEOUT_STAGE]).fetchall()}
+
+
+def timed_out_cases(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
+    """Cases whose latest attempt ran past the case time limit."""
     return {r[0] for r in con.execute("SELECT case_id FROM failures WHERE run_id = ? AND stage = ?",
-                                      [run_id, CRASHED_STAGE]).fetchall()}
+                                      [run_id, TIMEOUT_STAGE]).fetchall()}
 
 
 def done_inputs(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict | None]:

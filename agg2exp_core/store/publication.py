@@ -4,7 +4,8 @@
 the process dies). ``<db>.writing``: the writer's DuckDB file. ``<db>.writing.seed``: the
 identity (inode, size, mtime, ctime) of the published file that the writer's file was
 copied from or last published as, so a published store replaced behind the writer's back
-is noticed. Copies go to ``.<name>.<pid>.tmp``, are fsynced, then renamed into place.
+is noticed. Copies go to a new ``.<name>.<pid>.<random>.tmp``, are fsynced, then renamed
+into place. None of these is opened through a symbolic link (``io.safe_files``).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Iterator
 
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.safe_files import open_lock, refuse_link, sync_folder, temporary_beside
 
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.\d+(\.\w+)?\.tmp$")
 
 
 def writing_path(db_path: str | Path) -> Path:
@@ -43,7 +45,7 @@ def exclusive_lock(db_path: Path) -> Iterator[None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         while True:  # the holder removes the file on release: lock the file that is at the path
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -67,18 +69,26 @@ def exclusive_lock(db_path: Path) -> Iterator[None]:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
     except FileNotFoundError:
         return False
 
 
 def remove_leftover_temporaries(db_path: Path) -> None:
-    """Remove ``.<name>.<pid>.tmp`` copies a killed writer left (we hold the lock: none is in use)."""
+    """Remove ``.<name>.<pid>[.<random>].tmp`` copies a killed writer left (we hold the lock: none is in use)."""
     names = {db_path.name, writing_path(db_path).name, _seed_path(db_path).name}
     for path in db_path.parent.glob(".*.tmp"):
         match = _TEMPORARY.match(path.name)
         if match and match["name"] in names:
             path.unlink(missing_ok=True)
+
+
+def refuse_linked_work_files(db_path: Path) -> None:
+    """The writer's files are ours: one that is a symbolic link was put there by someone else."""
+    work = writing_path(db_path)
+    for path, what in ((work, "the writer's file"), (Path(str(work) + ".wal"), "the writer's log"),
+                       (_seed_path(db_path), "the writer's seed record")):
+        refuse_link(path, what)
 
 
 def remove_work_files(db_path: Path) -> None:
@@ -100,12 +110,15 @@ def _identity(path: Path) -> dict | None:
 def record_seed(db_path: Path) -> None:
     """Record the published file's identity; if that fails, no record: the next writer reseeds (safe)."""
     record = _seed_path(db_path)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp = None
     try:
-        tmp.write_text(json.dumps({"published": _identity(db_path)}))
+        fd, tmp = temporary_beside(record)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"published": _identity(db_path)}))
         os.replace(tmp, record)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         record.unlink(missing_ok=True)
 
 
@@ -125,20 +138,16 @@ def durable_copy(source: Path, target: Path, problem: str) -> None:
     as it was; it is reported as an ``InputError`` naming ``target``, its ``problem`` with
     ``{error}`` replaced by the system's reason.
     """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = None
     try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fd, tmp = temporary_beside(target)
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, target)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise InputError(target, problem.format(error=err.strerror or err)) from None
-    try:  # the rename itself is durable once the folder is synced
-        folder = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except OSError:
-        pass  # a file system that cannot sync folders
+    sync_folder(target.parent)  # the rename itself is durable once the folder is synced

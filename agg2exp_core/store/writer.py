@@ -24,8 +24,8 @@ from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
 from agg2exp_core.store.attempts import end_attempt
 from agg2exp_core.store.lockdown import connect
-from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, remove_leftover_temporaries,
-                                            remove_work_files, seed_matches, writing_path)
+from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, refuse_linked_work_files,
+                                            remove_leftover_temporaries, remove_work_files, seed_matches, writing_path)
 from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def open_writer(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     if db_path.exists() and not db_path.is_file():
         raise InputError(db_path, "not a store file (a folder?)")
     with exclusive_lock(db_path):
+        refuse_linked_work_files(db_path)
         remove_leftover_temporaries(db_path)
         if work.exists() and not seed_matches(db_path):
             log.warning("%s: the published store changed since %s was made (replaced or restored?); "

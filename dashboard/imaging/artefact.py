@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from dashboard.imaging.slices import AXIS_KEYS, VIEWS, ViewPlanes, cut, orient
+from agg2exp_core.store import artifacts
+from dashboard.imaging.slices import (AXIS_KEYS, VIEWS, AttributionScale, ViewPlanes, attribution_scale,
+                                      attribution_unit, cut, orient)
 
 
 @dataclass(frozen=True)
 class CaseArtifact:
-    """Typed view of one npz artefact (keys of docs/ARCHITECTURE.md)."""
+    """Typed view of one npz artefact (the format is ``agg2exp_core.store.artifacts``)."""
 
     arrays: dict
 
@@ -36,17 +38,17 @@ class CaseArtifact:
 
     def class_index(self, channel: int) -> np.ndarray | None:
         """Slice indices (x, y, z) of the class's largest cross-sections, if stored."""
-        index = self.arrays.get(f"index_{channel}")
+        index = self.arrays.get(artifacts.index_key(channel))
         return None if index is None else np.asarray(index, dtype=int)
 
     def attribution(self, channel: int, view: str) -> np.ndarray | None:
         """The stored attribution plane of a class for a view (display orientation, float32), if any."""
-        plane = self.arrays.get(f"attr_{channel}_{AXIS_KEYS[VIEWS[view]]}")
+        plane = self.arrays.get(artifacts.plane_key(channel, AXIS_KEYS[VIEWS[view]]))
         return None if plane is None else orient(plane.astype(np.float32))
 
     def attribution_volume(self, channel: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(block-averaged attribution volume, voxels per block along x, y, z) of a class, if stored."""
-        volume = self.arrays.get(f"attrvol_{channel}")
+        volume = self.arrays.get(artifacts.volume_key(channel))
         if volume is None:
             return None
         block = self.arrays.get("attrvol_block")
@@ -54,10 +56,10 @@ class CaseArtifact:
         return np.asarray(volume, dtype=np.float32), block
 
     def explained_channels(self) -> list[int]:
-        return sorted(int(k.split("_")[1]) for k in self.arrays if k.startswith("index_"))
+        return artifacts.explained_channels(self.arrays)
 
     def extra_rois(self) -> list[str]:
-        return sorted(k[4:] for k in self.arrays if k.startswith("roi_"))
+        return artifacts.extra_rois(self.arrays)
 
 
 def sample_volume(volume: np.ndarray, block, voxels: np.ndarray) -> np.ndarray:
@@ -110,3 +112,48 @@ def view_planes(artifact: CaseArtifact, view: str, index: int, channel: int | No
         note = (note + "; " if note else "") + (f"{bad} stored value(s) are not finite (an artefact written "
                                                 "as float16 overflowed): left out; recompute the run")
     return ViewPlanes(cut(artifact.ct, view, index), pred, gt, attr, note, exact)
+
+
+# --- what a view shows of a class ----------------------------------------------------------------
+
+def class_scale(artifact: CaseArtifact, channel: int | None, percentile: float,
+                exact: bool = True) -> AttributionScale:
+    """One attribution scale per class and resolution, so a colour means the same value in every
+    view: from the class's stored full-resolution planes (``exact``), else from its block-averaged
+    volume (whose block means are smaller than single voxels' values)."""
+    if channel is None:
+        return attribution_scale([], percentile)
+    planes = [p for p in (artifact.attribution(channel, view) for view in VIEWS) if p is not None]
+    volume = artifact.attribution_volume(channel)
+    if (not exact or not planes) and volume is not None:
+        planes = [volume[0]]
+    return attribution_scale(planes, percentile)
+
+
+def colorbar_title(method: str, params: dict, scale: AttributionScale, exact: bool = True) -> str:
+    unit, _ = attribution_unit(method, params)
+    return (f"{unit}{'' if exact else ' (block means)'} · |v| < {scale.threshold:.3g} hidden "
+            f"(P{scale.percentile:g})")
+
+
+def start_voxel(artifact: CaseArtifact, channel: int | None) -> tuple[int, int, int]:
+    """The class's largest cross-sections (x, y, z), else the volume's centre."""
+    stored = artifact.class_index(channel) if channel is not None else None
+    if stored is None:
+        stored = np.asarray(artifact.ct.shape) // 2
+    return tuple(int(v) for v in stored)
+
+
+def region_voxel(artifact: CaseArtifact, channel: int | None = None,
+                 roi_name: str | None = None) -> tuple[int, int, int] | None:
+    """The voxel (x, y, z) of a region's largest cross-sections: a predicted class (``channel``) or an
+    extra RoI mask stored as ``roi_<name>``; None when the artefact does not hold it or it is empty."""
+    if channel is not None and artifact.pred is not None:
+        mask = artifact.pred == channel
+    elif roi_name is not None and artifacts.roi_key(roi_name) in artifact.arrays:
+        mask = artifact.arrays[artifacts.roi_key(roi_name)].astype(bool)
+    else:
+        return None
+    if not mask.any():
+        return None
+    return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))

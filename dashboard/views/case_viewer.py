@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from agg2exp_core.store.artifacts import ArtifactUnreadable
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import case_view, compute, data, figures
 from dashboard.analytics import AVERAGE_TARGET_TITLE, Roi
@@ -50,14 +51,13 @@ class CaseSlices:
 def case_slices(ctx: ViewContext, case_id: str, target: Roi, window: tuple[str, float, float],
                 percentile: float) -> CaseSlices:
     """Static slices (no crosshair, no click points): prediction outlined, ground truth in white."""
-    relative = data.artifact_cases(ctx.ref, ctx.run_id).get(case_id)
-    path = data.resolve_artifact(ctx.ref, relative) if relative else None
-    if path is None:
-        return CaseSlices({}, "No slice artefact for this case in this run.")
+    opened = open_artefact(ctx, case_id)
+    if opened.artifact is None:
+        unreadable = opened.problem.startswith("Slice artefact unreadable")
+        return CaseSlices({}, opened.problem if unreadable else "No slice artefact for this case in this run.")
     channel = ctx.channel_of(target)
-    mtime = path.stat().st_mtime_ns
-    artifact = case_view.artifact_of(str(path), mtime)
-    voxel = case_view.start_voxel(artifact, channel)
+    path, mtime, artifact = opened.path, opened.mtime_ns, opened.artifact
+    voxel = artefact.start_voxel(artifact, channel)
     style = slices.OverlayStyle(width=window[1], level=window[2], show_gt=artifact.gt is not None,
                                 hide_below_percentile=percentile, pred_outline=True, label_opacity=0.36,
                                 attr_opacity=0.6)
@@ -147,19 +147,23 @@ class Artefact:
     artifact: artefact.CaseArtifact | None = None
 
 
-def artefact(ctx: ViewContext, case_id: str) -> Artefact:
+def open_artefact(ctx: ViewContext, case_id: str) -> Artefact:
     artefacts = data.artifact_cases(ctx.ref, ctx.run_id)
     if not artefacts:
         return Artefact("This run has no slice artefacts (e.g. imported published aggregates hold only the "
                         "matrices), so there are no images to show; the local matrix below is available. Runs "
                         "computed with `python -m agg2exp_core precompute` store slices.")
     relative = artefacts.get(case_id)
-    path = data.resolve_artifact(ctx.ref, relative) if relative else None
+    path = data.resolve_artifact(ctx.ref, relative, ctx.run_id) if relative else None
     if path is None:
         return Artefact(f"No readable slice artefact for case {case_id} in this run"
-                        + (f" (`{relative}` is missing)." if relative else "."))
-    mtime = path.stat().st_mtime_ns
-    return Artefact("", str(path), mtime, case_view.artifact_of(str(path), mtime))
+                        + (f" (`{relative}` is missing, or lies outside the store's folder and the artefact "
+                           "roots the dashboard allows: docs/DEPLOYMENT.md)." if relative else "."))
+    try:  # a truncated or empty file (a crash, a full disk, a copy cut short): say so, the page goes on
+        mtime = path.stat().st_mtime_ns
+        return Artefact("", str(path), mtime, case_view.artifact_of(str(path), mtime))
+    except (ArtifactUnreadable, OSError) as err:
+        return Artefact(f"Slice artefact unreadable for case {case_id}: {err}. The rest of the page is shown.")
 
 
 WINDOWS = [*slices.WINDOW_PRESETS, "custom"]
@@ -183,10 +187,10 @@ class Start:
 
 
 def start(ctx: ViewContext, shown: Artefact, target: Roi, source: Roi | None) -> Start:
-    voxel = case_view.start_voxel(shown.artifact, ctx.channel_of(target))
+    voxel = artefact.start_voxel(shown.artifact, ctx.channel_of(target))
     if source is None:
         return Start(voxel)
-    centre = case_view.region_voxel(shown.artifact, ctx.channel_of(source) if source.is_class else None, source.name)
+    centre = artefact.region_voxel(shown.artifact, ctx.channel_of(source) if source.is_class else None, source.name)
     note = (f"Opened on the cell {source.name} → {target.name}: the crosshair starts at the largest cross-sections of "
             f"{source.name}" + ("" if centre else f" (not in this case's artefact; at {target.name} instead)") + ".")
     return Start(centre or voxel, note)

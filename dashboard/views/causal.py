@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from agg2exp_core.store.artifacts import relevance_key
 from dashboard import analytics, data, figures
 from dashboard.analytics import Roi
 from dashboard.context import ViewContext
@@ -150,7 +151,7 @@ def _relevance(ctx: ViewContext, case_id: str, target: Roi, artifact: artefact.C
                masks: pd.DataFrame) -> Relevance:
     channel = ctx.channel_of(target)
     row = masks[masks.target_id == target.roi_id]
-    if channel is None or row.empty or f"relevance_{channel}" not in artifact.arrays:
+    if channel is None or row.empty or relevance_key(channel) not in artifact.arrays:
         return Relevance(f"No relevance mask stored for {target.name}.")
     r = row.iloc[0]
     summary = (f"**Relevance mask of {target.name}**: {int(r.n_units)} supervoxel(s), {int(r.n_voxels)} voxels, "

@@ -63,7 +63,7 @@ def test_kernelshap_sized_values_stay_finite_from_artefact_to_viewer(tmp_path):
     artifact = artefact.CaseArtifact(arrays)
     planes = artefact.view_planes(artifact, "axial", int(artifact.class_index(1)[2]), 1)
     assert np.isfinite(planes.attr).all() and planes.attr.max() == pytest.approx(2.5e5)
-    scale = case_view.class_scale(artifact, 1, 80.0)
+    scale = artefact.class_scale(artifact, 1, 80.0)
     assert scale.top == pytest.approx(2.5e5) and np.isfinite(scale.threshold) and scale.n_nonfinite == 0
     figure = case_view.slice_view(str(path), path.stat().st_mtime_ns, "axial",
                                               tuple(artifact.class_index(1)), 1, "aorta", slices.OverlayStyle(),

@@ -184,6 +184,7 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         assert call(data.global_matrix_spread, value, filters.CohortFilter()).empty
         assert data.has_table(ref, value) is False
         covered.add("has_table")
+        assert call(data.artifact_root_of, value) is None, "a run id names no artefact root"
     for cohort in hostile_filters():
         assert call(data.cohort_cases, run_id, cohort).empty
         assert call(data.global_matrix, run_id, cohort).empty

@@ -17,6 +17,7 @@ import pytest
 
 from agg2exp_core import store
 from agg2exp_core.pipeline import demo
+from cohorts import tiny_phantom_cohort
 from dashboard.widgets import build_banner
 
 STEPS = demo.build_steps()
@@ -201,29 +202,12 @@ def test_demo_publishes_the_vg_run_before_smoothgrad_starts(tmp_path, monkeypatc
 
 
 # ----------------------------------------------------------------------------- worker processes
-def _tiny_cohort(root):
-    import torch
-
-    from agg2exp_core.io.phantoms import generate_cohort
-    from agg2exp_core.io.preprocessing import Preprocessing
-    from agg2exp_core.labels import THORAX_LABELS
-    from agg2exp_core.models import build_network, save_checkpoint
-
-    tiny = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
-    manifest = generate_cohort(root / "cohort", n_reference=2, n_test=1, n_external=2, shape=(32, 24, 24),
-                               spacing=(12.0, 12.0, 12.0), seed=1)
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(root / "tiny.pt", build_network(tiny, len(THORAX_LABELS)), tiny, THORAX_LABELS,
-                                 Preprocessing(spacing=None), roi_size=(32, 24, 24))
-    return manifest, checkpoint
-
-
 @pytest.mark.slow
 def test_process_executor_gives_the_rows_of_an_in_process_run(tmp_path):
     from agg2exp_core.pipeline.executors import ProcessExecutor
     from agg2exp_core.pipeline.precompute import precompute
 
-    manifest, checkpoint = _tiny_cohort(tmp_path)
+    manifest, checkpoint = tiny_phantom_cohort(tmp_path)
     params = {"n_samples": 2, "sigma": 0.1, "seed": 0}
     precompute(manifest, checkpoint, tmp_path / "a.duckdb", "smoothgrad", params, device="cpu", progress=False)
     summary = precompute(manifest, checkpoint, tmp_path / "b.duckdb", "smoothgrad", params, device="cpu",
@@ -251,7 +235,7 @@ def test_process_executor_finds_the_case_that_kills_its_process(tmp_path):
     from agg2exp_core.pipeline.executors import ModelSource, ProcessExecutor
     from agg2exp_core.pipeline.precompute import CaseJob
 
-    _, checkpoint = _tiny_cohort(tmp_path)
+    _, checkpoint = tiny_phantom_cohort(tmp_path)
     jobs = [CaseJob({"case_id": f"c{i}"}, "vg", {}, (0,)) for i in range(5)]
     attempts = tmp_path / "attempts"
     compute = functools.partial(_kill_on, "c2", str(attempts))

@@ -100,3 +100,21 @@ def fingerprint(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (relative path -> sha256): equal fingerprints, equal bytes."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_phantom_cohort(root: Path):
+    """Five phantom cases of the 17 thorax labels at 12 mm and a random tiny UNet checkpoint."""
+    import torch
+
+    from agg2exp_core.io.phantoms import generate_cohort
+    from agg2exp_core.io.preprocessing import Preprocessing
+    from agg2exp_core.labels import THORAX_LABELS
+    from agg2exp_core.models import build_network, save_checkpoint
+
+    tiny = {"name": "unet", "params": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
+    manifest = generate_cohort(root / "cohort", n_reference=2, n_test=1, n_external=2, shape=(32, 24, 24),
+                               spacing=(12.0, 12.0, 12.0), seed=1)
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(root / "tiny.pt", build_network(tiny, len(THORAX_LABELS)), tiny, THORAX_LABELS,
+                                 Preprocessing(spacing=None), roi_size=(32, 24, 24))
+    return manifest, checkpoint

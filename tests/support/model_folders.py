@@ -192,3 +192,58 @@ def _train(network, manager, dataset: dict, scans, steps: int, seed: int) -> Non
         loss.backward()
         optimizer.step()
     network.eval()
+
+
+# ----------------------------------------------------------------------------- hostile model files
+class MarkerPayload:
+    """A pickle that, when loaded, writes ``path`` (what a hostile checkpoint does first)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch '{self.path}'",)
+
+
+def poison_nnunet_checkpoint(folder: Path, marker: Path, fold: int = 0) -> Path:
+    """checkpoint_final.pth of ``folder`` with a ``__reduce__`` payload beside its weights."""
+    path = folder / f"fold_{fold}" / "checkpoint_final.pth"
+    blob = torch.load(path, weights_only=True)
+    torch.save({**blob, "payload": MarkerPayload(marker)}, path)
+    return path
+
+
+def nnunet_checkpoint_like_a_trained_one(folder: Path, fold: int = 0) -> Path:
+    """What nnU-Net's trainer adds to a checkpoint: numpy scalars in logging, a torch.device, the plans."""
+    path = folder / f"fold_{fold}" / "checkpoint_final.pth"
+    blob = torch.load(path, weights_only=True)
+    blob["init_args"] = {**blob["init_args"], "plans": json.loads((folder / "plans.json").read_text()),
+                         "dataset_json": json.loads((folder / "dataset.json").read_text()),
+                         "device": torch.device("cpu")}
+    blob.update({"current_epoch": 1000, "_best_ema": np.float64(0.83), "grad_scaler_state": None,
+                 "logging": {"mean_fg_dice": [np.float64(0.5), np.float64(0.8)], "ema_fg_dice": [np.float32(0.7)],
+                             "epoch_end_timestamps": [1.0, 2.0], "dice_per_class_or_region": [[np.float64(0.9)]]},
+                 "inference_allowed_mirroring_axes": (0, 1, 2)})
+    torch.save(blob, path)
+    return path
+
+
+def poison_bundle(folder: Path, marker: Path, how: str) -> Path:
+    """A bundle whose inference.json runs code: ``expression`` ($ in network_def), ``target``
+    (a _target_ that is a shell), ``reference`` (network_def references an item that is one)."""
+    config = json.loads(json.dumps(BUNDLE_CONFIG))
+    if how == "expression":
+        config["network_def"]["channels"] = f"$__import__('pathlib').Path('{marker}').touch() or [4, 8]"
+    elif how == "target":
+        config["preprocessing"]["transforms"].insert(0, {"_target_": "subprocess.call",
+                                                         "args": ["touch", str(marker)]})
+    elif how == "reference":
+        config["shell"] = {"_target_": "os.system", "command": f"touch '{marker}'"}
+        config["network_def"]["_requires_"] = "@shell"
+    else:
+        raise ValueError(how)
+    path = folder / "configs" / "inference.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path

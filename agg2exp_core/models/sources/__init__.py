@@ -41,16 +41,22 @@ class ModelSpec:
     labels: str | Path | Sequence[str] | None = None
     mirroring: bool = False
     tile_step_size: float | None = None
+    trust_code: bool = False
 
     def options(self) -> dict:
         return {"fold": self.fold, "checkpoint_name": self.checkpoint_name, "network": self.network,
                 "network_params": self.network_params, "labels": self.labels, "mirroring": self.mirroring,
-                "tile_step_size": self.tile_step_size}
+                "tile_step_size": self.tile_step_size, "trust_code": self.trust_code}
 
 
 def load_model(model: str | Path | ModelSpec | Segmenter, *, device="auto", fold=None, checkpoint_name=None,
-               network=None, network_params=None, labels=None, mirroring=False, tile_step_size=None) -> Segmenter:
+               network=None, network_params=None, labels=None, mirroring=False, tile_step_size=None,
+               trust_code=False) -> Segmenter:
     """Load a model of any supported format as a ``Segmenter`` (a Segmenter is returned as it is).
+
+    ``trust_code``: the model's files may run code (a pickled checkpoint, a bundle config's
+    ``$`` expressions and any ``_target_``); without it such a file is refused in one line
+    (``models.trust``). TorchScript is loaded either way and is not a sandbox.
 
     Options that do not apply to the format found are an ``InputError`` (e.g. ``fold`` for
     a bundle), so nothing is silently ignored.
@@ -58,7 +64,7 @@ def load_model(model: str | Path | ModelSpec | Segmenter, *, device="auto", fold
     if isinstance(model, Segmenter):
         return model
     given = {"fold": fold, "checkpoint_name": checkpoint_name, "network": network, "network_params": network_params,
-             "labels": labels, "mirroring": mirroring, "tile_step_size": tile_step_size}
+             "labels": labels, "mirroring": mirroring, "tile_step_size": tile_step_size, "trust_code": trust_code}
     if isinstance(model, ModelSpec):
         given = {k: (v if _is_set(v) else model.options()[k]) for k, v in given.items()}
         model = model.path
@@ -70,18 +76,18 @@ def load_model(model: str | Path | ModelSpec | Segmenter, *, device="auto", fold
         from agg2exp_core.models.sources.nnunet import load_nnunet
 
         return load_nnunet(path, device, given["fold"], given["checkpoint_name"], given["mirroring"],
-                           given["tile_step_size"], description)
+                           given["tile_step_size"], description, given["trust_code"])
     if kind == "bundle":
         from agg2exp_core.models.sources.bundle import load_bundle
 
-        return load_bundle(path, device, description)
+        return load_bundle(path, device, description, given["trust_code"])
     if kind == "torchscript":
         from agg2exp_core.models.sources.torchscript import load_torchscript
 
         return load_torchscript(path, device, description)
     from agg2exp_core.models.sources.state_dict import load_weights
 
-    return load_weights(path, device, given["network"], given["network_params"], description)
+    return load_weights(path, device, given["network"], given["network_params"], description, given["trust_code"])
 
 
 def detect_source(path: Path) -> str:

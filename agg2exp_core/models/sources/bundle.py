@@ -25,6 +25,7 @@ from agg2exp_core.models.devices import resolve_device
 from agg2exp_core.models.inference import WindowSpec
 from agg2exp_core.models.segmenter import Segmenter
 from agg2exp_core.models.sources.common import Description, channel_names, fingerprint, first_line, require
+from agg2exp_core.models.trust import load_tensors
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 LAYOUT = "a MONAI bundle needs configs/inference.json (or .yaml), configs/metadata.json and models/model.pt"
@@ -75,7 +76,8 @@ def loaded(volume: np.ndarray, affine: np.ndarray):
     return MetaTensor(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)), affine=affine, meta=meta)
 
 
-def load_bundle(folder: Path, device="auto", given: Description = Description()) -> Segmenter:
+def load_bundle(folder: Path, device="auto", given: Description = Description(), trust_code: bool = False) -> Segmenter:
+    """A bundle; without ``trust_code`` its config is checked first (``bundle_guard``)."""
     from monai.bundle import ConfigParser
 
     config_file = next((folder / "configs" / n for n in CONFIG_NAMES if (folder / "configs" / n).is_file()), None)
@@ -86,10 +88,9 @@ def load_bundle(folder: Path, device="auto", given: Description = Description())
     weights = weights if weights.is_file() else require(folder / "models" / "model.ts", LAYOUT + " (or models/model.ts)")
     parser = ConfigParser()
     try:
-        parser.read_meta(str(meta_file))
-        parser.read_config(str(config_file))
+        _read(parser, config_file, meta_file, trust_code)
         parser["bundle_root"] = str(folder)
-        network = _network(parser, weights)
+        network = _network(parser, weights, trust_code)
         preprocessing = _preprocessing(parser, config_file)
         window = _window(parser, config_file)
     except InputError:
@@ -107,15 +108,31 @@ def load_bundle(folder: Path, device="auto", given: Description = Description())
                      checkpoint_sha256=fingerprint([config_file, meta_file, weights]), device=dev, source="bundle")
 
 
-def _network(parser, weights: Path) -> torch.nn.Module:
-    if weights.suffix == ".ts":
+def _read(parser, config_file: Path, meta_file: Path, trust_code: bool) -> None:
+    if trust_code:
+        parser.read_meta(str(meta_file))
+        parser.read_config(str(config_file))
+        return
+    from agg2exp_core.models.sources.bundle_guard import untrusted_sections
+
+    try:
+        config = {"_meta_": parser.load_config_file(str(meta_file)), **parser.load_config_file(str(config_file))}
+    except Exception as err:  # JSON / YAML syntax, duplicate keys
+        raise InputError(config_file, f"cannot read the bundle's config ({first_line(err)})") from None
+    parser.read_config(untrusted_sections(config, config_file, parser.locator))
+
+
+def _network(parser, weights: Path, trust_code: bool) -> torch.nn.Module:
+    if weights.suffix == ".ts":  # TorchScript: not a sandbox, as trusted as the user's choice (docs)
         return torch.jit.load(str(weights), map_location="cpu")
     if "network_def" not in parser:
         raise InputError(weights.parent.parent / "configs", "the bundle's config has no network_def")
     network = parser.get_parsed_content("network_def")
     try:
-        state = unwrap_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        state = unwrap_state_dict(load_tensors(weights, trust_code, "bundle's weights file"))
         network.load_state_dict(state, strict=True)
+    except InputError:
+        raise
     except (RuntimeError, ValueError, TypeError, KeyError) as err:
         raise InputError(weights, f"weights do not match the bundle's network_def ({first_line(err)})") from None
     except Exception as err:  # unreadable or foreign file

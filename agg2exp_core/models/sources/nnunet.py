@@ -26,6 +26,7 @@ from agg2exp_core.models.nnunet_window import NnUNetWindow
 from agg2exp_core.models.segmenter import Segmenter
 from agg2exp_core.models.sources.common import PREDICT_SW_BATCH, Description, fingerprint, first_line, require
 from agg2exp_core.models.sources.nnunet_preprocessing import NnUNetPreprocessing
+from agg2exp_core.models.trust import load_tensors, refusal
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
 LAYOUT = "an nnU-Net v2 trained-model folder needs plans.json, dataset.json and fold_K/checkpoint_final.pth"
@@ -58,7 +59,7 @@ class NnUNetNetwork(torch.nn.Module):
 
 def load_nnunet(folder: Path, device="auto", fold: str | int | Sequence | None = None,
                 checkpoint_name: str | None = None, mirroring: bool = False, tile_step_size: float | None = None,
-                given: Description = Description()) -> Segmenter:
+                given: Description = Description(), trust_code: bool = False) -> Segmenter:
     """An nnU-Net v2 model: ``fold`` = 0, [0, 1], ``"0,1"``, ``"all"`` or None (every fold found)."""
     plans = require(folder / "plans.json", LAYOUT)
     dataset = require(folder / "dataset.json", LAYOUT)
@@ -66,7 +67,7 @@ def load_nnunet(folder: Path, device="auto", fold: str | int | Sequence | None =
     folds = _folds(folder, fold, checkpoint_name)
     step = 0.5 if tile_step_size is None else tile_step_size
     NnUNetWindow((1, 1, 1), step)  # checks tile_step_size before the slow part
-    predictor = _predictor(folder, folds, checkpoint_name, mirroring, step)
+    predictor = _predictor(folder, folds, checkpoint_name, mirroring, step, trust_code)
     labels = _label_names(dataset, predictor)
     if given.labels and len(given.labels) != len(labels):
         raise InputError(given.source or "--labels", f"{len(given.labels)} names for {len(labels)} nnU-Net labels")
@@ -131,19 +132,75 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _predictor(folder: Path, folds: list, checkpoint_name: str, mirroring: bool, step: float):
+def _predictor(folder: Path, folds: list, checkpoint_name: str, mirroring: bool, step: float, trust_code: bool):
+    """nnU-Net's predictor set up as ``initialize_from_trained_model_folder`` does, but with the
+    checkpoints read weights-only (nnU-Net's own call unpickles them, running any payload)."""
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints set-up notes on stdout
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
                                     perform_everything_on_device=False, device=torch.device("cpu"),
                                     verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        checkpoints = [_checkpoint(folder / f"fold_{f}" / checkpoint_name, trust_code) for f in folds]
         try:
-            predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
-                                                           checkpoint_name=checkpoint_name)
+            _initialise(predictor, folder, checkpoints, trust_code)
+        except InputError:
+            raise
         except Exception as err:  # nnU-Net raises many types for incomplete plans or checkpoints
             raise InputError(folder, f"cannot load the nnU-Net model ({first_line(err)})") from None
     return predictor
+
+
+def _checkpoint(path: Path, trust_code: bool) -> dict:
+    try:
+        blob = load_tensors(path, trust_code, "nnU-Net checkpoint")
+    except InputError:
+        raise
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise InputError(path, f"cannot read the nnU-Net checkpoint ({first_line(err)})") from None
+    if not isinstance(blob, dict) or not {"network_weights", "trainer_name", "init_args"} <= set(blob):
+        raise InputError(path, "not an nnU-Net checkpoint (expected network_weights, trainer_name, init_args)")
+    return blob
+
+
+def _initialise(predictor, folder: Path, checkpoints: list[dict], trust_code: bool) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = load_json(str(folder / "dataset.json"))
+    plans_manager = PlansManager(load_json(str(folder / "plans.json")))
+    first = checkpoints[0]
+    configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
+    if not trust_code:
+        _check_architecture(folder / "plans.json", configuration)
+    trainer_class = recursive_find_trainer_class_by_name(str(first["trainer_name"]))  # nnU-Net's own classes only
+    n_in = determine_num_input_channels(plans_manager, configuration, dataset_json)
+    n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    network = trainer_class.build_network_architecture(plans_manager, configuration, n_in, n_out,
+                                                       enable_deep_supervision=False)
+    parameters = [c["network_weights"] for c in checkpoints]
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json,
+                                    str(first["trainer_name"]), first.get("inference_allowed_mirroring_axes"))
+
+
+# Classes plans.json may name without --trust-model-code: nnU-Net's network architectures and
+# torch.nn building blocks (nnU-Net imports each named class with pydoc.locate: any module).
+ARCHITECTURE_PREFIXES = ("dynamic_network_architectures.architectures.",)
+BUILDING_BLOCK_PREFIXES = ("torch.nn.",)
+
+
+def _check_architecture(plans: Path, configuration) -> None:
+    name = str(configuration.network_arch_class_name)
+    if not name.startswith(ARCHITECTURE_PREFIXES):
+        raise refusal(plans, f"architecture {name!r} is not one of nnU-Net's (dynamic_network_architectures)")
+    kwargs = configuration.network_arch_init_kwargs or {}
+    for key in configuration.network_arch_init_kwargs_req_import or ():
+        value = kwargs.get(key)
+        if value is not None and not str(value).startswith(BUILDING_BLOCK_PREFIXES):
+            raise refusal(plans, f"{key} {value!r} is not a torch.nn class")
 
 
 def _label_names(dataset: Path, predictor) -> list[str]:

@@ -17,8 +17,8 @@ from agg2exp_core.models.sources.common import Description, fingerprint, sidecar
 
 
 def load_weights(path: Path, device="auto", network: str | None = None, network_params: dict | None = None,
-                 given: Description = Description()) -> Segmenter:
-    blob = read_checkpoint(path)
+                 given: Description = Description(), trust_code: bool = False) -> Segmenter:
+    blob = read_checkpoint(path, trust_code)
     if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
         config = {"name": network, "params": network_params or {}} if network else None
         return load_checkpoint(path, device, network=config, label_names=given.labels,

@@ -106,7 +106,7 @@ PRECOMPUTE_CASES = {
     "negative age": (lambda w: ["--manifest", w["bad"] / "age.csv"], ["age.csv", "impossible age -5"]),
     "absurd age": (lambda w: ["--manifest", w["bad"] / "age2.csv"], ["age2.csv", "impossible age 999"]),
     "image not found": (lambda w: ["--manifest", w["bad"] / "path.csv"], ["path.csv", "image file not found"]),
-    "image is a folder": (lambda w: ["--manifest", w["bad"] / "dirpath.csv"], ["dirpath.csv", "image folder holds no DICOM files"]),
+    "image is a folder": (lambda w: ["--manifest", w["bad"] / "dirpath.csv", "--cohort-root", w["bad"].parent], ["dirpath.csv", "image folder holds no DICOM files"]),
     "checkpoint not found": (lambda w: ["--checkpoint", w["root"] / "none.pt"], ["none.pt", "not found"]),
     "checkpoint garbage": (lambda w: ["--checkpoint", w["root"] / "garbage.pt"], ["garbage.pt", "cannot read checkpoint"]),
     "checkpoint truncated": (lambda w: ["--checkpoint", w["root"] / "truncated.pt"], ["truncated.pt", "cannot read checkpoint"]),

@@ -46,6 +46,7 @@ def assert_one_line(rc: int, err: str, *fragments: str) -> None:
 
 def manifest_with(world, path, case_id: str = "c0", extra_header: str = "", extra_cell: str = ""):
     cohort = world["manifest"].parent
+    path = cohort / f"{path.parent.name}_{path.name}"  # in the cohort root (issue 21), one per test
     path.write_text(f"case_id,image,label{extra_header}\n"
                     f"{case_id},{cohort / 'c0_ct.nii.gz'},{cohort / 'c0_seg.nii.gz'}{extra_cell}\n")
     return path

@@ -148,7 +148,7 @@ def test_changed_inputs_are_recomputed_and_identical_ones_are_not(tmp_path):
     hu, _ = make_volume(777)  # c1: another scan under the same file name
     write_nifti(cohort / "c1_ct.nii.gz", hu)
     os.utime(cohort / "c2_seg.nii.gz")  # c2: touched, same bytes
-    copy = tmp_path / "copy"  # c3: the same bytes at another path, named by a second manifest
+    copy = cohort / "copy"  # c3: the same bytes at another path (in the cohort root), named by a second manifest
     copy.mkdir()
     shutil.copy(cohort / "c3_ct.nii.gz", copy / "c3_ct.nii.gz")
     text = manifest.read_text().replace("c3,c3_ct.nii.gz", f"c3,{copy / 'c3_ct.nii.gz'}")

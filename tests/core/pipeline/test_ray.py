@@ -31,7 +31,7 @@ from agg2exp_core.models import build_network, save_checkpoint  # noqa: E402
 from agg2exp_core.pipeline.evaluate import evaluate_cohort  # noqa: E402
 from agg2exp_core.pipeline.executors import ModelSource  # noqa: E402
 from agg2exp_core.pipeline.precompute import precompute  # noqa: E402
-from agg2exp_core.pipeline.ray_executor import LOOPBACK, RayConfig, RayExecutor, init_local  # noqa: E402
+from agg2exp_core.pipeline.ray_executor import LOOPBACK, RayConfig, RayExecutor, init_local, stop_local  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a Ray start is 15-40 s on the shared 2-core machine
 
@@ -231,7 +231,7 @@ def ray_session():
         try:
             yield watcher
         finally:
-            ray.shutdown()
+            stop_local()
     assert_nothing_left(watcher)
 
 

@@ -73,7 +73,7 @@ class WorkerDiesOnC1(InProcessExecutor):
 
     isolates_cases = True
 
-    def map(self, compute, source, jobs, on_start=None):
+    def map(self, compute, source, jobs, on_start=None, timeout_s=None):
         from agg2exp_core.pipeline.executors import Completed
 
         model = source.load()

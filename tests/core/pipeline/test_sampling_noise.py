@@ -103,9 +103,9 @@ def test_noise_rows_clip_the_interval_to_a_fraction():
 
 def test_precompute_writes_sampling_noise_for_smoothgrad_only(tmp_path):
     from agg2exp_core.pipeline.precompute import precompute
-    from tests.e2e.test_first_run import _tiny_cohort
+    from cohorts import tiny_phantom_cohort
 
-    manifest, checkpoint = _tiny_cohort(tmp_path)
+    manifest, checkpoint = tiny_phantom_cohort(tmp_path)
     cases = ["ref-000"]
     db = tmp_path / "s.duckdb"
     sg = precompute(manifest, checkpoint, db, "smoothgrad", {"n_samples": 3, "sigma": 0.1}, classes=[1, 2],
@@ -115,7 +115,7 @@ def test_precompute_writes_sampling_noise_for_smoothgrad_only(tmp_path):
         noise = con.execute("SELECT * FROM sampling_noise").df()
         masses = con.execute("SELECT * FROM local_importance WHERE run_id = ?", [sg.run_id]).df()
     assert set(noise.run_id) == {sg.run_id} and vg.run_id not in set(noise.run_id)
-    assert set(noise.kind) == {"abs", "pos", "neg"} and (noise.n_samples == 3).all()
+    assert set(noise.kind) == {"abs", "pos", "neg", "lift"} and (noise.n_samples == 3).all()  # lift: stats-mass
     abs_rows = noise[noise.kind == "abs"].merge(masses, on=["case_id", "target_id", "source_id"])
     assert len(abs_rows) == len(masses.dropna(subset=["mass_abs"]))  # one SE per stored cell
     assert (abs_rows.se >= 0).all() and (abs_rows.se > 0).any()

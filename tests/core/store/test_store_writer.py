@@ -71,16 +71,16 @@ SLOW_SEEDING_WRITER = r"""
 import pathlib, shutil, sys, time
 from agg2exp_core import store
 db, ready, go = sys.argv[1:4]
-real_copy = shutil.copyfile
-def slow_copy(src, dst, **kw):  # seeding a large store takes a while
-    out = real_copy(src, dst, **kw)
+real_copy = shutil.copyfileobj  # the copy writes through the temporary's descriptor
+def slow_copy(src, dst, *args, **kw):  # seeding a large store takes a while
+    out = real_copy(src, dst, *args, **kw)
     pathlib.Path(ready).touch()
     while not pathlib.Path(go).exists():
         time.sleep(0.01)
     return out
-shutil.copyfile = slow_copy
+shutil.copyfileobj = slow_copy
 with store.open_writer(db) as con:
-    shutil.copyfile = real_copy
+    shutil.copyfileobj = real_copy
     store.ensure_run(con, "run-a", "vg", {}, "sha", ["bg"], source="test")
 """
 
@@ -204,15 +204,17 @@ def test_leftover_temporaries_of_a_killed_publish_are_removed(tmp_path):
 
 
 def _disk_full_after(half: bool):
-    """A copy that writes half the bytes of the snapshot, then finds the disk full."""
-    real_copy = shutil.copyfile
+    """A copy that writes half the bytes of the snapshot, then finds the disk full (the copy goes
+    through the descriptor of a fresh temporary: its name comes from /proc)."""
+    real_copy = shutil.copyfileobj
 
-    def copy(src, dst, **kw):
-        if Path(dst).name.startswith(".s.duckdb.") and Path(dst).name.endswith(".tmp") and ".writing" not in Path(dst).name:
-            data = Path(src).read_bytes()
-            Path(dst).write_bytes(data[: len(data) // 2] if half else b"")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        return real_copy(src, dst, **kw)
+    def copy(src, dst, *args, **kw):
+        name = Path(os.readlink(f"/proc/self/fd/{dst.fileno()}")).name
+        if name.startswith(".s.duckdb.") and name.endswith(".tmp") and ".writing" not in name:
+            data = src.read()
+            dst.write(data[: len(data) // 2] if half else b"")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        return real_copy(src, dst, *args, **kw)
     return copy
 
 
@@ -220,7 +222,7 @@ def test_a_full_disk_while_publishing_is_one_line_and_changes_nothing(tmp_path, 
     """ENOSPC simulated at the copy (the OS boundary of publication); see the tmpfs test for a real one."""
     db = make_store(tmp_path / "s.duckdb", "r1")
     before = db.read_bytes()
-    monkeypatch.setattr(shutil, "copyfile", _disk_full_after(half=True))
+    monkeypatch.setattr(shutil, "copyfileobj", _disk_full_after(half=True))
     csv = tiny_csv(tmp_path / "t.csv", ["p1", "p2"])
     rc, out, err = call_cli(["import-agg2exp", "--csv", csv, "--db", db], capfd)
     one_line(rc, err, str(db), "cannot publish the store", "No space left on device", "unchanged")
