@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import streamlit as st
+from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
 from agg2exp_core.analysis import uncertainty
@@ -236,7 +237,7 @@ def matrix_intervals(ref: data.StoreRef, run_id: str, cohort: CohortFilter, kind
                              f"{level:.0%} studentised bootstrap intervals over patients ({LIVE_BOOTSTRAP_RESAMPLES} "
                              "resamples)" + interval_caveat(n_cases))
     spread = data.global_matrix_spread(ref, run_id, cohort, kind)
-    z = 1.959963984540054
+    z = norm.ppf(0.5 + level / 2)                  # two-sided normal quantile of the level
     half = z * spread.sd / np.sqrt(spread.n)
     frame = spread.assign(low=spread["mean"] - half, high=spread["mean"] + half)
     return CellIntervals(_aligned(frame, like, "low"), _aligned(frame, like, "high"),

@@ -1,7 +1,8 @@
-"""The cohort filter: its options, validation of URL values, URL form, SQL and wording.
+"""The cohort filter: its options, validation of URL values, URL form and wording.
 
 Pure functions (no Streamlit): the sidebar in ``dashboard.ui`` turns widgets into a
-``CohortFilter``; ``data`` turns it into a parameterised WHERE clause. Values that come
+``CohortFilter`` (a value object of the core, ``agg2exp_core.store.queries.cohort``, which
+also turns it into SQL). Values that come
 from a URL are checked against the options of the shown run before use; anything
 unknown is dropped with a warning (the warnings are shown on the page, values in them as
 literal text). A blank dataset/split/sex ('' or spaces) counts as not recorded, like NULL,
@@ -16,13 +17,11 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from agg2exp_core.store.queries.cohort import (PATHOLOGY_ANY, PATHOLOGY_NONE, SPACE, UNKNOWN,  # noqa: F401
+                                              CohortFilter)
 from dashboard.text import literal_list, parameter
 
-UNKNOWN = "unknown"          # option standing for a NULL split/sex
-PATHOLOGY_ANY = "any"        # at least one pathology annotated
-PATHOLOGY_NONE = "none"      # no pathology annotated
 FILTER_KEYS = ("dataset", "split", "sex", "age_min", "age_max", "pathology")
-SPACE = " \t\n\r\f\v"      # what counts as blank, in Python and (as a character class) in SQL
 
 
 @dataclass(frozen=True)
@@ -50,36 +49,6 @@ class FilterOptions:
     def pathology_choices(self) -> tuple[str, ...]:
         """Values of the pathology filter: '' (all cases), any, none, then each RoI name."""
         return ("", PATHOLOGY_ANY, PATHOLOGY_NONE) + self.pathologies
-
-
-@dataclass(frozen=True)
-class CohortFilter:
-    """A filter on case metadata. ``None`` means "no restriction"; ``()`` selects nothing."""
-
-    datasets: tuple[str, ...] | None = None
-    splits: tuple[str, ...] | None = None
-    sexes: tuple[str, ...] | None = None
-    age_min: float | None = None
-    age_max: float | None = None
-    pathology: str = ""
-
-    @property
-    def is_empty_selection(self) -> bool:
-        return any(v == () for v in (self.datasets, self.splits, self.sexes))
-
-    @property
-    def restrictions(self) -> list[tuple[str, tuple[str, ...]]]:
-        """``(column, selected values)`` of the categorical filters that restrict anything."""
-        pairs = (("dataset", self.datasets), ("split", self.splits), ("sex", self.sexes))
-        return [(column, selected) for column, selected in pairs if selected is not None]
-
-    @property
-    def age_bounds_text(self) -> tuple[str, str] | None:
-        """Age bounds as short text ('' where open), or None without an age restriction."""
-        if self.age_min is None and self.age_max is None:
-            return None
-        return ("" if self.age_min is None else f"{self.age_min:g}",
-                "" if self.age_max is None else f"{self.age_max:g}")
 
 
 def pathology_list(value: str | None) -> list[str]:
@@ -203,44 +172,6 @@ def filter_to_params(cohort: CohortFilter) -> dict[str, list[str]]:
     if cohort.pathology:
         params["pathology"] = [cohort.pathology]
     return params
-
-
-def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
-    """Parameterised SQL condition on the cases table (aliased ``alias``) and its parameters.
-
-    Only fixed SQL text is produced; every value travels as a ``?`` parameter.
-    """
-    if not alias.isidentifier():
-        raise ValueError(f"bad table alias {alias!r}")
-    parts: list[str] = []
-    params: list = []
-    for column, selected in cohort.restrictions:
-        known = [v for v in selected if v != UNKNOWN]
-        terms = []
-        if known:
-            terms.append(f"{alias}.{column} IN ({', '.join('?' * len(known))})")
-            params += known
-        if UNKNOWN in selected:   # NULL or blank (is_blank)
-            terms.append(f"{alias}.{column} IS NULL OR regexp_matches({alias}.{column}, '^[ \\t\\n\\r\\f\\v]*$')")
-        parts.append("(" + " OR ".join(terms) + ")" if terms else "FALSE")
-    if cohort.age_min is not None:
-        parts.append(f"{alias}.age >= ?")
-        params.append(float(cohort.age_min))
-    if cohort.age_max is not None:
-        parts.append(f"{alias}.age <= ?")
-        params.append(float(cohort.age_max))
-    # as pathology_list: ';'-separated names, blanks around each name dropped, inner blanks kept
-    pathologies = (f"regexp_replace(regexp_replace(coalesce({alias}.pathologies, ''), "
-                   "'[ \\t\\n\\r\\f\\v]*;[ \\t\\n\\r\\f\\v]*', ';', 'g'), "
-                   "'^[ \\t\\n\\r\\f\\v;]+|[ \\t\\n\\r\\f\\v;]+$', '', 'g')")
-    if cohort.pathology == PATHOLOGY_ANY:
-        parts.append(f"{pathologies} <> ''")
-    elif cohort.pathology == PATHOLOGY_NONE:
-        parts.append(f"{pathologies} = ''")
-    elif cohort.pathology:
-        parts.append(f"contains(';' || {pathologies} || ';', ';' || ? || ';')")
-        params.append(cohort.pathology)
-    return (" AND ".join(parts) if parts else "TRUE"), params
 
 
 def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import analytics, config, data, filters
 from dashboard.widgets import build_banner, class_groups, state
@@ -130,6 +131,10 @@ def _store_problem(path: Path) -> StoreProblem | None:
                             f"(or set `{config.ENV_VAR}`).")
     try:
         tables = data.table_names(ref)
+    except InputError as err:   # defines SQL objects of its own (agg2exp_core.store.lockdown)
+        return StoreProblem(path, "The store was refused",
+                            f"{literal(path, 400)}: {literal(err.problem, 300)}. Nothing of it was read. Rebuild the "
+                            "store with `python -m agg2exp_core precompute`, or ask whoever sent it for a clean copy.")
     except duckdb.Error as err:
         return StoreProblem(path, "The store cannot be read",
                             f"{literal(path, 400)} is not a readable DuckDB store ({type(err).__name__}: {literal(err, 300)}).")

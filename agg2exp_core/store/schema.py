@@ -1,11 +1,8 @@
 """The store's tables and the vocabulary of the names written into them."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 
-from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import AVERAGE_TARGET, MASS_KINDS, METHODS, METRICS, RUN_SOURCES  # noqa: F401
 
 SCHEMA_VERSION = "1"
@@ -150,19 +147,6 @@ CASE_RESULT_TABLES = {"causal_effect": 7, "component_effect": 8, "relevance_mask
 # ``remaining_s`` the writer's estimate of the time left (its progress bar's ETA), ``run_id`` the
 # run the step computes, if any (incomplete while the step is not done).
 BUILD_STATES = ("pending", "running", "done", "failed")
-
-
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    path = Path(path)
-    try:
-        if read_only:
-            return duckdb.connect(str(path), read_only=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(path))
-    except (duckdb.Error, OSError) as err:  # not a DuckDB file, locked by another writer, bad folder
-        raise InputError(path, f"cannot open the store ({str(err).splitlines()[0]})") from None
-    init_schema(con)
-    return con
 
 
 # Columns added after a table's first release (a store written before gets them, NULL, on open):

@@ -23,9 +23,10 @@ import pandas as pd
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import RoiSpec
 from agg2exp_core.store.attempts import end_attempt
+from agg2exp_core.store.lockdown import connect
 from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, refuse_linked_work_files,
                                             remove_leftover_temporaries, remove_work_files, seed_matches, writing_path)
-from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES, connect
+from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES
 
 log = logging.getLogger(__name__)
 

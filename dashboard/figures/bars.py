@@ -10,8 +10,7 @@ import plotly.graph_objects as go
 
 from plotly.subplots import make_subplots
 
-from agg2exp_core.vocabulary import AVERAGE_TARGET
-from dashboard.analytics import Roi
+from dashboard.analytics import Roi, roi_name
 from dashboard.figures.base import LEGEND_TOP_RIGHT, base_layout, fmt
 
 
@@ -99,7 +98,7 @@ def reason_bars(reasons: pd.DataFrame, title: str, provenance: str) -> go.Figure
 def agreement_bars(agreement: pd.DataFrame, rois: dict[int, Roi], other_label: str, title: str,
                    provenance: str) -> go.Figure:
     """Mean Spearman rho of the two methods' class rows per class, with its bootstrap interval."""
-    names = ["all classes" if int(t) == AVERAGE_TARGET else rois[int(t)].name for t in agreement.target_id]
+    names = [roi_name(rois, t) for t in agreement.target_id]
     fig = go.Figure(go.Bar(
         x=names, y=agreement.spearman_mean, marker=dict(color="#4393c3"),
         error_y=dict(type="data", symmetric=False, array=agreement.spearman_high - agreement.spearman_mean,

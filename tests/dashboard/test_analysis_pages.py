@@ -12,7 +12,7 @@ import pytest
 from agg2exp_core.analysis import quality, suite
 from agg2exp_core.analysis.drift import DriftConfig
 from agg2exp_core.analysis.outliers import AnalysisConfig
-from dashboard import compute, data, figures
+from dashboard import analytics, compute, data, figures
 from dashboard.matrices import MatrixView
 from dashboard.filters import CohortFilter
 from apptest import charts, open_app, texts
@@ -111,7 +111,7 @@ def test_methods_page_shows_the_agreement_of_two_runs(monkeypatch, analysed_stor
     app = open_app(monkeypatch, analysed_store["path"], "methods", {"run": analysed_store["vg"]})
     assert app.subheader[0].value == "Agreement between methods"
     bars = pio.from_json(charts(app)[0].proto.spec)
-    assert "all classes" in list(bars.data[0].x) and len(bars.data[0].x) == 18
+    assert analytics.AVERAGE_TARGET_TITLE in list(bars.data[0].x) and len(bars.data[0].x) == 18
     assert app.selectbox(key="agree_with").value == analysed_store["smoothgrad"]
 
 
@@ -141,6 +141,12 @@ def test_interval_sources_stored_live_and_normal(monkeypatch, analysed_store):
     finite = np.isfinite(live.low) & np.isfinite(normal.low)
     assert np.allclose(live.low[finite], normal.low[finite], atol=0.02)      # they agree on a mean's interval
     assert (live.low[finite] <= view.matrix[finite] + 1e-12).all()
+    # the normal interval's width follows the level asked for: z = 1.2816 at 80 %, 1.9600 at 95 %
+    narrow = compute.matrix_intervals(ref, run, cohort, "abs", view, n + 1, level=0.8)
+    wide, slim = normal.high - normal.low, narrow.high - narrow.low
+    shown = np.isfinite(wide) & (wide > 0)
+    assert shown.any() and np.allclose(slim[shown] / wide[shown], 1.2815516 / 1.9599640, rtol=1e-6)
+    assert narrow.how.startswith("80%")
 
 
 def test_add_intervals_extends_the_hover_of_any_heat_map():

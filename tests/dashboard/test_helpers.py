@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agg2exp_core.store.queries import where_clause
 from dashboard import analytics, config, filters
 from dashboard.widgets import export
 from dashboard.imaging import artefact, slices
@@ -73,7 +74,7 @@ def test_url_round_trip_and_normalisation():
 def test_sql_where_clause_selects_what_the_pandas_filter_selects(cohort):
     con = duckdb.connect()
     con.register("cases", CASES)
-    condition, params = filters.where_clause(cohort, "c")
+    condition, params = where_clause(cohort, "c")
     sql_ids = sorted(con.execute(f"SELECT case_id FROM cases c WHERE {condition}", params).df().case_id)
     assert sql_ids == sorted(filters.apply_filter(CASES, cohort).case_id)
 
@@ -96,7 +97,7 @@ def selected_ids(cases: pd.DataFrame, cohort: filters.CohortFilter) -> tuple[lis
     """(case ids the SQL condition selects, case ids the pandas filter selects)."""
     con = _CON
     con.register("cases", cases)
-    condition, params = filters.where_clause(cohort, "c")
+    condition, params = where_clause(cohort, "c")
     sql_ids = sorted(con.execute(f"SELECT case_id FROM cases c WHERE {condition}", params).df().case_id)
     return sql_ids, sorted(filters.apply_filter(cases, cohort).case_id)
 
@@ -150,13 +151,13 @@ def test_sql_and_pandas_filters_agree_on_messy_metadata(lists, splits, pick):
 
 def test_hostile_values_stay_parameters():
     cohort = filters.CohortFilter(datasets=("x'); DROP TABLE cases; --",), pathology="'; DROP TABLE cases; --")
-    condition, params = filters.where_clause(cohort)
+    condition, params = where_clause(cohort)
     assert "DROP" not in condition and len(params) == 2
     con = duckdb.connect()
     con.register("cases", CASES)
     assert con.execute(f"SELECT count(*) FROM cases c WHERE {condition}", params).fetchone()[0] == 0
     with pytest.raises(ValueError):
-        filters.where_clause(cohort, "c; DROP")
+        where_clause(cohort, "c; DROP")
 
 
 def test_describe_and_slug():

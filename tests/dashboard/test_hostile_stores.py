@@ -1,9 +1,9 @@
 """Hostile strings against the dashboard: no SQL built from user strings, case ids and
 paths from the URL validated against the store, artefacts read only inside its folder.
 
-Four angles: a static scan of the dashboard's SQL (only ``dashboard/data.py`` runs
-SQL, and its SQL text interpolates only fixed fragments); every query function of
-``dashboard.data`` called with hostile values while the SQL text is recorded; and the
+Four angles: a static scan (the dashboard runs no SQL: its reads are the core's
+``agg2exp_core.store.queries``, whose SQL text interpolates only fixed fragments); every
+query function of ``dashboard.data`` called with hostile values while the SQL text is recorded; and the
 real app (AppTest) opened with hostile query parameters on its pages; and what the app
 writes as Markdown, parsed by a CommonMark parser: values from outside never become links.
 """
@@ -21,7 +21,11 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
+from agg2exp_core.store import queries
+from agg2exp_core.store.queries import connection
+from agg2exp_core.vocabulary import MASS_KINDS
 from dashboard import data, filters, text
+from synthetic_store import read_sql
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_FILES = sorted([ROOT / "app.py", *(ROOT / "dashboard").rglob("*.py"), *(ROOT / "app_pages").glob("*.py")])
@@ -41,13 +45,13 @@ MARKERS = ("DROP", "DELETE", "passwd", "win.ini", "OR '1'", "duckdb_settings", "
 # Calls that run SQL (DataFrame.query and pandas readers are not SQL and stay allowed).
 SQL_CALLS = {"execute", "executemany", "sql", "from_query", "query_df", "install_extension", "load_extension"}
 SQL_WORDS = ("SELECT ", "FROM ", "WHERE ", "WITH ", " IN (", " IS NULL", "contains(")
-# Names that may be interpolated into SQL text, per file: each holds a fixed fragment
-# (a column from vocabulary.MASS_KINDS, a condition from filters.where_clause, a constant
+QUERIES = ROOT / "agg2exp_core" / "store" / "queries"
+# Names that may be interpolated into the queries' SQL text: each holds a fixed fragment
+# (a column from vocabulary.MASS_KINDS, a condition from cohort.where_clause, a constant
 # sub-query, fixed value/group fragments of the box statistics, a validated identifier, a
-# fixed column name or a run of '?' placeholders).
-ALLOWED_SQL_NAMES = {"data.py": {"column", "condition", "dice_of_case", "rows", "values", "groups",
-                                 "details"},
-                     "filters.py": {"alias", "column", "pathologies", "known"}}
+# fixed column name, the store's alias, the schema's column list or a run of '?' placeholders).
+ALLOWED_SQL_NAMES = {"column", "condition", "dice_of_case", "rows", "values", "groups", "details", "alias",
+                     "pathologies", "known", "ALIAS", "BUILD_COLUMNS"}
 
 
 def sha256(path: Path) -> str:
@@ -55,19 +59,17 @@ def sha256(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ static scan
-def test_only_data_py_runs_sql_and_its_sql_text_has_only_fixed_fragments():
+def test_the_dashboard_runs_no_sql_and_the_queries_sql_text_has_only_fixed_fragments():
     for path in DASHBOARD_FILES:
-        if path.name == "data.py" and path.parent.name == "dashboard":
-            continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
-            assert node.func.attr not in SQL_CALLS, f"{where} runs SQL outside dashboard/data.py"
-            assert ast.unparse(node.func) not in {"data.query", "duckdb.connect"}, \
-                f"{where} queries the store outside dashboard/data.py"
-    for name, allowed in ALLOWED_SQL_NAMES.items():
-        path = ROOT / "dashboard" / name
+            assert node.func.attr not in SQL_CALLS, f"{where} runs SQL in the dashboard"
+            assert ast.unparse(node.func) not in {"queries.fetch", "connection.fetch", "duckdb.connect"}, \
+                f"{where} queries the store outside the core's queries"
+    for path in sorted(QUERIES.glob("*.py")):
+        name, allowed = path.name, ALLOWED_SQL_NAMES
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.JoinedStr):
                 text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
@@ -84,12 +86,12 @@ def test_only_data_py_runs_sql_and_its_sql_text_has_only_fixed_fragments():
                     isinstance(node.func.value, ast.Constant) and any(w in str(node.func.value.value) for w in SQL_WORDS):
                 raise AssertionError(f"{name}:{node.lineno} formats SQL with .format()")
     # the fixed fragments really are fixed
-    assert set(data.MASS_KINDS.values()) == {"mass_abs", "mass_pos", "mass_neg", "mass_lift"}
+    assert set(MASS_KINDS.values()) == {"mass_abs", "mass_pos", "mass_neg", "mass_lift"}
     for kind in ("abs; DROP TABLE cases", "mass_abs", "", "ABS"):
         with pytest.raises(ValueError):
-            data._column(kind)
+            queries.mass_column(kind)
     with pytest.raises(ValueError):
-        filters.where_clause(filters.CohortFilter(), "c; DROP TABLE cases")
+        queries.where_clause(filters.CohortFilter(), "c; DROP TABLE cases")
 
 
 # ------------------------------------------------------------------ every query function
@@ -97,13 +99,13 @@ def test_only_data_py_runs_sql_and_its_sql_text_has_only_fixed_fragments():
 def recorded(monkeypatch):
     """Every (sql, params) the dashboard sends to DuckDB during the test."""
     log: list[tuple[str, list]] = []
-    original = data.query
+    original = connection.fetch
 
-    def spy(ref, sql, params=(), **kwargs):
+    def spy(con, sql, params=(), **kwargs):
         log.append((sql, list(params)))
-        return original(ref, sql, params, **kwargs)
+        return original(con, sql, params, **kwargs)
 
-    monkeypatch.setattr(data, "query", spy)
+    monkeypatch.setattr(connection, "fetch", spy)
     data.st.cache_data.clear()
     yield log
     data.st.cache_data.clear()
@@ -194,11 +196,11 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
     assert all(v in params for v in HOSTILE)
 
     public = {name for name, fn in vars(data).items() if callable(fn) and not name.startswith("_")
-              and "ref" in getattr(inspect.signature(fn), "parameters", {}) and name not in {"query", "StoreRef"}}
+              and "ref" in getattr(inspect.signature(fn), "parameters", {}) and name not in {"StoreRef"}}
     assert public - covered <= {"resolve_artifact"}, f"query functions not exercised: {public - covered}"
 
     assert sha256(path) == before, "reading must never change the store"
-    counts = data.query(ref, "SELECT (SELECT count(*) FROM cases) AS c, (SELECT count(*) FROM runs) AS r, "
+    counts = read_sql(ref, "SELECT (SELECT count(*) FROM cases) AS c, (SELECT count(*) FROM runs) AS r, "
                              "(SELECT count(*) FROM local_importance) AS li")
     assert counts.iloc[0].tolist()[0] == synthetic_store["n_cases"] and counts.iloc[0].tolist()[2] > 0
 

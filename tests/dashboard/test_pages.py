@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard.widgets import export
 
 from apptest import ROOT, TIMEOUT, case_count_caption, charts, open_app, texts  # noqa: F401
+from synthetic_store import read_sql
 
 PAGES = ["overview", "heat_map", "knowledge_graph", "class_distributions", "context_mass", "outliers",
          "case_viewer", "methods"]
@@ -218,7 +219,7 @@ def test_methods_page_shows_evaluation_runs_that_have_no_case_status(monkeypatch
     from dashboard import data
 
     ref = data.store_ref(synthetic_store["path"])
-    shape = data.query(ref, """
+    shape = read_sql(ref, """
         SELECT count(*) AS runs, (SELECT count(*) FROM case_status WHERE run_id IN
                                   (SELECT run_id FROM runs WHERE source = 'evaluate')) AS status
         FROM runs WHERE source = 'evaluate'""").iloc[0]
@@ -240,7 +241,7 @@ def test_methods_page_shows_evaluation_runs_that_have_no_case_status(monkeypatch
     assert any("None of the 8 evaluated case(s) passes the cohort filter" in t for t in texts(app, "info"))
     app.multiselect(key="w_dataset").set_value(["reference"])
     app.multiselect(key="w_sex").set_value(["F"]).run()
-    evaluated = data.query(ref, "SELECT DISTINCT e.case_id FROM method_eval e JOIN cases c USING (case_id) "
+    evaluated = read_sql(ref, "SELECT DISTINCT e.case_id FROM method_eval e JOIN cases c USING (case_id) "
                                 "WHERE c.sex = 'F'")
     assert (methods_table(app)["cases"] == len(evaluated)).all() and 0 < len(evaluated) < 8
 
@@ -293,7 +294,7 @@ def test_methods_table_titles_every_metric_the_core_writes(monkeypatch, core_eva
     from dashboard import data
 
     ref = data.store_ref(core_evaluated_store["path"])
-    written = set(data.query(ref, "SELECT DISTINCT metric FROM method_eval").metric)
+    written = set(read_sql(ref, "SELECT DISTINCT metric FROM method_eval").metric)
     assert set(curve_metrics([1.0, 0.6, 0.2, 0.0], [1.0, 0.9, 0.7, 0.0])) <= written
     assert {"faithfulness", "faithfulness_ci_low", "sensitivity_max", "complexity", "efficiency_s"} <= written
     assert written <= set(vocabulary.METRICS), f"the vocabulary lacks {written - set(vocabulary.METRICS)}"

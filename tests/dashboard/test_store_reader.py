@@ -10,6 +10,7 @@ import pytest
 from agg2exp_core.analysis.compare import permutation_test
 from dashboard import analytics, compute, data
 from dashboard.filters import CohortFilter
+from synthetic_store import read_sql
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,9 @@ def _fresh_cache():
 
 def long_rows(ref, run_id: str, kind: str = "abs") -> pd.DataFrame:
     """Every matrix row of a run with its case's metadata, as pandas sees it."""
-    rows = data.query(ref, f"SELECT case_id, target_id, source_id, {data.MASS_KINDS[kind]} AS value "
+    rows = read_sql(ref, f"SELECT case_id, target_id, source_id, {data.MASS_KINDS[kind]} AS value "
                            "FROM local_importance WHERE run_id = ?", [run_id])
-    cases = data.query(ref, "SELECT case_id, dataset, sex, age FROM cases")
+    cases = read_sql(ref, "SELECT case_id, dataset, sex, age FROM cases")
     return rows.merge(cases, on="case_id")
 
 
@@ -82,7 +83,7 @@ def test_only_the_most_extreme_points_per_box_and_side_come_back(ref, synthetic_
 def test_dice_distribution_per_class(ref, synthetic_store):
     run_id = synthetic_store["run_ids"]["vg"]
     result = data.dice_distribution(ref, run_id, CohortFilter(datasets=("external",)))
-    dice = data.query(ref, "SELECT d.class_id, d.dice FROM dice d JOIN cases c USING (case_id) "
+    dice = read_sql(ref, "SELECT d.class_id, d.dice FROM dice d JOIN cases c USING (case_id) "
                            "WHERE c.dataset = 'external'")
     assert len(result.boxes) == dice.class_id.nunique() == len(synthetic_store["class_names"])
     for box in result.boxes.itertuples():
@@ -140,7 +141,7 @@ def test_permutation_batches_do_not_change_the_test():
 
 def test_evaluation_runs_are_filtered_by_their_cases_metadata(ref, synthetic_store):
     runs = tuple(synthetic_store["eval_run_ids"].values())
-    assert data.query(ref, "SELECT count(*) AS n FROM case_status WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+    assert read_sql(ref, "SELECT count(*) AS n FROM case_status WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
                       [list(runs)]).n.iloc[0] == 0
     summary = data.method_eval_summary(ref, runs, CohortFilter())
     assert set(summary.run_id) == set(runs) and (summary.n_cases == 8).all()

@@ -451,3 +451,11 @@ def _write_evaluation(con, cases: pd.DataFrame, class_names: list[str], roi_ids:
         store.write_method_eval(con, run_ids, case_id, pd.DataFrame(scores, columns=METRIC_COLUMNS),
                            pd.DataFrame(curves, columns=CURVE_COLUMNS), {c: roi_ids[class_names[c]] for c in channels})
     return run_ids
+
+
+def read_sql(store_or_ref, sql: str, params: Sequence = ()) -> pd.DataFrame:
+    """A test's own SQL on a store (a path or a ``StoreRef``), through the locked-down reader."""
+    from agg2exp_core.store import queries
+
+    with store.open_reader(getattr(store_or_ref, "path", store_or_ref)) as con:
+        return queries.fetch(con, sql, params)

@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from access import PASSWORD, Clock
+from agg2exp_core.store.queries import connection
 from dashboard import data
 from dashboard.auth import gates, passwords, throttle
 
@@ -34,8 +35,8 @@ def app_on_store(monkeypatch, synthetic_store):
     monkeypatch.setenv("STREAMLIT_CLIENT_SHOW_ERROR_DETAILS", "full")
     monkeypatch.delenv(gates.ALLOW_ENV, raising=False)
     queries = []
-    original = data.query
-    monkeypatch.setattr(data, "query", lambda *a, **k: queries.append(a[1]) or original(*a, **k))
+    original = connection.fetch
+    monkeypatch.setattr(connection, "fetch", lambda *a, **k: queries.append(a[1]) or original(*a, **k))
 
     def make(secrets=None, user=None):
         app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

@@ -1,0 +1,46 @@
+"""Every read of the store, shared by ``analyze`` (agg2exp_core.analysis) and the dashboard.
+
+Modules by concern: ``connection`` (StoreRef, the query runner, table checks), ``cohort``
+(the cohort filter and its SQL), ``catalog`` (runs, RoIs, build progress, settings,
+artefacts), ``cases``, ``matrices`` (mean matrix, one case, ``local_cube``),
+``distributions`` (box statistics), ``outliers``, ``evaluation``, ``causal``, ``analyses``.
+Each function takes a DuckDB connection on the store (``lockdown.open_reader``, or the
+writer's connection) and returns a frame, numpy arrays or plain values; none caches (the
+dashboard caches in ``dashboard/data.py``).
+"""
+from agg2exp_core.store.queries.analyses import (case_dice_estimates, dice_estimate_quality, dice_estimates,
+                                                 drift_cases, drift_cells, drift_tests, method_agreement,
+                                                 method_disagreement, paper_parity, sampling_noise, stored_intervals)
+from agg2exp_core.store.queries.cases import case_metadata, cohort_cases, dice_of_model, done_cases, run_case_ids
+from agg2exp_core.store.queries.catalog import (BUILD_COLUMNS, REQUIRED_TABLES, analysis_settings, artifact_paths,
+                                                build_complete, build_status, class_roi_ids, latest_run_id,
+                                                matrix_runs, roi_names, rois, run_exists, run_label_names, run_model,
+                                                runs, store_folder)
+from agg2exp_core.store.queries.causal import (causal_case, causal_summary, causal_target_values, component_effects,
+                                               relevance_masks)
+from agg2exp_core.store.queries.cohort import (ALL_CASES, PATHOLOGY_ANY, PATHOLOGY_NONE, SPACE, UNKNOWN, CohortFilter,
+                                               where_clause)
+from agg2exp_core.store.queries.connection import (StoreRef, fetch, has_table, mass_column, reading, store_ref,
+                                                   table_names)
+from agg2exp_core.store.queries.distributions import (POINTS_PER_SIDE, Distribution, context_mass_distribution,
+                                                      dice_distribution, source_distribution)
+from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluated_runs, has_method_evaluation,
+                                                   method_eval_summary, perturbation_summary)
+from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
+                                                 volume_shares)
+from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
+                                                 mean_anomaly_by_case, outlier_reasons, outlier_tests)
+
+__all__ = ["ALL_CASES", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
+           "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "StoreRef", "analysis_settings", "anomaly_dice",
+           "anomaly_ranking", "anomaly_scores", "anomaly_targets", "artifact_paths", "build_complete", "build_status",
+           "case_dice_estimates", "case_matrix", "case_metadata", "causal_case", "causal_summary",
+           "causal_target_values", "class_roi_ids", "cohort_cases", "component_effects", "context_mass_distribution",
+           "dice_distribution", "dice_estimate_quality", "dice_estimates", "dice_of_model", "done_cases",
+           "drift_cases", "drift_cells", "drift_tests", "evaluated_case_count", "evaluated_runs", "fetch",
+           "global_matrix", "has_method_evaluation", "has_table", "latest_run_id", "local_cube", "local_matrices",
+           "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement", "method_disagreement",
+           "method_eval_summary", "outlier_reasons", "outlier_tests", "paper_parity", "perturbation_summary",
+           "reading", "relevance_masks", "roi_names", "rois", "run_case_ids", "run_exists", "run_label_names",
+           "run_model", "runs", "sampling_noise", "source_distribution", "store_folder", "store_ref",
+           "stored_intervals", "table_names", "volume_shares", "where_clause"]
