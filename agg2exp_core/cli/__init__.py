@@ -221,9 +221,9 @@ def _add_analyze(subparsers) -> None:
     p.add_argument("--quality-reference", metavar="DATASET",
                    help="labelled reference cases of the Dice estimate (default: --fit-dataset, else any)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals (0: none)")
-    p.add_argument("--mass-kind", default=COMPARISON_KIND, choices=list(MASS_KINDS),
+    p.add_argument("--mass-kind", choices=list(MASS_KINDS),
                    help="mass kind the outliers, expected Dice, agreement and drift compare cases by (default: "
-                        "lift, the volume-adjusted mass; abs: the raw mass of the paper)")
+                        "lift, the volume-adjusted mass, and abs, the raw mass, for the expected-Dice features)")
     for name, what in (("reasons", "outlier reasons (SHAP of the forests)"), ("quality", "expected Dice"),
                        ("agreement", "agreement with other runs over the same cases")):
         p.add_argument(f"--no-{name}", action="store_true", help=f"skip the {what}")
@@ -241,17 +241,19 @@ def _run_analyze(args) -> int:
         raise InputError("--contamination", "must lie in (0, 0.5]")
     if args.bootstrap and args.bootstrap < 10:
         raise InputError("--bootstrap", "must be 0 (none) or at least 10")
+    kind = args.mass_kind or COMPARISON_KIND
+    quality_kind = {"kind": args.mass_kind} if args.mass_kind else {}
     suite = SuiteConfig(
         drift=DriftConfig(args.drift_reference, n_permutations=args.drift_permutations, seed=args.seed,
-                          kind=args.mass_kind) if args.drift_reference else None,
+                          kind=kind) if args.drift_reference else None,
         quality=None if args.no_quality else QualityConfig(fit_dataset=args.quality_reference or args.fit_dataset,
-                                                           seed=args.seed, kind=args.mass_kind),
+                                                           seed=args.seed, **quality_kind),
         reasons=None if args.no_reasons else SuiteConfig().reasons,
         bootstrap=BootstrapConfig(n_boot=args.bootstrap, seed=args.seed) if args.bootstrap else None,
-        agreement=not args.no_agreement, paper=args.paper, external=args.external, kind=args.mass_kind)
+        agreement=not args.no_agreement, paper=args.paper, external=args.external, kind=kind)
     result = analyze_run(args.db, args.run, AnalysisConfig(args.fit_dataset, args.fit_split or None,
                                                            args.contamination, random_state=args.seed,
-                                                           kind=args.mass_kind), suite)
+                                                           kind=kind), suite)
     avg = result["spearman"][result["spearman"].target_id == AVERAGE]
     rho = f", Spearman(anomaly, Dice) averaged = {avg.spearman_rho.iloc[0]:.3f}" if len(avg) else ""
     print(f"run {result['run_id']}: {result['n_cases']} cases scored, fitted on {result['n_fit']}"

@@ -17,9 +17,12 @@ from agg2exp_core.analysis import drift, paper
 from agg2exp_core.analysis.outliers import pathology_auroc
 from agg2exp_core.pipeline.demo import EVALUATION, LUNG_CLASSES, build_demo
 from agg2exp_core.labels import THORAX_LABELS
+from agg2exp_core.vocabulary import VOLUME_TARGET
 
 REPO = Path(__file__).resolve().parents[2]
-AUROC_FLOOR = 0.8          # what the demo reaches, kept as a floor (see the issue notes)
+# What the demo reaches, kept as a floor. The outliers compare the volume-adjusted lift since issue #20:
+# 0.78 (VG) / 0.73 (SmoothGrad) on it, against 0.8+ on the raw mass, part of whose signal was volume.
+AUROC_FLOOR = 0.7
 DICE_FLOOR = 0.85
 
 pytestmark = pytest.mark.slow
@@ -101,9 +104,13 @@ def test_published_cohort_is_imported(demo_db):
 @pytest.mark.parametrize("method", ["vg", "smoothgrad"])
 def test_external_dataset_drifts_for_the_lung_classes(demo_db, method):
     run_id = next(r for r, m, _ in precompute_runs(demo_db) if m == method)
-    tests = demo_db.execute("SELECT target_id, q_value FROM drift WHERE run_id = ? AND dataset = 'external'",
-                            [run_id]).df().set_index("target_id").q_value
-    assert (tests.loc[LUNG_CLASSES] < 0.05).all(), tests.loc[LUNG_CLASSES].to_dict()
+    """With and without the volume effect: on the raw mass every lung class drifts; the region volumes
+    alone drift (the control row); on the volume-adjusted lift the lungs' evidence still moves."""
+    tests = demo_db.execute("SELECT target_id, kind, q_value, q_value_raw FROM drift WHERE run_id = ? AND "
+                            "dataset = 'external'", [run_id]).df().set_index("target_id")
+    assert (tests.loc[LUNG_CLASSES].q_value_raw < 0.05).all(), tests.loc[LUNG_CLASSES].q_value_raw.to_dict()
+    assert tests.loc[VOLUME_TARGET].kind == "volume" and tests.loc[VOLUME_TARGET].q_value < 0.05
+    assert (tests.loc[LUNG_CLASSES].q_value < 0.05).any(), tests.loc[LUNG_CLASSES].q_value.to_dict()
 
 
 def reference_halves_rejections(con, run_id: str, stratified: bool, n_splits: int = 20) -> float:
