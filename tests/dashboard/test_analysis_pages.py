@@ -38,6 +38,7 @@ def downloads(app) -> set[str]:
     return {b.proto.label for b in app.get("download_button")}
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 def test_drift_page_shows_classes_cells_and_cases(monkeypatch, analysed_store):
     app = open_app(monkeypatch, analysed_store["path"], "drift", {"run": analysed_store["vg"]})
     assert app.title[0].value == "Explanation drift" and not app.error

@@ -70,6 +70,7 @@ def test_spearman_known_answer():
     assert table.loc[1, "spearman_rho"] == pytest.approx(-1.0) and table.loc[1, "n"] == 4
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 def test_averaging_forests_over_seeds_removes_the_seed_lottery():
     """32 simulated cases whose class row drifts with a latent failure that lowers Dice: one 100-tree
     forest's Spearman(anomaly, Dice) depends on its seed; the score averaged over 20 seeds

@@ -28,6 +28,7 @@ def tsv2_copy(tsv2_store, tmp_path):
     return path, tsv2_store["run_id"]
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 @pytest.mark.parametrize("settings", ["default", "paper"])
 def test_published_aggregates_reproduce_table2(tsv2_copy, settings):
     path, run_id = tsv2_copy
@@ -87,6 +88,7 @@ def test_dice_shuffled_across_patients_does_not_reproduce_table2(tmp_path):
     assert summary["rho_rank_agreement"] < 0.3 and summary["significant_both"] <= 2
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 def test_no_shuffle_of_the_dice_reproduces_table2(tsv2_copy):
     path, run_id = tsv2_copy
     with store.open_writer(path) as con:
@@ -103,6 +105,7 @@ def test_no_shuffle_of_the_dice_reproduces_table2(tsv2_copy):
     assert not any(reproduced)
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 def test_union_tests_on_a_cohort_with_sex_and_age(synthetic_store, tmp_path):
     path = tmp_path / "synthetic.duckdb"
     shutil.copyfile(synthetic_store["path"], path)
@@ -117,6 +120,7 @@ def test_union_tests_on_a_cohort_with_sex_and_age(synthetic_store, tmp_path):
     assert rows == 2
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 def test_analyze_paper_on_the_command_line(tsv2_copy, capsys):
     path, run_id = tsv2_copy
     assert main(["analyze", "--db", str(path), "--run", run_id, "--paper", "--no-reasons", "--no-quality",

@@ -68,6 +68,7 @@ def test_a_hanging_case_is_ended_recorded_held_back_and_retried(tmp_path, checkp
     assert third.done == ["c1"] and failures(db) == {}
 
 
+@pytest.mark.slow   # > 15 s on 2 cores (make test-fast leaves it out)
 def test_worker_processes_end_a_hanging_case_and_finish_the_others(tmp_path, checkpoint):
     from hanging import compute_or_hang
 
