@@ -23,6 +23,7 @@ def large_store(tmp_path_factory) -> dict:
                                  with_artifacts=3, class_names=TOTALSEG_LIKE, eval_methods=("vg",))
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_the_builder_writes_the_label_set(large_store):
     assert large_store["class_names"] == list(TOTALSEG_LIKE) and len(TOTALSEG_LIKE) == 117 > LARGE_LABEL_SET
     with pytest.raises(ValueError, match="background"):

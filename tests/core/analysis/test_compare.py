@@ -254,6 +254,7 @@ def test_power_on_a_planted_difference_matches_welchs_t_test():
     assert np.allclose(result.statistic, ttest_ind(a, b, equal_var=False).statistic)
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_many_cells_can_pass_bh_and_by_with_a_scaled_permutation_count():
     """117 x 119 cells (TotalSegmentator), 15 + 15 cases, a strong shift planted in 4 cells: with the
     count that ``permutations_for_fdr`` scales with cells / alpha and the sequential stop, BH and BY

@@ -75,6 +75,7 @@ def shuffled_csv(tmp_path, seed: int):
     return path
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_dice_shuffled_across_patients_does_not_reproduce_table2(tmp_path):
     """The whole path (CSV -> import -> the paper's analysis) on a CSV whose Dice columns belong to
     other patients: the parity comes from the data, nothing of Table 2 is built in."""

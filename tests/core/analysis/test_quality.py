@@ -84,6 +84,7 @@ def tsv2_analysed(tsv2_store, tmp_path_factory):
     return path, tsv2_store["run_id"]
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_tsv2_repeated_kfold_against_a_constant_baseline(tsv2_analysed):
     """The honest check on the 32 published cases (see the issue): measured, not assumed.
 
@@ -129,6 +130,7 @@ def _classes_with_different_noise(n_fit, n_new, seed):
                                  np.ones((n, 3)), datasets, np.array(["test"] * n, dtype=object))
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_intervals_are_calibrated_per_class_on_new_and_on_fitted_cases():
     """Per-class (Mondrian) CV+: each class covers its new cases at about the nominal 0.80 (4,000 new
     cases per class, repeated over 4 fit sets of 150: MC SD < 0.01; CV+ alone guarantees 0.6, so the

@@ -87,6 +87,7 @@ def test_class_depending_on_region_a_only_has_zero_effect_elsewhere():
     assert np.abs(result.ate[1, [0, 2]]).max() < 1e-9 and np.abs(result.ate[1, [1, 3]]).min() > 0.1
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_image_donors_cached_equals_full_and_is_deterministic_for_a_seed():
     net, img = tiny_net(), rand(1, 30, 20, 16, seed=4)
     part = cube_partition(img.shape[1:], (2, 2, 1))

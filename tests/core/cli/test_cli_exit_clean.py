@@ -21,6 +21,7 @@ def computed_store(tmp_path_factory):
     return root / "store.duckdb"
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_analyze_with_outlier_reasons_leaves_no_duckdb_object_at_exit(computed_store):
     done = run_cli("analyze", "--db", computed_store, "--bootstrap", "0", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -95,6 +95,7 @@ def test_the_in_process_limit_leaves_no_alarm_behind(checkpoint):
     time.sleep(0.8)  # a timer left armed would raise here
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 @pytest.mark.parametrize("executor", ["inprocess", "processes"])
 def test_a_fifo_swapped_in_after_the_manifest_check_fails_its_case_at_once(tmp_path, checkpoint, monkeypatch,
                                                                            executor):

@@ -260,6 +260,7 @@ def test_a_case_that_killed_the_run_is_reported_and_held_back(tmp_path):
         assert con.execute("SELECT count(DISTINCT case_id) FROM local_importance").fetchone()[0] == 4
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_an_interrupted_case_is_not_mistaken_for_one_that_killed_the_run(tmp_path):
     """SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: the rerun just resumes."""
     manifest = make_cohort(tmp_path / "cohort", n=4)

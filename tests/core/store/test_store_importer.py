@@ -41,6 +41,7 @@ def test_import_global_matrix_equals_csv_column_means(tsv2_store):
     assert n_dice > 0
 
 
+@pytest.mark.slow   # ~10 s or more on 2 cores (make test-fast leaves it out)
 def test_import_is_idempotent_and_joins_metadata(tmp_path):
     meta = tmp_path / "meta.csv"
     meta.write_text("case_id,sex,age\ns0029,F,61\n")
