@@ -111,6 +111,28 @@ CREATE TABLE IF NOT EXISTS paper_parity(
     run_id VARCHAR, target_id INTEGER, label VARCHAR, spearman_rho DOUBLE, p_value DOUBLE,
     paper_rho DOUBLE, paper_p_value DOUBLE, n INTEGER,
     PRIMARY KEY(run_id, target_id));
+CREATE TABLE IF NOT EXISTS case_field(
+    case_id VARCHAR, name VARCHAR, kind VARCHAR NOT NULL, value VARCHAR, number DOUBLE, source VARCHAR,
+    PRIMARY KEY(case_id, name));
+CREATE TABLE IF NOT EXISTS case_uncertainty(
+    model_sha256 VARCHAR, case_id VARCHAR, class_id INTEGER, feature VARCHAR, value DOUBLE,
+    PRIMARY KEY(model_sha256, case_id, class_id, feature));
+CREATE TABLE IF NOT EXISTS failure_slice(
+    run_id VARCHAR, slice_id INTEGER, class_id INTEGER, source VARCHAR, description VARCHAR, members INTEGER,
+    n INTEGER, effect DOUBLE, p_value DOUBLE, q_value DOUBLE, uses_labels BOOLEAN, rank INTEGER,
+    PRIMARY KEY(run_id, slice_id));
+CREATE TABLE IF NOT EXISTS failure_slice_member(
+    run_id VARCHAR, slice_id INTEGER, case_id VARCHAR, PRIMARY KEY(run_id, slice_id, case_id));
+CREATE TABLE IF NOT EXISTS failure_slice_cell(
+    run_id VARCHAR, slice_id INTEGER, target_id INTEGER, source_id INTEGER, mean_in DOUBLE, mean_out DOUBLE,
+    difference DOUBLE, p_value DOUBLE, q_value DOUBLE, PRIMARY KEY(run_id, slice_id, target_id, source_id));
+CREATE TABLE IF NOT EXISTS sanity_check(
+    run_id VARCHAR, case_id VARCHAR, class_id INTEGER, "check" VARCHAR, step INTEGER, layer VARCHAR,
+    metric VARCHAR, value DOUBLE, baseline DOUBLE, passed BOOLEAN,
+    PRIMARY KEY(run_id, case_id, class_id, "check", step, metric));
+CREATE TABLE IF NOT EXISTS retest_icc(
+    run_id VARCHAR, factor VARCHAR, kind VARCHAR, target_id INTEGER, source_id INTEGER, icc DOUBLE,
+    n_cases INTEGER, n_repeats INTEGER, PRIMARY KEY(run_id, factor, kind, target_id, source_id));
 CREATE TABLE IF NOT EXISTS analysis_settings(
     run_id VARCHAR PRIMARY KEY, settings JSON, score_convention VARCHAR, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS build_status(
@@ -120,6 +142,15 @@ CREATE TABLE IF NOT EXISTS build_status(
 """
 
 
+# case_field: a case's metadata beyond the cases table (any extra manifest column, DICOM header fields):
+# ``kind`` 'categorical' (``value`` set) or 'numeric' (``number`` set, ``value`` its text), ``source`` 'manifest'
+# or 'dicom'. case_uncertainty: the model's own uncertainty per case and class (test-time augmentation /
+# fold ensemble; ``feature`` names in the writer's module), keyed by model like ``dice``.
+# failure_slice: a subgroup on which class ``class_id`` (AVERAGE_TARGET: all classes) fails, ``source``
+# 'metadata' or 'explanation', ``members`` its size (= ``n``), ``effect`` the Dice drop against the rest,
+# ``uses_labels`` true Dice or expected Dice; its cases in failure_slice_member, the matrix cells that
+# differ in failure_slice_cell. sanity_check: the randomisation checks of a run (``check`` e.g. 'mprt',
+# ``step`` the randomised depth, 0 = trained); retest_icc: ICC(2,1) of a cell across repeats of ``factor``.
 # case_inputs: the input files (path, size, mtime, sha256) a done case was computed from;
 # case_started: cases being computed in the writer's own process (cleared when written),
 # so a case during which the process died is known on the rerun (store/attempts.py).
@@ -127,7 +158,8 @@ CREATE TABLE IF NOT EXISTS build_status(
 ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "perturbation_curve",
                    "drift", "drift_cells", "drift_cases", "dice_estimate", "dice_estimate_quality",
                    "outlier_reasons", "bootstrap_ci", "method_agreement", "method_disagreement",
-                   "paper_parity", "analysis_settings")
+                   "paper_parity", "analysis_settings", "failure_slice", "failure_slice_member",
+                   "failure_slice_cell", "sanity_check", "retest_icc")
 # drift_cases.target_id, dice_estimate.class_id, bootstrap_ci.target_id, method_agreement.target_id:
 # AVERAGE_TARGET (-1) also stands for "over all classes" there. outlier_tests.target_id UNION_TARGET (-2):
 # outliers for any class (the paper's sex/age tests). bootstrap_ci.cohort: ALL_CASES or a dataset name.
