@@ -133,6 +133,15 @@ CREATE TABLE IF NOT EXISTS sanity_check(
 CREATE TABLE IF NOT EXISTS retest_icc(
     run_id VARCHAR, factor VARCHAR, kind VARCHAR, target_id INTEGER, source_id INTEGER, icc DOUBLE,
     n_cases INTEGER, n_repeats INTEGER, PRIMARY KEY(run_id, factor, kind, target_id, source_id));
+CREATE TABLE IF NOT EXISTS quality_ablation(
+    run_id VARCHAR, feature_set VARCHAR, scope VARCHAR, metric VARCHAR, value DOUBLE, n INTEGER,
+    PRIMARY KEY(run_id, feature_set, scope, metric));
+CREATE TABLE IF NOT EXISTS risk_coverage(
+    run_id VARCHAR, scope VARCHAR, ranking VARCHAR, position INTEGER, coverage DOUBLE, risk DOUBLE,
+    PRIMARY KEY(run_id, scope, ranking, position));
+CREATE TABLE IF NOT EXISTS quality_contribution(
+    run_id VARCHAR, case_id VARCHAR, class_id INTEGER, feature VARCHAR, feature_group VARCHAR, value DOUBLE,
+    contribution DOUBLE, PRIMARY KEY(run_id, case_id, class_id, feature));
 CREATE TABLE IF NOT EXISTS analysis_settings(
     run_id VARCHAR PRIMARY KEY, settings JSON, score_convention VARCHAR, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS build_status(
@@ -151,6 +160,9 @@ CREATE TABLE IF NOT EXISTS build_status(
 # ``uses_labels`` true Dice or expected Dice; its cases in failure_slice_member, the matrix cells that
 # differ in failure_slice_cell. sanity_check: the randomisation checks of a run (``check`` e.g. 'mprt',
 # ``step`` the randomised depth, 0 = trained); retest_icc: ICC(2,1) of a cell across repeats of ``factor``.
+# quality_ablation: the expected-Dice metrics of each feature set (and a baseline ranking's AURC) by scope;
+# risk_coverage: the risk (mean 1 - Dice) of the most confident cells at each coverage, per ranking;
+# quality_contribution: the quality model's linear terms of a flagged case and class (analysis/quality_model.py).
 # case_inputs: the input files (path, size, mtime, sha256) a done case was computed from;
 # case_started: cases being computed in the writer's own process (cleared when written),
 # so a case during which the process died is known on the rerun (store/attempts.py).
@@ -159,7 +171,8 @@ ANALYSIS_TABLES = ("anomaly", "anomaly_dice", "outlier_tests", "method_eval", "p
                    "drift", "drift_cells", "drift_cases", "dice_estimate", "dice_estimate_quality",
                    "outlier_reasons", "bootstrap_ci", "method_agreement", "method_disagreement",
                    "paper_parity", "analysis_settings", "failure_slice", "failure_slice_member",
-                   "failure_slice_cell", "sanity_check", "retest_icc")
+                   "failure_slice_cell", "sanity_check", "retest_icc", "quality_ablation", "risk_coverage",
+                   "quality_contribution")
 # drift_cases.target_id, dice_estimate.class_id, bootstrap_ci.target_id, method_agreement.target_id:
 # AVERAGE_TARGET (-1) also stands for "over all classes" there. outlier_tests.target_id UNION_TARGET (-2):
 # outliers for any class (the paper's sex/age tests). bootstrap_ci.cohort: ALL_CASES or a dataset name.
