@@ -59,7 +59,11 @@ def quality_lines(report: dict) -> list[str]:
         if metrics:
             lines.append(f"  {scope}: Spearman(estimated, true mean Dice) = {_num(metrics['spearman_case_mean'])}, "
                          f"80 % intervals cover {_num(100 * metrics['coverage_class'])} % of class Dice, MAE "
-                         f"{_num(metrics['mae'])} (constant {_num(metrics['mae_constant'])})")
+                         f"{_num(metrics['mae'])} (constant {_num(metrics['mae_constant'])}), AUROC(Dice < "
+                         f"{_num(report['estimates'].failure_below[0])}) {_num(metrics.get('auroc', float('nan')))}, "
+                         f"AURC {_num(metrics.get('aurc', float('nan')))} (oracle "
+                         f"{_num(metrics.get('aurc_oracle', float('nan')))}, random "
+                         f"{_num(metrics.get('aurc_random', float('nan')))})")
     return lines
 
 

@@ -220,6 +220,11 @@ def _add_analyze(subparsers) -> None:
     p.add_argument("--drift-permutations", type=int, default=2000, help="permutations per class drift test")
     p.add_argument("--quality-reference", metavar="DATASET",
                    help="labelled reference cases of the Dice estimate (default: --fit-dataset, else any)")
+    p.add_argument("--failure-below", type=float, default=0.8, metavar="DICE",
+                   help="flag a case and class a likely failure when its expected Dice lies below this (default 0.8)")
+    p.add_argument("--quality-features", default="all", metavar="SET",
+                   help="feature set of the written Dice estimate: all, uncertainty, explanation, "
+                        "explanation+uncertainty, volume, constant (every set is validated in the ablation)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals (0: none)")
     p.add_argument("--mass-kind", choices=list(MASS_KINDS),
                    help="mass kind the outliers, expected Dice, agreement and drift compare cases by (default: "
@@ -228,6 +233,15 @@ def _add_analyze(subparsers) -> None:
                        ("agreement", "agreement with other runs over the same cases")):
         p.add_argument(f"--no-{name}", action="store_true", help=f"skip the {what}")
     p.set_defaults(func=_run_analyze)
+
+
+def _check_quality_options(args) -> None:
+    from agg2exp_core.analysis.quality import FEATURE_SETS
+
+    if not 0 < args.failure_below < 1:
+        raise InputError("--failure-below", "must lie in (0, 1)")
+    if args.quality_features not in FEATURE_SETS:
+        raise InputError("--quality-features", f"must be one of {', '.join(FEATURE_SETS)}")
 
 
 def _run_analyze(args) -> int:
@@ -243,11 +257,13 @@ def _run_analyze(args) -> int:
         raise InputError("--bootstrap", "must be 0 (none) or at least 10")
     kind = args.mass_kind or COMPARISON_KIND
     quality_kind = {"kind": args.mass_kind} if args.mass_kind else {}
+    _check_quality_options(args)
     suite = SuiteConfig(
         drift=DriftConfig(args.drift_reference, n_permutations=args.drift_permutations, seed=args.seed,
                           kind=kind) if args.drift_reference else None,
         quality=None if args.no_quality else QualityConfig(fit_dataset=args.quality_reference or args.fit_dataset,
-                                                           seed=args.seed, **quality_kind),
+                                                           seed=args.seed, failure_below=args.failure_below,
+                                                           feature_set=args.quality_features, **quality_kind),
         reasons=None if args.no_reasons else SuiteConfig().reasons,
         bootstrap=BootstrapConfig(n_boot=args.bootstrap, seed=args.seed) if args.bootstrap else None,
         agreement=not args.no_agreement, paper=args.paper, external=args.external, kind=kind)

@@ -53,8 +53,8 @@ MAX_WORKERS = 4  # worker processes of the demo's cases (each holds torch and th
 # After the outliers of each run: why cases are outliers, expected Dice (fitted on the reference
 # dataset), bootstrap intervals and the external cohort's drift (about half a minute per run on
 # 2 cores); method agreement once every run exists.
-EXTENSIONS = suite.SuiteConfig(drift=DriftConfig("reference"), quality=QualityConfig(fit_dataset="reference"),
-                               agreement=False)
+EXTENSIONS = suite.SuiteConfig(drift=DriftConfig("reference"),  # quality: flags below Dice 0.8, with the ablation
+                               quality=QualityConfig(fit_dataset="reference", failure_below=0.8), agreement=False)
 AGREEMENT = suite.SuiteConfig(quality=None, reasons=None, bootstrap=None)
 
 
