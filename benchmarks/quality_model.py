@@ -2,7 +2,7 @@
 of the feature groups (Spearman per case, MAE vs the class means, AUROC for Dice < 0.8, AURC vs
 baselines, 80 % interval coverage overall and per class).
 
-    OMP_NUM_THREADS=1 python benchmarks/quality_model.py [STORE]   # default: a copy of data/demo.duckdb
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/quality_model.py [STORE]   # default: a copy of data/demo.duckdb
 
 Works on a copy: the store given is copied to a temporary folder first. Uncertainty features are
 used when the copy's case_uncertainty has rows for the run's model (backfill them first).
@@ -26,7 +26,10 @@ def main(source: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="quality-"))
     path = folder / "store.duckdb"
     shutil.copy(source, path)
+    if (Path(source).parent / "artifacts").is_dir():          # the slice artefacts: predicted volumes
+        (folder / "artifacts").symlink_to(Path(source).resolve().parent / "artifacts")
     con = store.open_writable(path)
+    store.init_schema(con)                 # the tables this round added
     runs = con.execute("SELECT run_id FROM runs WHERE source = 'precompute' ORDER BY created_at").fetchall()
     for (run_id,) in runs:
         report = quality.analyze_quality(con, run_id, quality.QualityConfig(fit_dataset="reference"))

@@ -16,6 +16,8 @@ reported beside the model's.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -76,7 +78,8 @@ def validation_metrics(inputs: QualityInputs, result: Estimates, cases: np.ndarr
     threshold = float(result.failure_below[0])
     flagged, bad = (estimate < threshold) & known, (dice < threshold) & known
     per_class = class_coverage(inside, known)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # Spearman of the constant model's estimates is undefined: NaN
         return {"spearman_case_mean": float(stats.spearmanr(result.case_estimate[cases], true_mean)[0]),
                 "spearman_class_pooled": float(stats.spearmanr(estimate[known], dice[known])[0]),
                 "spearman_within_class": float(np.nanmean(within)) if within else float("nan"),
