@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from sklearn.linear_model import LinearRegression
 
 from agg2exp_core import store
 from agg2exp_core.analysis.masses import comparison_cube
-from agg2exp_core.store import queries
+from agg2exp_core.store.queries.uncertainty import uncertainty_features
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 
 EXPLANATION, VOLUME, UNCERTAINTY = "explanation", "volume", "uncertainty"
@@ -155,15 +156,19 @@ def per_case(values: np.ndarray, targets) -> np.ndarray:
 
 
 def uncertainty_columns(con, model_sha256, case_ids, targets, reference) -> dict[str, np.ndarray]:
-    """One ``[cases, classes]`` column per stored uncertainty feature; a missing value takes the
-    reference cases' median of its class (a feature no reference case has is left out)."""
-    rows = queries.uncertainty_rows(con, model_sha256)
-    rows = rows[rows.case_id.isin(case_ids) & rows.class_id.isin(list(targets))]
+    """One ``[cases, classes]`` column per stored uncertainty feature; a missing value (undefined, e.g. a
+    class not predicted) takes the reference cases' median of its class (a feature no reference case has
+    for some class is left out)."""
+    if not model_sha256:
+        return {}
+    wide = uncertainty_features(con, model_sha256, case_ids)
+    wide = wide[wide.class_id.isin(list(targets))]
     columns = {}
-    for name, group in rows.groupby("feature", sort=True):
-        wide = group.pivot_table(index="case_id", columns="class_id", values="value", aggfunc="mean")
-        values = wide.reindex(index=case_ids, columns=list(targets)).to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
+    for name in sorted(c for c in wide.columns if c not in ("case_id", "class_id")):
+        grid = wide.pivot_table(index="case_id", columns="class_id", values=name, aggfunc="first", dropna=False)
+        values = grid.reindex(index=case_ids, columns=list(targets)).to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # a class no reference case has: NaN, the feature is left out
             fill = np.nanmedian(np.where(reference[:, None], values, np.nan), axis=0)
         if not np.isfinite(fill).all():
             continue

@@ -21,3 +21,23 @@ def write_uncertainty(con, rows: pd.DataFrame) -> None:
     con.register("_uncertainty", rows)
     con.execute("INSERT OR REPLACE INTO case_uncertainty SELECT * FROM _uncertainty")
     con.unregister("_uncertainty")
+
+
+def quality_store(synthetic_store: dict, folder) -> dict:
+    """A copy of the synthetic store (with its artefacts) whose vg run has planted uncertainty rows and
+    the quality analysis (fitted on 'reference', flags below 0.8): ``path``, ``run_id``, ``report``."""
+    import shutil
+
+    from agg2exp_core import store
+    from agg2exp_core.analysis import quality
+
+    path = folder / "store.duckdb"
+    shutil.copyfile(synthetic_store["path"], path)
+    shutil.copytree(synthetic_store["artifact_root"], folder / "artifacts")
+    run_id = synthetic_store["run_ids"]["vg"]
+    with store.open_writer(path) as con:
+        model = store.run_model(con, run_id)
+        dice = con.execute("SELECT case_id, class_id, dice FROM dice WHERE model_sha256 = ?", [model]).df()
+        write_uncertainty(con, planted_uncertainty(dice, model, noise=0.01))
+        report = quality.analyze_quality(con, run_id, quality.QualityConfig(fit_dataset="reference"))
+    return {**synthetic_store, "path": path, "run_id": run_id, "report": report}

@@ -29,15 +29,14 @@ from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluat
                                                    method_eval_summary, perturbation_summary)
 from agg2exp_core.store.queries.fields import CATEGORICAL, FIELD_KINDS, NUMERIC, case_fields, field_catalog
 from agg2exp_core.store.queries.quality import (estimate_truth, flagged_cells, quality_ablation,
-                                               quality_contributions, risk_coverage, risk_coverage_scopes,
-                                               uncertainty_rows)
+                                               quality_contributions, risk_coverage, risk_coverage_scopes)
 from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
                                                  volume_shares)
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
 
 __all__ = ["estimate_truth", "flagged_cells", "quality_ablation", "quality_contributions", "risk_coverage",
-           "risk_coverage_scopes", "uncertainty_rows", "ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
+           "risk_coverage_scopes", "ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
            "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "StoreRef", "analysis_settings", "anomaly_dice",
            "anomaly_ranking", "anomaly_scores", "anomaly_targets", "artifact_paths", "build_complete", "build_status",
            "case_dice_estimates", "case_matrix", "case_metadata", "causal_case", "causal_summary",

@@ -1,6 +1,5 @@
-"""Reads of the quality control (``agg2exp_core.analysis.quality``): the model's own uncertainty
-features, the expected-Dice ablation, risk-coverage curves, flagged cells and their contributions.
-A store without one of these tables gives an empty frame."""
+"""Reads of the quality control (``agg2exp_core.analysis.quality``): the expected-Dice ablation, risk-coverage
+curves, flagged cells and their contributions. A store without one of these tables gives an empty frame."""
 from __future__ import annotations
 
 import duckdb
@@ -8,14 +7,6 @@ import pandas as pd
 
 from agg2exp_core.store.queries import connection as db
 from agg2exp_core.store.queries.connection import empty, has_table
-
-
-def uncertainty_rows(con: duckdb.DuckDBPyConnection, model_sha256: str | None) -> pd.DataFrame:
-    """``case_id, class_id, feature, value`` of a model's case_uncertainty rows (long format)."""
-    if not model_sha256 or not has_table(con, "case_uncertainty"):
-        return empty(["case_id", "class_id", "feature", "value"])
-    return db.fetch(con, "SELECT case_id, class_id, feature, value FROM case_uncertainty WHERE model_sha256 = ? "
-                         "ORDER BY case_id, class_id, feature", [model_sha256])
 
 
 def quality_ablation(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:

@@ -2,15 +2,13 @@
 answers, CV+ coverage over repetitions, unbounded intervals, contributions, and the store tables."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from agg2exp_core import store
 from agg2exp_core.analysis import quality, quality_eval, quality_model
 from agg2exp_core.analysis.quality_features import EXPLANATION, UNCERTAINTY, QualityInputs
-from uncertainty_rows import planted_uncertainty, write_uncertainty
+from uncertainty_rows import quality_store
 
 
 def planted_inputs(n_ref=30, n_new=30, k=4, seed=0, noise=0.01) -> QualityInputs:
@@ -121,19 +119,10 @@ def test_contributions_are_the_linear_terms_of_the_estimate():
 
 @pytest.fixture(scope="module")
 def qc_store(synthetic_store, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qc")
-    path = folder / "store.duckdb"
-    shutil.copyfile(synthetic_store["path"], path)
-    shutil.copytree(synthetic_store["artifact_root"], folder / "artifacts")
-    run_id = synthetic_store["run_ids"]["vg"]
-    with store.open_writer(path) as con:
-        model = store.run_model(con, run_id)
-        dice = con.execute("SELECT case_id, class_id, dice FROM dice WHERE model_sha256 = ?", [model]).df()
-        write_uncertainty(con, planted_uncertainty(dice, model, noise=0.01))
-        report = quality.analyze_quality(con, run_id, quality.QualityConfig(fit_dataset="reference"))
-    return {"path": path, "run_id": run_id, "report": report}
+    return quality_store(synthetic_store, tmp_path_factory.mktemp("qc"))
 
 
+@pytest.mark.slow   # > 15 s on 2 cores: the whole analysis with its ablation
 def test_analyze_quality_stores_ablation_curves_and_contributions(qc_store):
     report, run_id = qc_store["report"], qc_store["run_id"]
     assert {"u_tta_dice", "u_entropy", "class_volume_ratio", "row_distance"} <= set(report["features"])
