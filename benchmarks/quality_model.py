@@ -42,5 +42,16 @@ def main(source: str) -> None:
     shutil.rmtree(folder)
 
 
+def tsv2(source: str, run_id: str = "smoothgrad-669cc71962", repeats: int = 20) -> None:
+    """TSV2 (aggregates only: explanation features): repeated 5-fold against the class-mean baseline."""
+    con = store.open_reader(source)
+    inputs = quality.build_inputs(con, run_id, quality.QualityConfig())
+    runs = quality.repeated_kfold(inputs, folds=5, repeats=repeats)
+    print(f"\n== TSV2 {run_id}: {len(inputs.case_ids)} cases, features {inputs.names}")
+    print(runs.drop(columns="repeat").agg(["mean", "std"]).round(3).to_string())
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parents[1] / "data" / "demo.duckdb"))
+    store_path = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parents[1] / "data" / "demo.duckdb")
+    main(store_path)
+    tsv2(store_path)
