@@ -60,13 +60,13 @@ class QualityConfig:
 
 
 def available_sets(inputs: QualityInputs) -> dict[str, tuple[str, ...]]:
-    """The feature sets with features in this run (a set whose groups are all empty is left out,
-    except ``constant``; a set equal to a smaller one is left out too)."""
+    """``all`` and the feature sets with features in this run (a set whose groups are all empty is left
+    out, except ``constant``; a set with the same features as an earlier one besides ``all`` too)."""
     present = {inputs.group_of(n) for n in inputs.names}
-    found, seen = {}, set()
+    found, seen = {"all": FEATURE_SETS["all"]}, set()
     for name, groups in FEATURE_SETS.items():
         have = tuple(g for g in groups if g in present)
-        if (have or not groups) and have not in seen or name == "all":
+        if name != "all" and (have or not groups) and have not in seen:
             found[name] = groups
             seen.add(have)
     return found
