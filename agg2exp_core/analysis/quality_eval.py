@@ -73,8 +73,10 @@ def validation_metrics(inputs: QualityInputs, result: Estimates, cases: np.ndarr
     estimate = result.estimate[cases]
     inside = (dice >= result.low[cases]) & (dice <= result.high[cases])
     case_inside = (true_mean >= result.case_low[cases]) & (true_mean <= result.case_high[cases])
-    within = [stats.spearmanr(estimate[known[:, j], j], dice[known[:, j], j])[0]
-              for j in range(dice.shape[1]) if known[:, j].sum() >= 3 and np.ptp(dice[known[:, j], j]) > 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # a class whose estimates are all equal: NaN, left out of the mean
+        within = [stats.spearmanr(estimate[known[:, j], j], dice[known[:, j], j])[0]
+                  for j in range(dice.shape[1]) if known[:, j].sum() >= 3 and np.ptp(dice[known[:, j], j]) > 0]
     threshold = float(result.failure_below[0])
     flagged, bad = (estimate < threshold) & known, (dice < threshold) & known
     per_class = class_coverage(inside, known)
