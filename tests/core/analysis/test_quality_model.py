@@ -144,3 +144,11 @@ def test_analyze_quality_stores_ablation_curves_and_contributions(qc_store):
     assert external.loc["uncertainty", "spearman_case_mean"] > 0.9
     assert external.loc["uncertainty", "mae"] < 0.5 * external.loc["constant", "mae"]
     assert len(flagged) and (flagged.estimate < 0.8).all() and len(terms) == len(report["features"])
+
+
+def test_ablation_keeps_each_present_group_beside_all():
+    """A store without uncertainty or volumes: 'explanation' alone is still in the ablation (equal to 'all')."""
+    inputs = planted_inputs().select((EXPLANATION,))
+    assert list(quality.available_sets(inputs)) == ["all", "explanation", "constant"]
+    assert list(quality.available_sets(planted_inputs())) == ["all", "uncertainty", "explanation",
+                                                              "explanation+uncertainty", "constant"]
