@@ -62,13 +62,24 @@ def cv_plus(fit, x_cal, y_cal, scale_cal, x_test, scale_test, level: float, fold
         return oof, empty, empty.copy()
     predictions = np.stack([columns(model.predict(x_test)) for model in models])    # [folds, test, columns]
     low, high = np.empty(predictions.shape[1:]), np.empty(predictions.shape[1:])
-    n = len(x_cal)
-    k_high, k_low = _upper_rank(n, level), int(np.floor((1 - level) * (n + 1) + 1e-9))
-    chunk = max(1, 2_000_000 // max(n * predictions.shape[2], 1))                   # bounded memory
+    # each column's own calibration count: a class unlabelled in some calibration cases ranks among its known ones
+    counts = np.isfinite(residual).sum(axis=0)                                        # [columns]
+    k_high = np.array([_upper_rank(int(n), level) for n in counts])
+    k_low = np.floor((1 - level) * (counts + 1) + 1e-9).astype(int)
+    chunk = max(1, 2_000_000 // max(len(x_cal) * predictions.shape[2], 1))            # bounded memory
     for start in range(0, predictions.shape[1], chunk):
         rows = slice(start, start + chunk)
         centre = predictions[fold, rows]                                                # [n, chunk, columns]
         spread = residual[:, None, :] * scale_test[None, rows]
-        low[rows] = (np.partition(centre - spread, k_low - 1, axis=0)[k_low - 1] if k_low >= 1 else -np.inf)
-        high[rows] = (np.partition(centre + spread, k_high - 1, axis=0)[k_high - 1] if k_high <= n else np.inf)
+        low[rows] = _kth_smallest(centre - spread, k_low, counts, -np.inf)
+        high[rows] = _kth_smallest(centre + spread, k_high, counts, np.inf)
     return oof, low, high
+
+
+def _kth_smallest(values: np.ndarray, k: np.ndarray, counts: np.ndarray, outside: float) -> np.ndarray:
+    """Per column the ``k``-th smallest finite value of ``values [n, rows, columns]`` (NaN: unknown,
+    sorted last); ``outside`` where ``k`` lies outside 1..count (no finite quantile)."""
+    ordered = np.sort(np.where(np.isnan(values), np.inf, values), axis=0)
+    index = np.clip(k - 1, 0, len(values) - 1)
+    picked = np.take_along_axis(ordered, np.broadcast_to(index, values.shape[1:])[None], axis=0)[0]
+    return np.where((k >= 1) & (k <= counts), picked, outside)

@@ -12,8 +12,9 @@ case's explanation needs no approximation.
 The model's own training cases (split ``train``) are left out of the fit when enough others
 remain: a segmentation model's Dice on the cases it learnt from is optimistic. Intervals are CV+
 per class (Mondrian, ``analysis.conformal``: each class and the case mean on their own
-residuals), residuals scaled by the class row's novelty, at ``level``. When ``ceil((n + 1) level)
-> n`` for a class's n calibration cases the interval is unbounded: all of [0, 1]. Fitted cases get
+residuals), residuals scaled by the class row's novelty, at ``level``. A class counts only the
+calibration cases where it is labelled; when ``ceil((n + 1) level) > n`` for its n cases the
+interval is unbounded: all of [0, 1]. Fitted cases get
 out-of-fold estimates and nested CV+ intervals (their fold held out of everything), so their
 coverage is out-of-sample too. Nothing is guaranteed on a shifted dataset (the validation reports
 coverage there).
@@ -166,7 +167,7 @@ def interval_scale(novelty: np.ndarray, fit: np.ndarray) -> np.ndarray:
 
 def fit_cases(inputs: QualityInputs, config) -> np.ndarray:
     """Labelled reference cases that fit the model (the model's training split left out if possible)."""
-    labelled = np.isfinite(inputs.dice).all(axis=1)
+    labelled = np.isfinite(inputs.dice).any(axis=1)     # a class unlabelled here: calibrated on its known cases
     fit = labelled & reference_mask(inputs.datasets, config.fit_dataset)
     if config.exclude_split:
         held_out = fit & (inputs.splits != config.exclude_split)

@@ -152,3 +152,17 @@ def test_ablation_keeps_each_present_group_beside_all():
     assert list(quality.available_sets(inputs)) == ["all", "explanation", "constant"]
     assert list(quality.available_sets(planted_inputs())) == ["all", "uncertainty", "explanation",
                                                               "explanation+uncertainty", "constant"]
+
+
+def test_a_class_with_too_few_labelled_calibration_cases_gets_unbounded_intervals():
+    """Class 3 labelled in only 3 fit cases: its intervals are [0, 1]; the other classes' stay finite."""
+    inputs = planted_inputs()
+    config = quality.QualityConfig(fit_dataset="ref")
+    inputs.dice[3:30, 3] = np.nan                     # the reference cases 3..29 lack class 3's label
+    fit = quality.fit_cases(inputs, config)
+    assert fit.sum() == 30
+    result = quality.estimate_dice(inputs, fit, config)
+    new = ~fit
+    assert (result.low[new, 3] == 0).all() and (result.high[new, 3] == 1).all()
+    width = result.high[new, :3] - result.low[new, :3]
+    assert (width < 0.5).all() and np.isfinite(result.estimate[new]).all()
