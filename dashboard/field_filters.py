@@ -15,11 +15,13 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from agg2exp_core.io.case_fields import FIELD_NAME, MAX_NAME
 from agg2exp_core.store.queries.cohort import FieldCondition
 from agg2exp_core.store.queries.fields import NUMERIC
 from dashboard.text import literal_list, parameter
 
 FIELD_PREFIX = "field."
+SOURCES = ("manifest", "dicom")
 RANGE_SEP = ".."
 
 
@@ -44,19 +46,26 @@ class FieldOption:
 
 
 def field_options(wide: pd.DataFrame | None, catalog: pd.DataFrame | None) -> tuple[FieldOption, ...]:
-    """Options of the fields of a run's cases (``wide``: ``queries.case_fields`` of those cases)."""
+    """Options of the fields of a run's cases (``wide``: ``queries.case_fields`` of those cases).
+
+    A name the core's writer would not have written (a store from elsewhere) is not offered: names
+    become widget labels and URL keys."""
     if wide is None or catalog is None or catalog.empty:
         return ()
     options = []
     for name, kind, source in zip(catalog.name, catalog.kind, catalog.source):
-        if name not in wide.columns:
+        if name not in wide.columns or len(str(name)) > MAX_NAME or not FIELD_NAME.fullmatch(str(name)):
             continue
         column = wide[name]
         present = column.dropna()
         if present.empty:
             continue
+        source = source if source in SOURCES else "other"
         if kind == NUMERIC:
             numbers = present.astype(float)
+            numbers = numbers[numbers.abs() < float("inf")]   # a store from elsewhere may hold inf
+            if numbers.empty:
+                continue
             options.append(FieldOption(name, kind, str(source), bounds=(float(numbers.min()), float(numbers.max())),
                                        n_missing=int(column.isna().sum())))
         else:

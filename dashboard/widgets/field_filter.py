@@ -9,6 +9,7 @@ from typing import Callable
 
 from dashboard import filters
 from dashboard.filters import FieldCondition, FilterOptions
+from dashboard.text import literal
 
 W_FIELDS = "w_fields"
 
@@ -62,7 +63,7 @@ def _condition(sidebar, option: filters.FieldOption, shadow: dict, mirror) -> Fi
     if option.numeric:
         lo, hi = option.bounds
         if lo == hi:
-            sidebar.caption(f"{option.name}: every case has {lo:g}.")
+            sidebar.caption(f"{literal(option.name)}: every case has {lo:g}.")
             condition = FieldCondition(option.name)
         else:
             shadow.setdefault(key, (lo, hi))
@@ -75,7 +76,7 @@ def _condition(sidebar, option: filters.FieldOption, shadow: dict, mirror) -> Fi
         chosen = sidebar.multiselect(option.name, list(option.values), **mirror(key), placeholder="none selected")
         condition = FieldCondition(option.name, values=tuple(chosen))
     if option.n_missing:
-        sidebar.caption(f"{option.n_missing} case(s) without {option.name} are left out.")
+        sidebar.caption(f"{option.n_missing} case(s) without {literal(option.name)} are left out.")
     return condition
 
 

@@ -137,3 +137,14 @@ def test_the_outlier_csv_carries_the_fields(field_store):
     wide = field_store["wide"]
     assert table.set_index("case_id").slice_thickness_mm.equals(wide.slice_thickness_mm.reindex(
         table.case_id).rename_axis("case_id"))
+
+
+def test_fields_a_hostile_store_holds_are_not_offered():
+    """Names become widget labels and URL keys: only names the core's writer accepts are offered;
+    an infinite number gives no slider; an unknown source is shown as 'other'."""
+    catalog = pd.DataFrame({"name": ["ok", "[x](http://evil)", "inf"], "kind": ["categorical", "categorical", "numeric"],
+                            "source": ["<b>", "manifest", "dicom"]})
+    wide = pd.DataFrame({"case_id": ["a", "b"], "ok": ["A", None], "[x](http://evil)": ["1", "2"],
+                         "inf": [float("inf"), None]})
+    offered = filters.field_filters.field_options(wide, catalog)
+    assert offered == (filters.FieldOption("ok", "categorical", "other", values=("A",), n_missing=1),)
