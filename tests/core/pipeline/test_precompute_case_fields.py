@@ -70,3 +70,20 @@ def test_a_bad_column_is_one_line_and_leaves_the_store_as_it_was(tmp_path, check
     assert len(message) == 1 and str(manifest) in message[0] and "'scanner model' is not a plain field name" in message[0]
     after = {k: v for k, v in fingerprint(tmp_path).items() if not k.endswith("manifest.csv")}
     assert after == before
+
+
+def test_evaluate_registers_the_fields_of_new_cases_only(tmp_path, checkpoint):
+    from agg2exp_core.analysis import evaluation as ev
+    from agg2exp_core.pipeline.evaluate import evaluate_cohort
+
+    manifest = with_columns(make_cohort(tmp_path / "cohort", n=3), "site", ["north", "south", "east"])
+    db = tmp_path / "s.duckdb"
+    precompute(manifest, checkpoint, db, "vg", device="cpu", progress=False, case_ids=["c0"])
+    manifest = make_cohort(tmp_path / "cohort", n=3)
+    with_columns(manifest, "site", ["EDITED", "west", "east"])
+    config = ev.EvaluationConfig(faithfulness=ev.FaithfulnessConfig(n_subsets=4),
+                                 sensitivity=ev.SensitivityConfig(n=1), curves=ev.CurveConfig(steps=2))
+    evaluate_cohort(manifest, checkpoint, db, methods=("vg",), classes=("organ_a",), config=config, max_cases=2,
+                    progress=False)
+    rows, _, _ = stored(db)
+    assert {(r[0], r[3]) for r in rows} == {("c0", "north"), ("c1", "west")}   # c0 was known: left as it was
