@@ -73,3 +73,18 @@ def test_failure_modes_page_shows_the_stored_slices_dice_cells_and_members(monke
 def test_failure_modes_page_without_a_search_says_how(monkeypatch, synthetic_store):
     app = open_app(monkeypatch, synthetic_store["path"], "failure_modes")
     assert any("--slices" in t for t in texts(app, "info")) and not charts(app)
+
+
+def test_report_has_the_failure_modes_of_its_class(sliced_store):
+    from dashboard import data, report
+    from dashboard.filters import CohortFilter
+
+    request = report.ReportRequest(run_id=sliced_store["run_id"], cohort=CohortFilter(), target="heart",
+                                   store_label="synthetic")
+    built = report.build_report(data.store_ref(sliced_store["path"]), request)
+    titles = [p.title for p in built.pages]
+    assert titles[titles.index("Outliers: ranking") + 1] == "Failure modes: heart"
+    assert built.tables["failure_slices"].slice.tolist() == sliced_store["heart"].description.tolist()
+    assert built.tables["failure_slice_cells"].difference.tolist() == pytest.approx(
+        sliced_store["cells"].difference.tolist())
+    assert "failure_slice_dice" in built.figures
