@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 from dashboard import data, figures
+from dashboard.text import literal
 from dashboard.context import ViewContext
 from dashboard.views.common import dice_label, target_name
 from dashboard.views.outliers import case_link
@@ -68,7 +69,8 @@ def slice_detail(ctx: ViewContext, class_id: int, slice_id: int, description: st
     members = detail["members"].assign(case_viewer=lambda f: f.case_id.map(
         lambda c: "case_viewer?" + "&".join(f"{k}={v}" for k, v in case_link(ctx, c, class_id).items())))
     dice, label = detail["dice"], dice_label(ctx, class_id)
-    out = SliceDetail(f"Slice: {description}", _dice_caption(dice), members, target_id=class_id)
+    # The description holds metadata values from the manifest: shown literally, never as Markdown.
+    out = SliceDetail(f"Slice: {literal(description)}", _dice_caption(dice), members, target_id=class_id)
     if len(dice):
         out.dice_figure = figures.slice_dice_strip(dice, label, f"{label} · {description} vs the rest",
                                                    ctx.provenance(len(dice)))

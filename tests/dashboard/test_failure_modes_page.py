@@ -58,6 +58,7 @@ def test_failure_modes_page_shows_the_stored_slices_dice_cells_and_members(monke
     assert [len(numbers(t.y)) for t in strip.data] == [len(inside), len(rest)] == [len(sliced_store["affected"]), 60 - len(
         sliced_store["affected"])]
     assert sorted(numbers(strip.data[0].y)) == pytest.approx(sorted(inside.dice))
+    assert "Slice: `scanner = B`" in [h.value for h in app.subheader]   # manifest values shown literally
     caption = next(c for c in texts(app, "caption") if c.startswith("Mean Dice"))
     assert f"{inside.dice.mean():.3f} in the slice (n = {len(inside)})" in caption
     assert list(numbers(bars.data[0].x)) == pytest.approx(sliced_store["cells"].difference.tolist())
