@@ -155,3 +155,52 @@ def test_a_bundle_declares_its_mirroring_axes_in_its_metadata(tmp_path):
     meta_file.write_text(json.dumps({**meta, "mirror_axes": [5]}))
     with pytest.raises(InputError, match="metadata.json.*mirror_axes"):
         load_model(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def nnunet_case(tmp_path_factory):
+    """Two untrained nnU-Net folds that allow mirroring on axes 0 and 2, one without mirroring, and a scan."""
+    from tests.support import model_folders as mf
+
+    pytest.importorskip("nnunetv2")
+    root = tmp_path_factory.mktemp("nnunet_uncertainty")
+    image, seg = mf.write_scan(root / "scan")
+    two = mf.write_nnunet(root / "two_folds", folds=(0, 1), mirror_axes=(0, 2))
+    unmirrored = mf.write_nnunet(root / "no_mirroring", folds=(0,), mirror_axes=())
+    return two, unmirrored, {"case_id": "a", "image": str(image), "label": str(seg)}
+
+
+def test_an_nnunet_folder_with_two_folds_gives_ensemble_features(nnunet_case):
+    from agg2exp_core.io.images import load_case
+    from agg2exp_core.models import load_model
+
+    torch.set_num_threads(1)
+    folder, _, row = nnunet_case
+    model = load_model(folder, device="cpu")
+    case = load_case(row, model.preprocessing, n_labels=model.n_classes)
+    clean = model.predict(case.image)
+    folds = u.fold_networks(model)
+    assert len(folds) == 2  # each fold alone; their mean is the clean (ensemble) prediction
+    from agg2exp_core.models.inference import predict_logits
+
+    mean = sum(predict_logits(f, case.image, model.window) for f in folds) / 2
+    torch.testing.assert_close(mean, clean, rtol=1e-4, atol=1e-4)
+    features = u.uncertainty_features(model, case.image, clean, case.spacing)
+    assert u.FOLD_AGREEMENT in features and np.isfinite(features[u.FOLD_AGREEMENT][0])
+    assert np.all((features[u.FOLD_AGREEMENT][np.isfinite(features[u.FOLD_AGREEMENT])] <= 1))
+    single = load_model(folder, device="cpu", fold=0)
+    assert u.fold_networks(single) == []
+    assert u.FOLD_AGREEMENT not in u.uncertainty_features(single, case.image, single.predict(case.image),
+                                                          case.spacing, u.TTASpec(scales=(), shifts=(), noise=(),
+                                                                                  translations=()))
+
+
+def test_nnunet_mirroring_axes_are_the_checkpoints_whether_or_not_mirroring_is_on(nnunet_case):
+    from agg2exp_core.models import load_model
+
+    two, unmirrored, _ = nnunet_case
+    assert u.allowed_mirror_axes(load_model(two, device="cpu", fold=0)) == (0, 2)
+    assert u.allowed_mirror_axes(load_model(two, device="cpu", fold=0, mirroring=True)) == (0, 2)
+    assert u.allowed_mirror_axes(load_model(unmirrored, device="cpu")) == ()
+    flips = [a.value for a in u.TTASpec().augmentations((0, 2)) if a.kind == "flip"]
+    assert flips == [0, 2]
