@@ -97,7 +97,8 @@ def _plain(x) -> torch.Tensor:
 @dataclass(frozen=True)
 class TTASpec:
     """The perturbations of one TTA run (defaults: 7 intensity / noise / translation passes, plus one
-    flip per axis the model allows). ``seed`` fixes the noise, so a rerun gives the same features."""
+    flip per axis the model allows). ``seed`` fixes the noise (``seed + i`` for the i-th perturbation), so a
+    rerun gives the same features."""
 
     scales: tuple[float, ...] = (-0.05, 0.05)
     shifts: tuple[float, ...] = (-0.02, 0.02)
@@ -153,8 +154,9 @@ def uncertainty_features(model: Segmenter, image: torch.Tensor, clean_logits: to
     clean = torch.softmax(clean_logits.float(), 0)
     labels, prob_sum = [clean.argmax(0)], clean.clone()
     value_range = model.value_range(image)
-    for augmentation in spec.augmentations(allowed_mirror_axes(model)):
-        probs = augmentation.invert(torch.softmax(model.predict(augmentation.apply(image, value_range, spec.seed)), 0))
+    for index, augmentation in enumerate(spec.augmentations(allowed_mirror_axes(model))):
+        moved = augmentation.apply(image, value_range, spec.seed + index)  # two noise draws differ
+        probs = augmentation.invert(torch.softmax(model.predict(moved), 0))
         labels.append(probs.argmax(0))
         prob_sum += probs
     fold_labels = []

@@ -204,3 +204,14 @@ def test_nnunet_mirroring_axes_are_the_checkpoints_whether_or_not_mirroring_is_o
     assert u.allowed_mirror_axes(load_model(unmirrored, device="cpu")) == ()
     flips = [a.value for a in u.TTASpec().augmentations((0, 2)) if a.kind == "flip"]
     assert flips == [0, 2]
+
+
+def test_noise_is_seeded_per_perturbation_so_a_rerun_repeats_it_and_two_draws_differ():
+    model = segmenter(Bands([0.0, 0.5, 1.0], [0.3, 0.01, 0.3]), 3)
+    image = three_bands()
+    once = u.TTASpec(scales=(), shifts=(), noise=(0.02,), translations=())
+    twice = u.TTASpec(scales=(), shifts=(), noise=(0.02, 0.02), translations=())
+    np.testing.assert_array_equal(features_of(model, image, once)[u.AGREEMENT],
+                                  features_of(model, image, once)[u.AGREEMENT])
+    # the two noisy predictions of class 1 disagree with each other, not only with the clean one
+    assert features_of(model, image, twice)[u.AGREEMENT][1] < features_of(model, image, once)[u.AGREEMENT][1]
