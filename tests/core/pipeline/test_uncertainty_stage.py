@@ -102,7 +102,8 @@ def test_backfill_gives_precomputes_features_and_resumes(computed, tiny, tmp_pat
     _, manifest, checkpoint = tiny
     db, sha = computed
     bare = tmp_path / "bare.duckdb"
-    precompute(manifest, checkpoint, bare, "vg", progress=False, uncertainty=False)
+    assert main(["precompute", "--manifest", str(manifest), "--model", str(checkpoint), "--db", str(bare),
+                 "--no-uncertainty"]) == 0
     assert features_in(bare, sha).empty
     first = compute_uncertainty(manifest, checkpoint, bare, progress=False, case_ids=["ref-000", "ext-000"])
     assert sorted(first.done) == ["ext-000", "ref-000"] and not first.failed
