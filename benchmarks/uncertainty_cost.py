@@ -19,7 +19,7 @@ import torch
 from agg2exp_core.io.images import load_case
 from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.models import load_model
-from agg2exp_core.models.uncertainty import TTASpec, allowed_mirror_axes, uncertainty_features
+from agg2exp_core.models.uncertainty import TTASpec, flip_axes, uncertainty_features
 from agg2exp_core.pipeline.precompute import process_case
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     model = load_model(args.data / "demo_unet.pt", device="cpu")
     cohort = read_manifest(args.data / "demo" / "cohort" / "manifest.csv")
     spec = TTASpec()
-    n_passes = len(spec.augmentations(allowed_mirror_axes(model)))
+    n_passes = len(spec.augmentations(flip_axes(model)))
     clean_s, tta_s, vg_s = [], [], []
     for row in cohort.to_dict("records")[:args.cases]:
         case = load_case(row, model.preprocessing, n_labels=model.n_classes)

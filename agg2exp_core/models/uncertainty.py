@@ -131,6 +131,13 @@ def allowed_mirror_axes(model: Segmenter) -> tuple[int, ...]:
     return tuple(int(a) for a in axes)
 
 
+def flip_axes(model: Segmenter) -> tuple[int, ...]:
+    """The allowed axes the model does not mirror already: an nnU-Net model run with ``--mirroring``
+    averages every flip itself, so a flipped input gives the same prediction and adds nothing but cost."""
+    mirrored = set(getattr(model.network, "mirror_axes", ()) or ())
+    return tuple(a for a in allowed_mirror_axes(model) if a not in mirrored)
+
+
 def fold_networks(model: Segmenter) -> list[Callable]:
     """Each fold of an nnU-Net ensemble as its own network (same mirroring); [] for one fold / other models."""
     folds = getattr(model.network, "folds", None)
@@ -154,7 +161,7 @@ def uncertainty_features(model: Segmenter, image: torch.Tensor, clean_logits: to
     clean = torch.softmax(clean_logits.float(), 0)
     labels, prob_sum = [_compact(clean.argmax(0), n_classes)], clean.clone()
     value_range = model.value_range(image)
-    for index, augmentation in enumerate(spec.augmentations(allowed_mirror_axes(model))):
+    for index, augmentation in enumerate(spec.augmentations(flip_axes(model))):
         moved = augmentation.apply(image, value_range, spec.seed + index)  # two noise draws differ
         probs = augmentation.invert(torch.softmax(model.predict(moved), 0))
         labels.append(_compact(probs.argmax(0), n_classes))

@@ -200,7 +200,10 @@ def test_nnunet_mirroring_axes_are_the_checkpoints_whether_or_not_mirroring_is_o
 
     two, unmirrored, _ = nnunet_case
     assert u.allowed_mirror_axes(load_model(two, device="cpu", fold=0)) == (0, 2)
-    assert u.allowed_mirror_axes(load_model(two, device="cpu", fold=0, mirroring=True)) == (0, 2)
+    mirrored = load_model(two, device="cpu", fold=0, mirroring=True)
+    assert u.allowed_mirror_axes(mirrored) == (0, 2)
+    assert u.flip_axes(mirrored) == ()  # it averages those flips itself: flipping again adds only cost
+    assert u.flip_axes(load_model(two, device="cpu", fold=0)) == (0, 2)
     assert u.allowed_mirror_axes(load_model(unmirrored, device="cpu")) == ()
     flips = [a.value for a in u.TTASpec().augmentations((0, 2)) if a.kind == "flip"]
     assert flips == [0, 2]
