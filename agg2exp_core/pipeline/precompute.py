@@ -240,7 +240,19 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
             raise
         finally:
             bar.close()
+        if uncertainty:  # cases done before the features existed get them now, once
+            _fill_skipped(con, model, frame, summary, progress)
     return summary
+
+
+def _fill_skipped(con, model: Segmenter, frame, summary: PrecomputeSummary, progress: bool) -> None:
+    skipped = set(summary.skipped)
+    filled = uncertainty_stage.fill_missing(con, model, [r for r in frame.to_dict("records")
+                                                         if str(r["case_id"]) in skipped], progress=progress)
+    if filled.done or filled.failed:
+        summary.notes.append(f"uncertainty features added to {len(filled.done)} case(s) done before"
+                             + (f"; {len(filled.failed)} failed" if filled.failed else ""))
+        tqdm.write(summary.notes[-1])
 
 
 def _cohort_donors(method: str, params: dict, frame, model: Segmenter) -> causal_stage.CohortDonors | None:

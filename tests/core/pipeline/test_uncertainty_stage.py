@@ -98,17 +98,20 @@ def test_a_case_whose_features_fail_leaves_nothing_half_written(tiny, tmp_path, 
     assert stage == [("explain", "TTA exploded")]
 
 
-def test_backfill_gives_precomputes_features_and_resumes(computed, tiny, tmp_path, capsys):  # noqa: F811
+def test_backfill_and_a_rerun_give_precomputes_features_and_resume(computed, tiny, tmp_path, capsys):  # noqa: F811
     _, manifest, checkpoint = tiny
     db, sha = computed
     bare = tmp_path / "bare.duckdb"
     assert main(["precompute", "--manifest", str(manifest), "--model", str(checkpoint), "--db", str(bare),
                  "--no-uncertainty"]) == 0
     assert features_in(bare, sha).empty
-    first = compute_uncertainty(manifest, checkpoint, bare, progress=False, case_ids=["ref-000", "ext-000"])
-    assert sorted(first.done) == ["ext-000", "ref-000"] and not first.failed
-    assert main(["uncertainty", "--manifest", str(manifest), "--model", str(checkpoint), "--db", str(bare)]) == 0
-    assert f"{N_CASES - 2} computed, 2 already done, 0 failed" in capsys.readouterr().out
+    assert main(["uncertainty", "--manifest", str(manifest), "--model", str(checkpoint), "--db", str(bare),
+                 "--cases", "ref-000,ext-000"]) == 0
+    assert "2 computed, 0 already done, 0 failed" in capsys.readouterr().out
+    # a rerun of precompute skips the done cases but gives them the features they lack (a store built before)
+    rerun = precompute(manifest, checkpoint, bare, "vg", progress=False)
+    assert not rerun.done and len(rerun.skipped) == N_CASES
+    assert rerun.notes == [f"uncertainty features added to {N_CASES - 2} case(s) done before"]
     backfilled, stored = features_in(bare, sha), features_in(db, sha)
     assert backfilled[["case_id", "class_id"]].equals(stored[["case_id", "class_id"]])
     np.testing.assert_allclose(backfilled[SINGLE].to_numpy(float), stored[SINGLE].to_numpy(float), rtol=1e-9)
