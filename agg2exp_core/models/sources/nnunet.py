@@ -85,7 +85,7 @@ def load_nnunet(folder: Path, device="auto", fold: str | int | Sequence | None =
     config = {"name": "nnunet", "trainer": predictor.trainer_name, "plans": predictor.plans_manager.plans_name,
               "configuration": predictor.configuration_manager.data_identifier, "folder": folder.name,
               "architecture": predictor.configuration_manager.network_arch_class_name, **options,
-              "mirror_axes": list(mirror_axes)}
+              "mirror_axes": list(mirror_axes), "allowed_mirror_axes": list(predictor.allowed_mirroring_axes or ())}
     files = [plans, dataset] + [folder / f"fold_{f}" / checkpoint_name for f in folds]
     return Segmenter(network=NnUNetNetwork(networks, mirror_axes).to(dev).eval(), network_config=config,
                      label_names=given.labels or labels,
