@@ -14,7 +14,9 @@ import torch
 from agg2exp_core import vocabulary
 from agg2exp_core.attribution import gradients, options
 from agg2exp_core.attribution.causal import CAUSAL_PARAMS, causal_explain
+from agg2exp_core.attribution.guided import GUIDED_PARAMS, guided_explain
 from agg2exp_core.attribution.kernelshap import GAME_PARAMS, kernelshap_explain
+from agg2exp_core.attribution.layer_cam import CAM_PARAMS, gradcam_explain
 from agg2exp_core.errors import InputError
 
 
@@ -38,6 +40,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _gradient("vg"), _gradient("smoothgrad"), _gradient("ig"),
     Method("kernelshap", GAME_PARAMS + ("n_coalitions", "seed"), kernelshap_explain),
     Method("causal", CAUSAL_PARAMS, causal_explain),
+    Method("gradcam", CAM_PARAMS, gradcam_explain),
+    Method("guided_backprop", GUIDED_PARAMS, guided_explain),
 )}
 assert set(METHODS) == set(vocabulary.METHODS), "the registry and the vocabulary name the same methods"
 
@@ -65,7 +69,8 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             the call and moved back; its parameters are left untouched). Use eval mode:
             samples are batched, so train-mode BatchNorm would mix them.
         image: ``[1,*S]`` floating-point tensor (3 spatial dims).
-        method: ``"vg"``, ``"smoothgrad"``, ``"ig"``, ``"kernelshap"`` or ``"causal"``.
+        method: ``"vg"``, ``"smoothgrad"``, ``"ig"``, ``"kernelshap"``, ``"causal"``, ``"gradcam"``
+            (Seg-Grad-CAM) or ``"guided_backprop"`` (a negative control).
         classes: channel ids to explain (order kept); ``None`` = all ``l``.
         **params: common to all methods: ``mask`` (``[*S]`` predicted label map; skips the
             clean forward pass), ``aggregation`` (``"sum"`` | ``"mean"``), ``seed`` (0),
@@ -88,6 +93,9 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             kernelshap: see :func:`agg2exp_core.attribution.kernelshap.kernelshap_explain`.
             causal: see :func:`agg2exp_core.attribution.causal.causal_explain` (``partition``,
             ``donor``, ``donors``, ``baseline``, ``n_samples``, ``tolerance``, ``seed``, ...).
+            gradcam: ``layer`` (module name(s); default per network), see
+            :mod:`agg2exp_core.attribution.layer_cam`. guided_backprop: vg's parameters, see
+            :mod:`agg2exp_core.attribution.guided`.
 
     Returns:
         ``[len(classes) or l, *S]`` attributions in ``image.dtype``, on CPU. A class with
