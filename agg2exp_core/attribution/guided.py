@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 
 from agg2exp_core.attribution import gradients, options
+from agg2exp_core.attribution.target_layers import hookable
 from agg2exp_core.errors import InputError
 
 GUIDED_PARAMS = gradients.COMMON_PARAMS
@@ -53,8 +54,9 @@ def _guide(module, inputs, output):
 
 
 @contextmanager
-def guided(network):
-    """The network with guided activations (forward hooks, removed on exit)."""
+def guided(model):
+    """The model (an ``nn.Module`` or a ``Segmenter``) with guided activations (forward hooks, removed on exit)."""
+    network = hookable(model)
     if isinstance(network, torch.jit.ScriptModule) or not isinstance(network, torch.nn.Module):
         raise InputError("guided_backprop", f"needs an nn.Module to hook; a {type(network).__name__} "
                                             "(e.g. a TorchScript model) has no activation modules to guide")
@@ -64,15 +66,20 @@ def guided(network):
                                             "(ReLU, LeakyReLU, PReLU, ...) to guide: functional activations cannot be hooked")
     handles = [m.register_forward_hook(_guide) for m in activations]
     try:
-        yield network
+        yield model
     finally:
         for handle in handles:
             handle.remove()
 
 
+def check_guidable(model, params: dict) -> None:
+    """Refuse, before any case is computed, a model whose activations cannot be guided."""
+    with guided(model):
+        pass
+
+
 def guided_explain(model, image: torch.Tensor, classes: Sequence[int] | None = None, **params) -> torch.Tensor:
     """``[len(classes) or l, *S]`` Guided Backprop maps in ``image.dtype``, on CPU (parameters as ``vg``'s)."""
     options.reject_unknown("guided_backprop", params, GUIDED_PARAMS)
-    network, _ = options.split_model(model)
-    with guided(network):
+    with guided(model):
         return gradients.explain_gradients(model, image, "vg", classes=classes, **params)

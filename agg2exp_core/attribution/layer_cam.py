@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from agg2exp_core.attribution import options
 from agg2exp_core.attribution.gradients import Targets, pad_labels
 from agg2exp_core.attribution.sinks import check_out, open_sink
-from agg2exp_core.attribution.target_layers import resolve_layers
+from agg2exp_core.attribution.target_layers import hookable, resolve_layers
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import placed, resolve_device
 from agg2exp_core.models.inference import WindowGeometry, checked_forward, predict_logits
@@ -64,7 +64,7 @@ def gradcam_explain(model, image: torch.Tensor, classes: Sequence[int] | None = 
     mask = None if params.get("mask") is None else options.check_mask(params["mask"], image)
     out = check_out(params.get("out"))
     classes = options.check_classes(classes)
-    layers = resolve_layers(network, params.get("layer"))
+    layers = resolve_layers(hookable(network), params.get("layer"))
     device = resolve_device(params.get("device", "auto"))
     with placed(network, device) as model_dtype, torch.inference_mode(False):
         dtype = model_dtype or image.dtype
@@ -76,7 +76,7 @@ def gradcam_explain(model, image: torch.Tensor, classes: Sequence[int] | None = 
         def new_sink(k: int):
             return open_sink((k, *x.shape[1:]), x.dtype, image.dtype, device, out)
 
-        with torch.enable_grad(), captured(network, layers) as run:
+        with torch.enable_grad(), captured(network, layers) as run:  # network: a module or a Segmenter
             if window is None:
                 sink = _whole_volume(run, x, labels, classes, aggregation, new_sink)
             else:

@@ -14,9 +14,10 @@ import torch
 from agg2exp_core import vocabulary
 from agg2exp_core.attribution import gradients, options
 from agg2exp_core.attribution.causal import CAUSAL_PARAMS, causal_explain
-from agg2exp_core.attribution.guided import GUIDED_PARAMS, guided_explain
+from agg2exp_core.attribution.guided import GUIDED_PARAMS, check_guidable, guided_explain
 from agg2exp_core.attribution.kernelshap import GAME_PARAMS, kernelshap_explain
 from agg2exp_core.attribution.layer_cam import CAM_PARAMS, gradcam_explain
+from agg2exp_core.attribution.target_layers import check_layer
 from agg2exp_core.errors import InputError
 
 
@@ -25,6 +26,7 @@ class Method:
     name: str
     parameters: tuple[str, ...]
     explain: Callable[..., torch.Tensor]  # (model, image, classes=None, **params) -> [k, *S]
+    check_model: Callable[..., None] | None = None  # (model, params): model-specific checks before any case
 
     @property
     def title(self) -> str:
@@ -40,8 +42,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _gradient("vg"), _gradient("smoothgrad"), _gradient("ig"),
     Method("kernelshap", GAME_PARAMS + ("n_coalitions", "seed"), kernelshap_explain),
     Method("causal", CAUSAL_PARAMS, causal_explain),
-    Method("gradcam", CAM_PARAMS, gradcam_explain),
-    Method("guided_backprop", GUIDED_PARAMS, guided_explain),
+    Method("gradcam", CAM_PARAMS, gradcam_explain, check_layer),
+    Method("guided_backprop", GUIDED_PARAMS, guided_explain, check_guidable),
 )}
 assert set(METHODS) == set(vocabulary.METHODS), "the registry and the vocabulary name the same methods"
 
@@ -57,6 +59,13 @@ def get_method(name) -> Method:
 def check_params(name: str, params: dict) -> None:
     """Reject parameter names a method does not take (before any work is done)."""
     options.reject_unknown(name, params, get_method(name).parameters)
+
+
+def check_params_for_model(name: str, model, params: dict) -> None:
+    """The checks of a method's parameters that need the loaded model (Seg-Grad-CAM's layer)."""
+    check = get_method(name).check_model
+    if check is not None:
+        check(model, params)
 
 
 def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, method: str,

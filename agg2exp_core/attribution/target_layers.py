@@ -59,6 +59,17 @@ def default_layer_names(network: torch.nn.Module) -> list[str]:
                               f"(its top-level modules: {', '.join(_top_level(network)) or 'none'})")
 
 
+def hookable(model):
+    """The ``nn.Module`` whose layers get hooks: a ``Segmenter``'s network, else the model itself."""
+    network = getattr(model, "network", None)
+    return network if isinstance(network, torch.nn.Module) and not isinstance(model, torch.nn.Module) else model
+
+
+def check_layer(model, params: dict) -> None:
+    """Resolve a run's ``layer`` on its model before any case is computed (bad names fail up front)."""
+    resolve_layers(hookable(model), params.get("layer"))
+
+
 def resolve_layers(network, layer: str | list[str] | tuple[str, ...] | None) -> list[tuple[str, torch.nn.Module]]:
     """``(name, module)`` of the target layer(s): ``layer`` by name (one or several), else the default."""
     if isinstance(network, torch.jit.ScriptModule) or not isinstance(network, torch.nn.Module):
