@@ -217,3 +217,28 @@ def test_the_network_is_left_without_hooks_and_in_place():
     explain(net, _image((8, 8, 8)), "gradcam", device="cpu")
     assert all(not m._forward_hooks for m in net.modules())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+# ---------------------------------------------------------------- models as the loaders build them
+def test_an_nnunet_folder_and_a_monai_bundle_get_their_default_layers(tmp_path):
+    import model_folders as mf
+
+    from agg2exp_core.attribution.registry import check_params_for_model
+    from agg2exp_core.models.sources import load_model
+
+    nnunet = load_model(mf.write_nnunet(tmp_path / "Dataset999", folds=(0, 1)), device="cpu")
+    stages = len(nnunet.network.folds[0].decoder.stages)
+    assert default_layer_names(nnunet.network) == [f"folds.0.decoder.stages.{stages - 1}",
+                                                    f"folds.1.decoder.stages.{stages - 1}"]
+    image = _image(tuple(nnunet.window.roi_size), seed=7)
+    maps = explain(nnunet, image, "gradcam", device="cpu")          # through nnU-Net's own window
+    assert maps.shape == (3, *image.shape[1:]) and maps.min() >= 0 and maps.sum() > 0
+    guided = explain(nnunet, image, "guided_backprop", classes=[1], device="cpu")   # in-place LeakyReLU
+    assert torch.isfinite(guided).all() and not torch.allclose(guided, explain(nnunet, image, "vg", classes=[1]))
+    bundle = load_model(mf.write_bundle(tmp_path / "bundle"), device="cpu")
+    check_params_for_model("gradcam", bundle, {})                     # its network_def is a MONAI UNet
+    assert default_layer_names(bundle.network) == ["model.1"]
+    with pytest.raises(InputError, match="no module named 'decoder.stages.1' in UNet"):
+        check_params_for_model("gradcam", bundle, {"layer": "decoder.stages.1"})
+    with pytest.raises(InputError, match="mirroring off"):
+        check_params_for_model("gradcam", load_model(tmp_path / "Dataset999", device="cpu", mirroring=True), {})
