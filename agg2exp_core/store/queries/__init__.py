@@ -4,7 +4,7 @@ Modules by concern: ``connection`` (StoreRef, the query runner, table checks), `
 (the cohort filter and its SQL), ``catalog`` (runs, RoIs, build progress, settings,
 artefacts), ``cases``, ``matrices`` (mean matrix, one case, ``local_cube``),
 ``distributions`` (box statistics), ``outliers``, ``evaluation``, ``causal``, ``analyses``,
-``fields`` (case metadata beyond the cases table).
+``fields`` (case metadata beyond the cases table), ``retest`` (test-retest ICC).
 Each function takes a DuckDB connection on the store (``lockdown.open_reader``, or the
 writer's connection) and returns a frame, numpy arrays or plain values; none caches (the
 dashboard caches in ``dashboard/data.py``).
@@ -30,10 +30,11 @@ from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluat
 from agg2exp_core.store.queries.fields import CATEGORICAL, FIELD_KINDS, NUMERIC, case_fields, field_catalog
 from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
                                                  volume_shares)
+from agg2exp_core.store.queries.retest import retest_icc
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
 
-__all__ = ["ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
+__all__ = ["retest_icc", "ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
            "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "StoreRef", "analysis_settings", "anomaly_dice",
            "anomaly_ranking", "anomaly_scores", "anomaly_targets", "artifact_paths", "build_complete", "build_status",
            "case_dice_estimates", "case_matrix", "case_metadata", "causal_case", "causal_summary",
