@@ -333,6 +333,12 @@ def sampling_noise(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+def retest_icc(ref: StoreRef, run_id: str, factor: str) -> pd.DataFrame:
+    """The run's test-retest ICC per cell across repeats of ``factor``: kind, target_id, source_id, icc, n."""
+    return _read(ref, queries.retest_icc, run_id, factor)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
 def method_agreement(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """Agreement of the run with the other runs over the same cases, per class (AVERAGE_TARGET: pooled)."""
     return _read(ref, queries.method_agreement, run_id)

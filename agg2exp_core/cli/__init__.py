@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from agg2exp_core.cli.retest import add_retest
 from agg2exp_core.cli.options import (add_executor, add_inputs, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
 from agg2exp_core.cli.slice_options import add_slice_options, slice_config
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for add in (_add_phantoms, _add_train, _add_predict, _add_precompute, _add_analyze, _add_evaluate,
-                _add_import, _add_demo, add_uncertainty):
+                _add_import, _add_demo, add_uncertainty, add_retest):
         add(subparsers)
     return parser
 
