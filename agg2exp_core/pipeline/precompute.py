@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices, region_mean_attribution
-from agg2exp_core.attribution.registry import check_params, explain, get_method
+from agg2exp_core.attribution.registry import check_params, check_params_for_model, explain, get_method
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.headers import check_case_headers
 from agg2exp_core.io.images import Case, load_case
@@ -30,7 +30,7 @@ from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
 from agg2exp_core.models.uncertainty import TTASpec
-from agg2exp_core.pipeline import causal_stage, noise_stage, uncertainty_stage
+from agg2exp_core.pipeline import case_meta, causal_stage, noise_stage, uncertainty_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact
 from agg2exp_core.pipeline.case_files import CaseFiles, save_case_files
 from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
@@ -201,6 +201,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
         raise InputError("--classes", f"class ids must lie in 0..{model.n_classes - 1}")
+    check_params_for_model(method, model, params)  # e.g. Seg-Grad-CAM's layer: fail before the store
     db = Path(db)
     run_params = {**run_params, "classes": classes}
     summary = PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256))
@@ -211,6 +212,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     scratch = Path(scratch_dir).resolve() / summary.run_id if scratch_dir else None
     with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
+        store.write_case_fields(con, case_meta.cohort_fields(manifest, cohort, frame), frame.case_id)  # every rerun
         store.ensure_run(con, summary.run_id, method, {**run_params, "model": model.provenance()},
                          model.checkpoint_sha256, model.label_names,
                          source="precompute",
@@ -240,7 +242,19 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
             raise
         finally:
             bar.close()
+        if uncertainty:  # cases done before the features existed get them now, once
+            _fill_skipped(con, model, frame, summary, progress)
     return summary
+
+
+def _fill_skipped(con, model: Segmenter, frame, summary: PrecomputeSummary, progress: bool) -> None:
+    skipped = set(summary.skipped)
+    filled = uncertainty_stage.fill_missing(con, model, [r for r in frame.to_dict("records")
+                                                         if str(r["case_id"]) in skipped], progress=progress)
+    if filled.done or filled.failed:
+        summary.notes.append(f"uncertainty features added to {len(filled.done)} case(s) done before"
+                             + (f"; {len(filled.failed)} failed" if filled.failed else ""))
+        tqdm.write(summary.notes[-1])
 
 
 def _cohort_donors(method: str, params: dict, frame, model: Segmenter) -> causal_stage.CohortDonors | None:

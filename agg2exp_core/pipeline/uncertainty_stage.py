@@ -78,15 +78,21 @@ def compute_uncertainty(manifest: str | Path, model: str | Path | ModelSpec | Se
             raise InputError("--cases", f"case id(s) not in the manifest: {', '.join(map(repr, unknown[:5]))}")
         cohort = cohort[cohort.case_id.isin(list(case_ids))]
     model = load_model(model, device=device)
-    spec, summary = spec or TTASpec(), UncertaintySummary()
     with store.open_writer(db) as con:
-        roi_ids = store.upsert_rois(con, roi_specs(model.label_names, []))
-        class_roi_ids = [roi_ids[n] for n in model.label_names]
-        todo = cases_needing(con, model.checkpoint_sha256, cohort.case_id.astype(str).tolist())
-        rows = [r for r in cohort.to_dict("records") if str(r["case_id"]) in todo]
-        summary.skipped = sorted(set(cohort.case_id.astype(str)) - todo)
-        for row in tqdm(rows, desc="uncertainty", disable=not progress):
-            _one_case(con, model, row, spec, class_roi_ids, summary)
+        return fill_missing(con, model, cohort.to_dict("records"), spec, progress)
+
+
+def fill_missing(con, model: Segmenter, rows: Sequence[dict], spec: TTASpec | None = None,
+                 progress: bool = True) -> UncertaintySummary:
+    """Compute and write, in this process, the features of the ``rows`` (manifest rows) the store lacks for
+    this model; also how ``precompute`` fills cases it skips as done but that predate the features."""
+    spec, summary = spec or TTASpec(), UncertaintySummary()
+    roi_ids = store.upsert_rois(con, roi_specs(model.label_names, []))
+    class_roi_ids = [roi_ids[n] for n in model.label_names]
+    todo = cases_needing(con, model.checkpoint_sha256, [str(r["case_id"]) for r in rows])
+    summary.skipped = sorted({str(r["case_id"]) for r in rows} - todo)
+    for row in tqdm([r for r in rows if str(r["case_id"]) in todo], desc="uncertainty", disable=not progress):
+        _one_case(con, model, row, spec, class_roi_ids, summary)
     return summary
 
 

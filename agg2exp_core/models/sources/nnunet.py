@@ -48,10 +48,15 @@ class NnUNetNetwork(torch.nn.Module):
             total = y if total is None else total + y
         return total / len(self.folds)
 
+    @property
+    def flips(self) -> list[tuple[int, ...]]:
+        """Tensor dims flipped by each mirrored copy, in the order ``forward`` runs them (after the plain one)."""
+        axes = [a + 2 for a in self.mirror_axes]
+        return [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
     def _mirrored(self, network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         y = network(x)
-        axes = [a + 2 for a in self.mirror_axes]
-        flips = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+        flips = self.flips
         for dims in flips:
             y = y + torch.flip(network(torch.flip(x, dims)), dims)
         return y / (len(flips) + 1)
