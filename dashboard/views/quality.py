@@ -27,7 +27,7 @@ class QualitySetup:
 
 def setup(ctx: ViewContext) -> QualitySetup:
     ablation = data.quality_ablation(ctx.ref, ctx.run_id)
-    scopes = data.risk_coverage_scopes(ctx.ref, ctx.run_id)
+    scopes = sorted(ablation.scope.unique().tolist()) if len(ablation) else []
     flagged = data.flagged_cells(ctx.ref, ctx.run_id)
     truth = data.estimate_truth(ctx.ref, ctx.run_id)
     threshold = None

@@ -181,7 +181,7 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         assert call(data.stored_intervals, run_id, value, "abs").empty
         assert call(data.stored_intervals, run_id, "*", value).empty
         assert call(data.method_disagreement, run_id, value).empty
-        for fn in (data.quality_ablation, data.flagged_cells, data.estimate_truth, data.risk_coverage_scopes):
+        for fn in (data.quality_ablation, data.flagged_cells, data.estimate_truth):
             assert len(call(fn, value)) == 0
         assert call(data.risk_coverage, value, "external").empty and call(data.risk_coverage, run_id, value).empty
         assert call(data.quality_contributions, run_id, value, 1).empty

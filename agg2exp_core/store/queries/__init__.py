@@ -30,7 +30,7 @@ from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluat
                                                    method_eval_summary, perturbation_summary)
 from agg2exp_core.store.queries.fields import CATEGORICAL, FIELD_KINDS, NUMERIC, case_fields, field_catalog
 from agg2exp_core.store.queries.quality import (estimate_truth, flagged_cells, quality_ablation,
-                                               quality_contributions, risk_coverage, risk_coverage_scopes)
+                                               quality_contributions, risk_coverage)
 from agg2exp_core.store.queries.slices import (expected_dice_table, failure_slice_cells, failure_slice_classes,
                                                failure_slice_dice, failure_slice_members, failure_slice_reasons,
                                                failure_slices, slice_case_metadata)
@@ -53,7 +53,7 @@ __all__ = ["ALL_CASES", "analysis_settings", "anomaly_dice", "anomaly_ranking", 
            "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement", "method_disagreement",
            "method_eval_summary", "NUMERIC", "outlier_reasons", "outlier_tests", "paper_parity", "PATHOLOGY_ANY",
            "PATHOLOGY_NONE", "perturbation_summary", "POINTS_PER_SIDE", "quality_ablation", "quality_contributions",
-           "reading", "relevance_masks", "REQUIRED_TABLES", "retest_icc", "risk_coverage", "risk_coverage_scopes",
+           "reading", "relevance_masks", "REQUIRED_TABLES", "retest_icc", "risk_coverage",
            "roi_names", "rois", "run_case_ids", "run_exists", "run_label_names", "run_model", "runs",
            "sampling_noise", "slice_case_metadata", "source_distribution", "SPACE", "store_folder", "store_ref",
            "stored_intervals", "StoreRef", "table_names", "UNKNOWN", "volume_shares", "where_clause"]

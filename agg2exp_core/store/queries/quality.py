@@ -25,13 +25,6 @@ def risk_coverage(con: duckdb.DuckDBPyConnection, run_id: str, scope: str) -> pd
                          "ORDER BY ranking, position", [run_id, scope])
 
 
-def risk_coverage_scopes(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    if not has_table(con, "risk_coverage"):
-        return []
-    return db.fetch(con, "SELECT DISTINCT scope FROM risk_coverage WHERE run_id = ? ORDER BY scope",
-                    [run_id]).scope.tolist()
-
-
 def flagged_cells(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     """Every (case, class) flagged a likely failure, lowest expected Dice first, with the true Dice where known."""
     columns = ["case_id", "dataset", "class_id", "estimate", "low", "high", "failure_below", "fitted", "dice"]
