@@ -96,7 +96,7 @@ def ablation_table(setup_: QualitySetup, scope: str) -> pd.DataFrame:
     wide = part.pivot_table(index="feature_set", columns="metric", values="value", aggfunc="first")
     wide = wide.reindex(columns=list(ABLATION_METRICS)).rename(columns=ABLATION_METRICS)
     order = [s for s in SET_ORDER if s in wide.index] + sorted(s for s in wide.index if s not in SET_ORDER)
-    return wide.loc[order].rename_axis("feature set").reset_index()
+    return wide.loc[order].rename_axis("feature set").rename_axis(columns=None).reset_index()
 
 
 def flagged_list(ctx: ViewContext) -> pd.DataFrame:
