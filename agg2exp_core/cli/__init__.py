@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agg2exp_core.cli.options import (add_executor, add_inputs, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
+from agg2exp_core.cli.sanity import add_sanity
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import COMPARISON_KIND, MASS_KINDS, METHODS
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for add in (_add_phantoms, _add_train, _add_predict, _add_precompute, _add_analyze, _add_evaluate,
-                _add_import, _add_demo):
+                _add_import, _add_demo, add_sanity):
         add(subparsers)
     return parser
 

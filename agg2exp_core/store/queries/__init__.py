@@ -4,7 +4,7 @@ Modules by concern: ``connection`` (StoreRef, the query runner, table checks), `
 (the cohort filter and its SQL), ``catalog`` (runs, RoIs, build progress, settings,
 artefacts), ``cases``, ``matrices`` (mean matrix, one case, ``local_cube``),
 ``distributions`` (box statistics), ``outliers``, ``evaluation``, ``causal``, ``analyses``,
-``fields`` (case metadata beyond the cases table).
+``fields`` (case metadata beyond the cases table), ``sanity`` (the sanity checks).
 Each function takes a DuckDB connection on the store (``lockdown.open_reader``, or the
 writer's connection) and returns a frame, numpy arrays or plain values; none caches (the
 dashboard caches in ``dashboard/data.py``).
@@ -32,6 +32,7 @@ from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, loc
                                                  volume_shares)
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
+from agg2exp_core.store.queries.sanity import sanity_curves, sanity_rows, sanity_runs, sanity_verdicts
 
 __all__ = ["ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
            "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "StoreRef", "analysis_settings", "anomaly_dice",
@@ -44,5 +45,5 @@ __all__ = ["ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", 
            "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement", "method_disagreement",
            "method_eval_summary", "outlier_reasons", "outlier_tests", "paper_parity", "perturbation_summary",
            "reading", "relevance_masks", "roi_names", "rois", "run_case_ids", "run_exists", "run_label_names",
-           "run_model", "runs", "sampling_noise", "source_distribution", "store_folder", "store_ref",
+           "run_model", "runs", "sampling_noise", "sanity_curves", "sanity_rows", "sanity_runs", "sanity_verdicts", "source_distribution", "store_folder", "store_ref",
            "stored_intervals", "table_names", "volume_shares", "where_clause"]
