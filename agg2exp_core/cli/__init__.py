@@ -355,6 +355,8 @@ def _run_demo(args) -> int:
                   f"80 % intervals cover {100 * external['coverage_class']:.0f} %")
         drifted = run["drift"][run["drift"].q_value < 0.05]
         print(f"  drift of the external cohort: {len(drifted)} of {len(run['drift'])} classes at q < 0.05")
+    for line in report.get("sanity", {}).values():
+        print(f"sanity: {line}")
     if "paper_parity" in report:
         parity = report["paper_parity"]
         print(f"published TSV2 with the paper's settings: averages' p = {parity['average_p']:.4f} (paper 0.0024), "

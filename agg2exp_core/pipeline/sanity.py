@@ -23,7 +23,7 @@ from agg2exp_core.io.images import load_case
 from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.models import Segmenter
 from agg2exp_core.models.sources import ModelSpec, load_model
-from agg2exp_core.store.queries import runs
+from agg2exp_core.store.queries import runs, sanity_runs
 
 DEFAULT_CASES = 1  # the run's first case: the cascade costs (steps + 2) explanations of the classes
 
@@ -140,3 +140,25 @@ def _write(db: Path, run_id: str, frame: pd.DataFrame, label_names: Sequence[str
     rows = frame.assign(run_id=run_id, class_id=[roi_ids[label_names[c]] for c in frame.class_id])
     with store.open_writer(db) as con:
         store.replace_table_rows(con, "sanity_check", run_id, rows[["run_id"] + COLUMNS])
+
+
+# The demo's sanity checks (the Methods page's curves): one reference test case, three classes; VG with two
+# cascading depths, SmoothGrad (n = 4: four times VG's cost per map) with one. Measured in notes/sanity.md.
+DEMO_CASES = ("ref-000",)
+DEMO_CLASSES = ("aorta", "heart", "lung_lower_lobe_left")
+DEMO_STEPS = {"vg": 2, "smoothgrad": 1}
+
+
+def demo_sanity_checks(db: Path, manifest: Path, checkpoint: Path, run_ids: dict[str, str]) -> dict[str, str]:
+    """The sanity checks of the demo's runs (method -> run id) that have none yet; their summary lines."""
+    with store.connect(db, read_only=True) as con:
+        done = set(sanity_runs(con))
+    model = load_model(checkpoint, device="cpu")
+    classes = [model.label_names.index(name) for name in DEMO_CLASSES if name in model.label_names]
+    lines = {}
+    for method, run_id in run_ids.items():
+        if run_id in done or method not in DEMO_STEPS:
+            continue
+        summary = sanity_run(db, run_id, manifest, model, classes, DEMO_CASES, SanityConfig(steps=DEMO_STEPS[method]))
+        lines[method] = summary.line()
+    return lines
