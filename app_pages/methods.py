@@ -1,8 +1,9 @@
-"""Methods: evaluation of attribution methods (Table 1 of the paper) and MoRF/LeRF perturbation curves."""
+"""Methods: sanity checks, agreement, evaluation of attribution methods (Table 1 of the paper) and MoRF/LeRF
+perturbation curves."""
 import streamlit as st
 
 from dashboard import ui
-from dashboard.views import methods
+from dashboard.views import methods, sanity
 from dashboard.widgets import causal, export, state
 
 ctx = ui.context()
@@ -11,6 +12,18 @@ ui.page_header("Attribution methods", ctx, needs_cases=False, intro="Faithfulnes
                "perturbation curves: model output while the most (MoRF) or least (LeRF) relevant input is removed.")
 
 causal.components_section(ctx)  # which network blocks each class depends on (causal runs)
+
+st.subheader("Sanity checks")
+metric = state.selectbox("Similarity", list(sanity.METRICS), "sanity_metric", what="metric",
+                         format_func=sanity.METRICS.get)
+checks = sanity.sanity(ctx, metric)
+if checks.empty:
+    st.caption(checks.empty)
+else:
+    st.caption(checks.caption)
+    export.show_figure(checks.figure, ctx.name_parts("sanity-curves", metric), "sanity")
+    export.table_download(checks.curves, ctx.name_parts("sanity-curves", metric), "sanity-curves-table")
+    export.show_table(checks.verdicts, ctx.name_parts("sanity-verdicts", metric), "sanity-verdicts")
 
 labels = methods.run_labels(ctx)
 st.subheader("Agreement between methods")

@@ -33,9 +33,10 @@ from agg2exp_core.analysis.sanity.randomisation import Cascade, cascade_depths
 from agg2exp_core.attribution.registry import explain
 from agg2exp_core.errors import InputError
 from agg2exp_core.models import Segmenter
+from agg2exp_core.vocabulary import SANITY_CHECKS
 
 COLUMNS = ["case_id", "class_id", "check", "step", "layer", "metric", "value", "baseline", "passed"]
-CHECKS = ("mprt", "random_logit", "edge")
+CHECKS = tuple(SANITY_CHECKS)
 
 
 @dataclass(frozen=True)

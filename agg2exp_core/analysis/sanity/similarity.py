@@ -13,9 +13,12 @@ import numpy as np
 from scipy import ndimage, stats
 from skimage.metrics import structural_similarity
 
+from agg2exp_core.vocabulary import SANITY_METRICS
+
 VOXEL_METRICS = ("spearman_abs", "spearman_signed", "ssim")
 ROW_METRIC = "row_spearman"
 METRICS = VOXEL_METRICS + (ROW_METRIC,)
+assert set(METRICS) == set(SANITY_METRICS), "the vocabulary names every metric stored"
 MIN_SSIM_WINDOW = 3
 
 
