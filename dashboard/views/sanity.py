@@ -48,8 +48,12 @@ def pass_counts(verdicts: pd.DataFrame) -> dict[str, tuple[int, int]]:
             for run_id, part in mprt.groupby("run_id")}
 
 
+def has_checks(ctx: ViewContext) -> bool:
+    return bool(data.sanity_runs(ctx.ref))
+
+
 def sanity(ctx: ViewContext, metric: str = DEFAULT_METRIC) -> SanityView:
-    if not data.sanity_runs(ctx.ref):
+    if not has_checks(ctx):
         return SanityView(metric, EMPTY)
     curves = data.sanity_curves(ctx.ref, metric)
     verdicts = data.sanity_verdicts(ctx.ref, metric)
