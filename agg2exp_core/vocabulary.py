@@ -16,6 +16,8 @@ METHODS: dict[str, str] = {
     "ig": "Integrated Gradients",
     "kernelshap": "KernelSHAP",
     "causal": "Causal effect (ATE)",
+    "gradcam": "Seg-Grad-CAM",
+    "guided_backprop": "Guided Backprop (negative control)",
 }
 GRADIENT_METHODS: tuple[str, ...] = ("vg", "smoothgrad", "ig")
 # IG's quadrature: the default departs from the paper (Eq. 5 is the right Riemann sum): Gauss-Legendre

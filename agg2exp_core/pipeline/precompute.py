@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices, region_mean_attribution
-from agg2exp_core.attribution.registry import check_params, explain, get_method
+from agg2exp_core.attribution.registry import check_params, check_params_for_model, explain, get_method
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.headers import check_case_headers
 from agg2exp_core.io.images import Case, load_case, save_nifti
@@ -243,6 +243,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
         raise InputError("--classes", f"class ids must lie in 0..{model.n_classes - 1}")
+    check_params_for_model(method, model, params)  # e.g. Seg-Grad-CAM's layer: fail before the store
     db = Path(db)
     run_params = {**run_params, "classes": classes}
     summary = PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256))
