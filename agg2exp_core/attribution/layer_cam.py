@@ -23,7 +23,8 @@ Sliding windows: every network call is one Grad-CAM. Window w's share of the fus
 is ``s_w = Σ_v imp_w ŷ_c y_w / count`` (the cotangent of the gradient methods), so
 ``f̂_c = Σ_w s_w``; its weights come from ``∂s_w/∂A_w``, and the volume's map is the sum of
 the window maps (upsampled to the window, cropped to the image: padded voxels are dropped).
-Windows without an explained class are not run at all.
+Windows without an explained class are not run at all. nnU-Net's test-time mirroring runs the
+layer once per mirrored copy: each copy's weighted map is flipped back before the sum and the ReLU.
 """
 from __future__ import annotations
 
@@ -36,15 +37,16 @@ import torch.nn.functional as F
 from agg2exp_core.attribution import options
 from agg2exp_core.attribution.gradients import Targets, pad_labels
 from agg2exp_core.attribution.sinks import check_out, open_sink
-from agg2exp_core.attribution.target_layers import hookable, resolve_layers
+from agg2exp_core.attribution.target_layers import call_frames, hookable, resolve_layers
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.devices import placed, resolve_device
 from agg2exp_core.models.inference import WindowGeometry, checked_forward, predict_logits
 
 CAM_PARAMS = ("layer", "seed", "device", "aggregation", "mask", "window", "out", *options.WINDOW_KEYS)
 
-# (logits [b,l,*roi], the target layers' activations [b,K,*r] per layer) of one network call
-Run = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
+# (logits [b,l,*roi], the target layers' activations [b,K,*r] per call, the dims each call flipped)
+Calls = tuple[list[torch.Tensor], list[tuple[int, ...]]]
+Run = Callable[[torch.Tensor], tuple[torch.Tensor, Calls]]
 
 
 def gradcam_explain(model, image: torch.Tensor, classes: Sequence[int] | None = None, **params) -> torch.Tensor:
@@ -65,6 +67,7 @@ def gradcam_explain(model, image: torch.Tensor, classes: Sequence[int] | None = 
     out = check_out(params.get("out"))
     classes = options.check_classes(classes)
     layers = resolve_layers(hookable(network), params.get("layer"))
+    frames = call_frames(hookable(network))
     device = resolve_device(params.get("device", "auto"))
     with placed(network, device) as model_dtype, torch.inference_mode(False):
         dtype = model_dtype or image.dtype
@@ -76,7 +79,7 @@ def gradcam_explain(model, image: torch.Tensor, classes: Sequence[int] | None = 
         def new_sink(k: int):
             return open_sink((k, *x.shape[1:]), x.dtype, image.dtype, device, out)
 
-        with torch.enable_grad(), captured(network, layers) as run:  # network: a module or a Segmenter
+        with torch.enable_grad(), captured(network, layers, frames) as run:  # network: a module or a Segmenter
             if window is None:
                 sink = _whole_volume(run, x, labels, classes, aggregation, new_sink)
             else:
@@ -85,44 +88,54 @@ def gradcam_explain(model, image: torch.Tensor, classes: Sequence[int] | None = 
 
 
 @contextmanager
-def captured(network, layers: list[tuple[str, torch.nn.Module]]) -> Iterator[Run]:
-    """A ``run(inputs)`` that also returns the target layers' outputs (forward hooks, removed on exit)."""
-    activations: list[torch.Tensor] = []
+def captured(network, layers: list[tuple[str, torch.nn.Module]], frames: list[tuple[int, ...]] = ((),)) -> Iterator[Run]:
+    """A ``run(inputs)`` that also returns the target layers' outputs and the dims each call flipped
+    (forward hooks, removed on exit). Each layer must run ``len(frames)`` times per forward pass."""
+    calls: list[tuple[int, torch.Tensor]] = []  # (layer index, output) in call order
 
-    def keep(module, inputs, output):
-        activations.append(output)
+    def keeper(index: int):
+        return lambda module, inputs, output: calls.append((index, output))
 
-    handles = [module.register_forward_hook(keep) for _, module in layers]
+    handles = [module.register_forward_hook(keeper(i)) for i, (_, module) in enumerate(layers)]
     names = [name for name, _ in layers]
 
-    def run(inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        activations.clear()
+    def run(inputs: torch.Tensor) -> tuple[torch.Tensor, Calls]:
+        calls.clear()
         logits = checked_forward(network, inputs)
-        if not activations:
+        counts = [sum(1 for i, _ in calls if i == j) for j in range(len(layers))]
+        if not calls:
             raise InputError("layer", f"{', '.join(names)} never ran in a forward pass: name a layer on the path to the logits")
-        if len(activations) != len(layers):
-            raise InputError("layer", f"{', '.join(names)} ran {len(activations)} time(s) in one forward pass, "
-                                      f"expected {len(layers)} (a shared module or test-time mirroring): name another layer")
-        for name, a in zip(names, activations):
-            if not isinstance(a, torch.Tensor) or a.dim() != inputs.dim() or a.shape[0] != inputs.shape[0]:
-                got = list(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
-                raise InputError("layer", f"{name} gives {got}, not feature maps [B, C, X, Y, Z]: name another layer")
-        return logits, list(activations)
+        if any(n != len(frames) for n in counts):
+            raise InputError("layer", f"{', '.join(names)} ran {'/'.join(map(str, counts))} time(s) in one forward pass, "
+                                      f"expected {len(frames)} (a shared module?): name another layer")
+        seen = [0] * len(layers)
+        activations, flips = [], []
+        for j, output in calls:
+            if not isinstance(output, torch.Tensor) or output.dim() != inputs.dim() or output.shape[0] != inputs.shape[0]:
+                got = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise InputError("layer", f"{names[j]} gives {got}, not feature maps [B, C, X, Y, Z]: name another layer")
+            activations.append(output)
+            flips.append(frames[seen[j]])
+            seen[j] += 1
+        return logits, (activations, flips)
 
     try:
         yield run
     finally:
         for handle in handles:
             handle.remove()
-        activations.clear()
+        calls.clear()
 
 
-def seg_grad_cam(activations: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-                 size: Sequence[int]) -> torch.Tensor:
-    """``[b, *size]`` = upsample(ReLU(Σ_layers Σ_k α_k A^k)), ``α_k`` = spatial mean of the gradient."""
+def seg_grad_cam(activations: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], size: Sequence[int],
+                 flips: Sequence[tuple[int, ...]] | None = None) -> torch.Tensor:
+    """``[b, *size]`` = upsample(ReLU(Σ_calls Σ_k α_k A^k)), ``α_k`` = spatial mean of the gradient; a call
+    on a mirrored copy (``flips``: its flipped dims) has its weighted map flipped back first."""
+    flips = flips or [()] * len(activations)
     with torch.no_grad():
         weighted = [(g.mean(dim=tuple(range(2, g.dim())), keepdim=True) * a.detach()).sum(1, keepdim=True)
                     for a, g in zip(activations, grads)]
+        weighted = [torch.flip(w, dims) if dims else w for w, dims in zip(weighted, flips)]
         if any(w.shape != weighted[0].shape for w in weighted):
             raise InputError("layer", f"the named layers' feature maps differ in grid ({[list(w.shape[2:]) for w in weighted]}): "
                                       "name layers of one resolution")
@@ -132,9 +145,10 @@ def seg_grad_cam(activations: Sequence[torch.Tensor], grads: Sequence[torch.Tens
         return cam[:, 0]
 
 
-def _class_maps(logits: torch.Tensor, activations: list[torch.Tensor], targets: Targets, rows: list[int],
+def _class_maps(logits: torch.Tensor, layer_calls: Calls, targets: Targets, rows: list[int],
                 cotangent_of: Callable[[int], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
     """``(row, [b, *roi] map)`` per class row: one backward pass each, sharing the forward graph."""
+    activations, flips = layer_calls
     cotangent = torch.zeros_like(logits)
     for t, j in enumerate(rows):
         c = targets.classes[j]
@@ -143,19 +157,19 @@ def _class_maps(logits: torch.Tensor, activations: list[torch.Tensor], targets: 
         cotangent[:, c] = 0
         if any(g is None for g in grads):
             raise InputError("layer", "the named layer does not reach the output logits: name a layer on their path")
-        yield j, seg_grad_cam(activations, grads, logits.shape[2:])
+        yield j, seg_grad_cam(activations, grads, logits.shape[2:], flips)
 
 
 def _whole_volume(run: Run, x: torch.Tensor, labels: torch.Tensor | None, classes: list[int] | None,
                   aggregation: str, new_sink):
     """One network call on the whole volume (its own forward pass gives the mask when none is given)."""
     inputs = x[None].requires_grad_(True)  # a graph to the layer even when the weights are frozen
-    logits, activations = run(inputs)
+    logits, layer_calls = run(inputs)
     labels = logits[0].detach().argmax(0) if labels is None else labels
     targets = Targets.build(labels, classes, logits.shape[1], aggregation)
     sink = new_sink(len(targets.classes))
     rows = targets.active
-    for j, cam in _class_maps(logits, activations, targets, rows, lambda j: targets.weight(j, dtype=logits.dtype)[None]):
+    for j, cam in _class_maps(logits, layer_calls, targets, rows, lambda j: targets.weight(j, dtype=logits.dtype)[None]):
         sink.add(j, (), cam[0])
     return sink
 
@@ -175,7 +189,7 @@ def _windows(run: Run, x: torch.Tensor, labels: torch.Tensor, classes: list[int]
             continue  # no explained class in these windows: their maps would be zero
         group = [windows[i] for i in ids]
         inputs = torch.cat([padded[(slice(None), slice(None), *s)] for s in group]).requires_grad_(True)
-        logits, activations = run(inputs)
+        logits, layer_calls = run(inputs)
         if targets is None:
             targets = Targets.build(padded_labels, classes, logits.shape[1], aggregation)
             presence = targets.presence(windows, logits.shape[1])
@@ -189,7 +203,7 @@ def _windows(run: Run, x: torch.Tensor, labels: torch.Tensor, classes: list[int]
             return blend * torch.stack(masks)
 
         rows = [j for j in targets.active if bool(here[:, j].any())]
-        for j, cams in _class_maps(logits, activations, targets, rows, cotangent_of):
+        for j, cams in _class_maps(logits, layer_calls, targets, rows, cotangent_of):
             for cam, s, present in zip(cams, group, here[:, j].tolist()):
                 if present:
                     box, inside = _crop(geometry, s, cam)

@@ -12,7 +12,9 @@ map the head reads), per class of network the tool loads:
 - nnU-Net's ``PlainConvUNet`` / ``ResidualEncoderUNet`` (any network with
   ``decoder.stages`` and ``decoder.seg_layers``): the last ``decoder.stages`` block.
 - nnU-Net folds (``NnUNetNetwork``): that layer in every fold; Seg-Grad-CAM adds the folds'
-  weighted maps before its ReLU (the ensemble's logit is the mean of the folds').
+  weighted maps before its ReLU (the ensemble's logit is the mean of the folds'). With test-time
+  mirroring each layer runs once per mirrored copy (``call_frames``): each copy's weighted map is
+  flipped back before the sum.
 
 A MONAI bundle's ``network_def`` is one of these classes (or names its layer by ``layer``).
 """
@@ -45,9 +47,6 @@ def default_layer_names(network: torch.nn.Module) -> list[str]:
     """The default target layer(s) of a network (see the module); an ``InputError`` for others."""
     folds = getattr(network, "folds", None)
     if isinstance(folds, torch.nn.ModuleList) and hasattr(network, "mirror_axes"):  # nnU-Net's fold ensemble
-        if network.mirror_axes:
-            raise InputError("layer", "Seg-Grad-CAM needs nnU-Net's mirroring off (each fold's layer runs once "
-                                      "per mirrored copy, in flipped frames): load the model without mirroring")
         return [f"folds.{i}.{name}" for i, fold in enumerate(folds) for name in default_layer_names(fold)]
     kind = type(network).__name__
     if kind in DEFAULT_LAYERS:
@@ -57,6 +56,13 @@ def default_layer_names(network: torch.nn.Module) -> list[str]:
         return [_last("decoder.stages", decoder.stages)]  # nnU-Net's dynamic_network_architectures
     raise InputError("layer", f"no default Seg-Grad-CAM layer for a {kind}: name one with the 'layer' parameter "
                               f"(its top-level modules: {', '.join(_top_level(network)) or 'none'})")
+
+
+def call_frames(network) -> list[tuple[int, ...]]:
+    """Tensor dims flipped in each call of a target layer within one forward pass, in call order:
+    ``[()]`` (one plain call) except for nnU-Net's mirrored ensembles (the plain copy, then each flip)."""
+    flips = getattr(network, "flips", None) if hasattr(network, "mirror_axes") else None
+    return [(), *flips] if flips else [()]
 
 
 def hookable(model):

@@ -125,8 +125,31 @@ def test_an_nnunet_fold_ensemble_of_one_network_twice_equals_that_network():
     image = _image((8, 8, 8), seed=5)
     torch.testing.assert_close(explain(folds, image, "gradcam", device="cpu"),
                                explain(net, image, "gradcam", device="cpu"), rtol=1e-4, atol=1e-6)
-    with pytest.raises(InputError, match="mirroring off"):
-        explain(NnUNetNetwork([net], mirror_axes=(0,)), image, "gradcam", device="cpu")
+
+
+def test_a_mirrored_copys_map_is_flipped_back_before_the_relu():
+    """Oracle: with mirroring along axis 0, the ensemble logit is (f(x) + flip(f(flip x)))/2, so the
+    pre-ReLU map is (M(x, ŷ) + flip(M(flip x, flip ŷ)))/2 with M Captum's unrectified LayerGradCam."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    torch.manual_seed(5)
+    net = build_network(SMALL_UNET, 3).eval()
+    mirrored = NnUNetNetwork([net], mirror_axes=(0,)).eval()
+    assert mirrored.flips == [(2,)]
+    image = _image((8, 8, 8), seed=8)
+    mask = torch.randint(0, 3, (8, 8, 8), generator=torch.Generator().manual_seed(1))
+    ours = explain(mirrored, image, "gradcam", mask=mask, device="cpu")
+
+    def unrectified(x, m, c):
+        score = lambda inputs: (net(inputs)[:, c] * (m == c)).flatten(1).sum(1)  # noqa: E731
+        return LayerGradCam(score, net.model[1]).attribute(x[None], relu_attributions=False).detach()
+
+    for c in range(3):
+        pre = (unrectified(image, mask, c) + torch.flip(unrectified(torch.flip(image, (1,)), torch.flip(mask, (0,)), c),
+                                                        (2,))) / 2
+        expected = LayerAttribution.interpolate(F.relu(pre), (8, 8, 8), interpolate_mode="trilinear")[0, 0]
+        torch.testing.assert_close(ours[c], expected, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(ours, explain(net, image, "gradcam", mask=mask, device="cpu"))
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -240,5 +263,5 @@ def test_an_nnunet_folder_and_a_monai_bundle_get_their_default_layers(tmp_path):
     assert default_layer_names(bundle.network) == ["model.1"]
     with pytest.raises(InputError, match="no module named 'decoder.stages.1' in UNet"):
         check_params_for_model("gradcam", bundle, {"layer": "decoder.stages.1"})
-    with pytest.raises(InputError, match="mirroring off"):
-        check_params_for_model("gradcam", load_model(tmp_path / "Dataset999", device="cpu", mirroring=True), {})
+    mirrored = load_model(tmp_path / "Dataset999", device="cpu", mirroring=True)
+    assert explain(mirrored, image, "gradcam", classes=[1], device="cpu").shape == (1, *image.shape[1:])
