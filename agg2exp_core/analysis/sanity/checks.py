@@ -143,8 +143,11 @@ def run_sanity_checks(model, image: torch.Tensor, classes: Sequence[int], method
     started = time.perf_counter()
     params = {k: v for k, v in (params or {}).items() if k != "mask"}
     network = _network(model)
-    predicted, n_classes = _prediction(model, image)
-    mask = predicted if mask is None else torch.as_tensor(mask).long()
+    if mask is not None and isinstance(model, Segmenter):  # the caller's prediction: no second forward pass
+        mask, n_classes = torch.as_tensor(mask).long(), model.n_classes
+    else:
+        predicted, n_classes = _prediction(model, image)
+        mask = predicted if mask is None else torch.as_tensor(mask).long()
     classes = [int(c) for c in classes]
     if not classes or min(classes) < 0 or max(classes) >= n_classes:
         raise InputError("classes", f"expected class ids in 0..{n_classes - 1}, got {classes}")
