@@ -94,6 +94,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+# sanity_check: its checks and the similarity metrics of two attribution maps (analysis/sanity/)
+SANITY_CHECKS: dict[str, str] = {"mprt": "cascading model randomisation", "random_logit": "random logit",
+                                 "edge": "edge detector (Sobel)"}
+SANITY_METRICS: dict[str, str] = {"spearman_abs": "Spearman of |attribution|",
+                                  "spearman_signed": "Spearman of signed attribution",
+                                  "ssim": "SSIM of the central axial slice",
+                                  "row_spearman": "Spearman of the Agg2Exp rows (lift)"}
+
+
 def metric_label(name: str) -> str:
     """Display label of a stored metric name (unknown names are shown as they are)."""
     metric = METRICS.get(name)

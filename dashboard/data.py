@@ -215,6 +215,24 @@ def evaluated_runs(ref: StoreRef) -> list[str]:
     return _read(ref, queries.evaluated_runs)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_runs(ref: StoreRef) -> list[str]:
+    """Runs with sanity checks."""
+    return _read(ref, queries.sanity_runs)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_curves(ref: StoreRef, metric: str) -> pd.DataFrame:
+    """Randomisation curves of every run for a similarity metric (mean over cases and classes, baseline range)."""
+    return _read(ref, queries.sanity_curves, metric)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_verdicts(ref: StoreRef, metric: str) -> pd.DataFrame:
+    """Per run, class and check: the deciding similarity, its baseline and whether the class passed."""
+    return _read(ref, queries.sanity_verdicts, metric)
+
+
 # --- artefacts --------------------------------------------------------------------------------
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -35,6 +35,7 @@ from agg2exp_core.pipeline.evaluate import evaluate_cohort
 from agg2exp_core.pipeline.executors import Executor, InProcessExecutor, ProcessExecutor
 from agg2exp_core.pipeline.precompute import precompute
 from agg2exp_core.pipeline.retest_stage import RetestConfig, retest
+from agg2exp_core.pipeline.sanity import demo_sanity_checks
 from agg2exp_core.vocabulary import method_title
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +76,8 @@ def build_steps(methods=DEMO_RUNS, train_first: bool = False, published: bool = 
     for method, _ in methods:
         steps += [(method, method_title(method)), (f"analysis:{method}", f"analyses ({method_title(method)})")]
     steps += [("agreement", "method agreement"), ("retest", "test-retest reliability"),
-              ("evaluation", "method evaluation")]
+              ("evaluation", "method evaluation"),
+              ("sanity", "sanity checks")]
     return steps + [("published", "published TSV2 cohort")] * published
 
 
@@ -130,6 +132,9 @@ def build_demo(data_dir: str | Path = "data", retrain: bool = False, methods=DEM
             if not evaluated:
                 evaluate_cohort(manifest, checkpoint, db, progress=progress, executor=executor,
                                 build_step="evaluation", **EVALUATION)
+        with _step(db, "sanity"):
+            report["sanity"] = demo_sanity_checks(db, manifest, checkpoint,
+                                                  {m: r["run_id"] for m, r in report["runs"].items()})
         if PUBLISHED_CSV.exists():
             with _step(db, "published"):
                 run_id = importer.import_agg2exp_csv(PUBLISHED_CSV, db, dataset="tsv2")

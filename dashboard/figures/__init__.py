@@ -7,7 +7,7 @@ the paper.
 
 ``base`` (template, title, labels, formats) and ``heatmap`` (the heat-map base: cells, hover,
 colour bar, axes) are shared; ``matrix``, ``comparison`` and ``causal`` are its variants;
-``boxes``, ``bars``, ``scatter``, ``graph``, ``slices`` and ``failure_slices`` draw the rest.
+``boxes``, ``bars``, ``scatter``, ``graph``, ``slices``, ``failure_slices`` and ``sanity`` draw the rest.
 """
 from dashboard.figures.bars import (agreement_bars, counts_bars, drift_bars, effect_bars, reason_bars,
                                     score_bars)
@@ -20,12 +20,14 @@ from dashboard.figures.graph import knowledge_graph
 from dashboard.figures.heatmap import add_intervals, add_reliability, add_sampling_noise
 from dashboard.figures.matrix import matrix_heatmap
 from dashboard.figures.quality import contribution_bars, estimate_truth_scatter, risk_coverage_figure
+from dashboard.figures.sanity import randomisation_curves
 from dashboard.figures.scatter import anomaly_scatter, expected_dice_scatter, perturbation_curves
 from dashboard.figures.slices import SURFACE_DIVERGING, png_source, slice_height, slice_image, surface_mesh
 
 __all__ = ["add_intervals", "add_reliability", "add_sampling_noise", "agreement_bars", "anomaly_scatter",
            "class_boxplot", "context_mass_boxes", "contribution_bars", "counts_bars", "dice_boxes",
            "difference_heatmap", "drift_bars", "effect_bars", "estimate_truth_scatter", "expected_dice_scatter",
-           "knowledge_graph", "matrix_heatmap", "perturbation_curves", "png_source", "reason_bars",
-           "risk_coverage_figure", "score_bars", "signed_bound", "signed_boxplot", "signed_heatmap", "signed_text",
-           "slice_cell_bars", "slice_dice_strip", "slice_height", "slice_image", "SURFACE_DIVERGING", "surface_mesh"]
+           "knowledge_graph", "matrix_heatmap", "perturbation_curves", "png_source", "randomisation_curves",
+           "reason_bars", "risk_coverage_figure", "score_bars", "signed_bound", "signed_boxplot", "signed_heatmap",
+           "signed_text", "slice_cell_bars", "slice_dice_strip", "slice_height", "slice_image", "SURFACE_DIVERGING",
+           "surface_mesh"]

@@ -5,6 +5,7 @@ Modules by concern: ``connection`` (StoreRef, the query runner, table checks), `
 artefacts), ``cases``, ``matrices`` (mean matrix, one case, ``local_cube``),
 ``distributions`` (box statistics), ``outliers``, ``evaluation``, ``causal``, ``analyses``,
 ``fields`` (case metadata beyond the cases table), ``slices`` (failure slices), ``retest`` (test-retest ICC),
+``sanity`` (the sanity checks),
 ``quality`` (expected Dice: ablation, flags, risk-coverage).
 Each function takes a DuckDB connection on the store (``lockdown.open_reader``, or the
 writer's connection) and returns a frame, numpy arrays or plain values; none caches (the
@@ -29,16 +30,17 @@ from agg2exp_core.store.queries.distributions import (POINTS_PER_SIDE, Distribut
 from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluated_runs, has_method_evaluation,
                                                    method_eval_summary, perturbation_summary)
 from agg2exp_core.store.queries.fields import CATEGORICAL, FIELD_KINDS, NUMERIC, case_fields, field_catalog
-from agg2exp_core.store.queries.quality import (estimate_truth, flagged_cells, quality_ablation,
-                                               quality_contributions, risk_coverage)
 from agg2exp_core.store.queries.slices import (expected_dice_table, failure_slice_cells, failure_slice_classes,
                                                failure_slice_dice, failure_slice_members, failure_slice_reasons,
                                                failure_slices, slice_case_metadata)
+from agg2exp_core.store.queries.quality import (estimate_truth, flagged_cells, quality_ablation,
+                                               quality_contributions, risk_coverage)
 from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
                                                  volume_shares)
 from agg2exp_core.store.queries.retest import retest_icc
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
+from agg2exp_core.store.queries.sanity import sanity_curves, sanity_rows, sanity_runs, sanity_verdicts
 
 __all__ = ["ALL_CASES", "analysis_settings", "anomaly_dice", "anomaly_ranking", "anomaly_scores", "anomaly_targets",
            "artifact_paths", "BUILD_COLUMNS", "build_complete", "build_status", "case_dice_estimates",
@@ -53,7 +55,8 @@ __all__ = ["ALL_CASES", "analysis_settings", "anomaly_dice", "anomaly_ranking", 
            "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement", "method_disagreement",
            "method_eval_summary", "NUMERIC", "outlier_reasons", "outlier_tests", "paper_parity", "PATHOLOGY_ANY",
            "PATHOLOGY_NONE", "perturbation_summary", "POINTS_PER_SIDE", "quality_ablation", "quality_contributions",
-           "reading", "relevance_masks", "REQUIRED_TABLES", "retest_icc", "risk_coverage",
-           "roi_names", "rois", "run_case_ids", "run_exists", "run_label_names", "run_model", "runs",
-           "sampling_noise", "slice_case_metadata", "source_distribution", "SPACE", "store_folder", "store_ref",
-           "stored_intervals", "StoreRef", "table_names", "UNKNOWN", "volume_shares", "where_clause"]
+           "reading", "relevance_masks", "REQUIRED_TABLES", "retest_icc", "risk_coverage", "roi_names", "rois",
+           "run_case_ids", "run_exists", "run_label_names", "run_model", "runs", "sampling_noise", "sanity_curves",
+           "sanity_rows", "sanity_runs", "sanity_verdicts", "slice_case_metadata", "source_distribution", "SPACE",
+           "store_folder", "store_ref", "stored_intervals", "StoreRef", "table_names", "UNKNOWN", "volume_shares",
+           "where_clause"]
