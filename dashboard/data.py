@@ -388,31 +388,3 @@ def failure_slice_detail(ref: StoreRef, run_id: str, slice_id: int) -> dict[str,
     return {name: _read(ref, read, run_id, slice_id) for name, read in (
         ("members", queries.failure_slice_members), ("dice", queries.failure_slice_dice),
         ("cells", queries.failure_slice_cells), ("reasons", queries.failure_slice_reasons))}
-
-
-# --- quality control (expected Dice: ablation, risk-coverage, flags, contributions) ----------------
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def quality_ablation(ref: StoreRef, run_id: str) -> pd.DataFrame:   # feature_set, scope, metric, value, n
-    return _read(ref, queries.quality_ablation, run_id)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def risk_coverage(ref: StoreRef, run_id: str, scope: str) -> pd.DataFrame:   # ranking, position, coverage, risk
-    return _read(ref, queries.risk_coverage, run_id, scope)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def flagged_cells(ref: StoreRef, run_id: str) -> pd.DataFrame:   # flagged (case, class), true Dice where known
-    return _read(ref, queries.flagged_cells, run_id)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def estimate_truth(ref: StoreRef, run_id: str) -> pd.DataFrame:   # expected beside true Dice, labelled cells
-    return _read(ref, queries.estimate_truth, run_id)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def quality_contributions(ref: StoreRef, run_id: str, case_id: str, class_id: int) -> pd.DataFrame:
-    # feature, feature_group, value, contribution of one flagged cell
-    return _read(ref, queries.quality_contributions, run_id, case_id, class_id)

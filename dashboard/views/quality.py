@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard import data, figures
+from dashboard import data_quality as data, figures
 from dashboard.context import ViewContext
 from dashboard.views.common import target_name, with_names
 

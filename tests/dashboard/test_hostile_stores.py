@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from agg2exp_core.store import queries
 from agg2exp_core.store.queries import connection
 from agg2exp_core.vocabulary import MASS_KINDS
-from dashboard import data, filters, text
+from dashboard import data, data_quality, filters, text
 from synthetic_store import read_sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,11 +181,12 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         assert call(data.stored_intervals, run_id, value, "abs").empty
         assert call(data.stored_intervals, run_id, "*", value).empty
         assert call(data.method_disagreement, run_id, value).empty
-        for fn in (data.quality_ablation, data.flagged_cells, data.estimate_truth):
+        for fn in (data_quality.quality_ablation, data_quality.flagged_cells, data_quality.estimate_truth):
             assert len(call(fn, value)) == 0
-        assert call(data.risk_coverage, value, "external").empty and call(data.risk_coverage, run_id, value).empty
-        assert call(data.quality_contributions, run_id, value, 1).empty
-        assert call(data.quality_contributions, value, real_case, 1).empty
+        assert call(data_quality.risk_coverage, value, "external").empty
+        assert call(data_quality.risk_coverage, run_id, value).empty
+        assert call(data_quality.quality_contributions, run_id, value, 1).empty
+        assert call(data_quality.quality_contributions, value, real_case, 1).empty
         assert call(data.global_matrix_spread, value, filters.CohortFilter()).empty
         assert data.has_table(ref, value) is False
         covered.add("has_table")
@@ -200,8 +201,9 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
     params = [p for _, ps in recorded for p in ps]
     assert all(v in params for v in HOSTILE)
 
-    public = {name for name, fn in vars(data).items() if callable(fn) and not name.startswith("_")
-              and "ref" in getattr(inspect.signature(fn), "parameters", {}) and name not in {"StoreRef"}}
+    public = {name for module in (data, data_quality) for name, fn in vars(module).items()
+              if callable(fn) and not name.startswith("_") and "ref" in getattr(inspect.signature(fn), "parameters", {})
+              and name not in {"StoreRef"}}
     assert public - covered <= {"resolve_artifact"}, f"query functions not exercised: {public - covered}"
 
     assert sha256(path) == before, "reading must never change the store"
