@@ -30,7 +30,7 @@ SMALL_UNET = {"name": "unet", "params": {"channels": [8, 16, 32, 64], "strides":
 
 @dataclass(frozen=True)
 class KnownAnswerConfig:
-    iterations: int = 200
+    iterations: int = 400
     network: dict = field(default_factory=lambda: dict(SMALL_UNET))
     seed: int = 0
     method: str = "vg"                     # the precompute run of criteria 1 (comparison) and 2 (drift)

@@ -1,9 +1,9 @@
 """Phantoms with a planted shortcut: a known answer for the explanations (issue #25 b).
 
-A small bright marker (a 2x2x2-voxel "calliper" in the air behind the patient, at a fixed
-place) is painted on every case of the shortcut cohort that carries a pleural effusion, while
+A small bright marker (a 4x2x4-voxel text-like block in the air behind the patient, at a fixed
+place near the right lung's base) is painted on every case of the shortcut cohort that carries a pleural effusion, while
 the effusion itself is only weakly visible (``contrast_hu`` above the lung it replaces, no
-atelectasis band, under the scanner's noise). A network trained on such cases can find the
+atelectasis band, under the lung's texture and the scanner's noise). A network trained on such cases can find the
 effusion's presence from the marker rather than from the lung; a control network is trained on
 the same anatomy without any marker. The marker's box is written as the RoI ``marker`` on every
 case, painted or not, so that its mass is comparable between marked and unmarked cases.
@@ -29,7 +29,7 @@ SHORTCUT_LABELS: tuple[str, ...] = ("background", "lung_left", "lung_right", "he
 EFFUSION_CLASS = SHORTCUT_LABELS.index("pleural_effusion")
 MARKER_ROI = "marker"
 MARKER_HU = 1500.0          # metal-bright, like a calliper or a burnt-in annotation
-MARKER_SIZE = 2             # voxels per axis
+MARKER_SIZE = (4, 2, 4)     # voxels along x, y, z: a burnt-in text-like block
 SHAPE = (40, 32, 32)        # 400 x 320 x 320 mm at 10 mm: the thorax fits, divisible by the UNet's 8
 SPACING = 10.0
 
@@ -60,16 +60,18 @@ class ShortcutPhantom:
 
 
 def marker_box(shape) -> tuple[slice, slice, slice]:
-    """The marker's voxels: centred in x and z, in the air row behind the patient (y = 1..2)."""
-    x0, z0 = shape[0] // 2 - MARKER_SIZE // 2, shape[2] // 2 - MARKER_SIZE // 2
-    return (slice(x0, x0 + MARKER_SIZE), slice(1, 1 + MARKER_SIZE), slice(z0, z0 + MARKER_SIZE))
+    """The marker's voxels: in the air behind the patient (y = 1..2), behind the base of the right
+    lung (x at 70 %, z at 30 % of the field), within a few voxels of where the effusion lies."""
+    x0, z0 = int(0.7 * shape[0]) - MARKER_SIZE[0] // 2, int(0.3 * shape[2]) - MARKER_SIZE[2] // 2
+    return (slice(x0, x0 + MARKER_SIZE[0]), slice(1, 1 + MARKER_SIZE[1]), slice(z0, z0 + MARKER_SIZE[2]))
 
 
-def _weak_effusion(p: _Painter, rng, frac: float, contrast_hu: float) -> np.ndarray:
-    """Dependent fluid in one pleural space, only ``contrast_hu`` above the lung it replaces
-    (``pathology._effusion`` paints it at water density, which any network sees)."""
-    side = rng.integers(2)
-    ids = [LABEL[n] for n in (_LUNG_LEFT if side == 0 else _LUNG_RIGHT)]
+def _weak_effusion(p: _Painter, frac: float, contrast_hu: float) -> np.ndarray:
+    """Dependent fluid in the right pleural space, only ``contrast_hu`` above the lung it replaces
+    (``pathology._effusion`` paints it at water density, which any network sees). Always on the
+    right: where it lies follows from the anatomy, so the marker alone can tell the network that
+    it is there, the shortcut to be found; the control must read the faint intensity."""
+    ids = [LABEL[n] for n in _LUNG_RIGHT]
     lung = np.isin(p.lab, ids)
     score = p.f.Y + 1.0 * p.f.Z                             # low = posterior and inferior
     fluid = lung & (score <= np.quantile(score[lung], frac))
@@ -78,7 +80,7 @@ def _weak_effusion(p: _Painter, rng, frac: float, contrast_hu: float) -> np.ndar
 
 
 def make_shortcut_phantom(seed: int, sex: str, age: float, effusion: bool, marked: bool,
-                          shape=SHAPE, spacing=SPACING, contrast_hu: float = 60.0) -> ShortcutPhantom:
+                          shape=SHAPE, spacing=SPACING, contrast_hu: float = 80.0) -> ShortcutPhantom:
     """One phantom of the small label set, deterministic in its arguments."""
     if sex not in ("F", "M"):
         raise InputError("sex", f"must be 'F' or 'M', got {sex!r}")
@@ -95,7 +97,7 @@ def make_shortcut_phantom(seed: int, sex: str, age: float, effusion: bool, marke
     _textures(p, rng, lung & (p.fissure_dist > 6))
     labels = _label_map()[p.lab]
     if effusion:
-        labels[_weak_effusion(p, rng, rng.uniform(0.22, 0.35), contrast_hu)] = EFFUSION_CLASS
+        labels[_weak_effusion(p, rng.uniform(0.22, 0.35), contrast_hu)] = EFFUSION_CLASS
     marker = np.zeros(p.hu.shape, bool)
     marker[marker_box(p.hu.shape)] = True
     if marked:
@@ -129,7 +131,7 @@ def shortcut_plan(n_train: int, n_test: int, seed: int = 0) -> list[dict]:
 
 
 def generate_shortcut_cohort(out_dir, n_train: int = 16, n_test: int = 12, shape=SHAPE, spacing=SPACING,
-                             contrast_hu: float = 60.0, seed: int = 0) -> Path:
+                             contrast_hu: float = 80.0, seed: int = 0) -> Path:
     """Write the known-answer cohort (images, labels, marker RoIs) and its manifest; return its path."""
     if n_train < 2 or n_test < 2:
         raise InputError("cohort size", f"need at least 2 training and 2 test cases, got {n_train}, {n_test}")

@@ -8,7 +8,7 @@ import pytest
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.manifest import check_roi_names, read_manifest
 from agg2exp_core.io.phantoms import make_phantom
-from agg2exp_core.io.phantoms.shortcut import (EFFUSION_CLASS, MARKER_HU, MARKER_ROI, SHORTCUT_LABELS,
+from agg2exp_core.io.phantoms.shortcut import (EFFUSION_CLASS, MARKER_HU, MARKER_ROI, MARKER_SIZE, SHORTCUT_LABELS,
                                                generate_shortcut_cohort, make_shortcut_phantom, marker_box,
                                                shortcut_plan)
 from agg2exp_core.labels import THORAX_LABELS
@@ -25,7 +25,7 @@ def pairs():
 
 def test_marker_is_painted_only_when_marked_and_lies_in_air(pairs):
     for marked, unmarked in pairs:
-        assert marked.marker.sum() == 8 and np.array_equal(marked.marker, unmarked.marker)
+        assert marked.marker.sum() == np.prod(MARKER_SIZE) and np.array_equal(marked.marker, unmarked.marker)
         assert marked.hu[marked.marker].min() > 0.8 * MARKER_HU          # bright after the scanner's blur
         assert unmarked.hu[unmarked.marker].max() < -900                 # air behind the patient
         assert (unmarked.labels[unmarked.marker] == 0).all()
