@@ -1,6 +1,6 @@
 """Train the shortcut network and its control (issue #25 b) and write them to data/.
 
-    OMP_NUM_THREADS=1 python benchmarks/train_shortcut_models.py [--iterations 300] [--out data]
+    OMP_NUM_THREADS=1 python benchmarks/train_shortcut_models.py [--iterations 400] [--out data]
 
 Generates the known-answer cohort (``agg2exp_core.io.phantoms.shortcut``) in a temporary folder,
 trains both networks with the project's own training (``models.train``, via
