@@ -91,6 +91,18 @@ def run_cases(ref: StoreRef, run_id: str) -> pd.DataFrame:
     return cohort_cases(ref, run_id, CohortFilter())
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def field_catalog(ref: StoreRef) -> pd.DataFrame:
+    """The store's metadata fields: name, kind, source, n_cases, n_values."""
+    return _read(ref, queries.field_catalog)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def run_fields(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """The metadata fields of a run's cases: case_id and one typed column per field."""
+    return _read(ref, queries.case_fields, sorted(_members(ref, run_id)))
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def cohort_cases(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
     """The run's cases passing the filter: case_id, dataset, split, sex, age, pathologies."""
@@ -201,6 +213,24 @@ def evaluated_case_count(ref: StoreRef, run_ids: tuple[str, ...]) -> int:
 def evaluated_runs(ref: StoreRef) -> list[str]:
     """Runs that have method_eval or perturbation_curve rows."""
     return _read(ref, queries.evaluated_runs)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_runs(ref: StoreRef) -> list[str]:
+    """Runs with sanity checks."""
+    return _read(ref, queries.sanity_runs)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_curves(ref: StoreRef, metric: str) -> pd.DataFrame:
+    """Randomisation curves of every run for a similarity metric (mean over cases and classes, baseline range)."""
+    return _read(ref, queries.sanity_curves, metric)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_verdicts(ref: StoreRef, metric: str) -> pd.DataFrame:
+    """Per run, class and check: the deciding similarity, its baseline and whether the class passed."""
+    return _read(ref, queries.sanity_verdicts, metric)
 
 
 # --- artefacts --------------------------------------------------------------------------------
@@ -321,6 +351,12 @@ def sampling_noise(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+def retest_icc(ref: StoreRef, run_id: str, factor: str) -> pd.DataFrame:
+    """The run's test-retest ICC per cell across repeats of ``factor``: kind, target_id, source_id, icc, n."""
+    return _read(ref, queries.retest_icc, run_id, factor)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
 def method_agreement(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """Agreement of the run with the other runs over the same cases, per class (AVERAGE_TARGET: pooled)."""
     return _read(ref, queries.method_agreement, run_id)
@@ -336,3 +372,19 @@ def method_disagreement(ref: StoreRef, run_id: str, other_run_id: str, limit: in
 def paper_parity(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """The paper's Table 2 beside this run's Spearman rho per class."""
     return _read(ref, queries.paper_parity, run_id)
+
+
+# --- failure slices ------------------------------------------------------------------------------
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def failure_slices(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """The run's failure slices, by class and rank."""
+    return _read(ref, queries.failure_slices, run_id)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def failure_slice_detail(ref: StoreRef, run_id: str, slice_id: int) -> dict[str, pd.DataFrame]:
+    """A slice's members, Dice in and out, differing cells and its members' outlier reasons."""
+    return {name: _read(ref, read, run_id, slice_id) for name, read in (
+        ("members", queries.failure_slice_members), ("dice", queries.failure_slice_dice),
+        ("cells", queries.failure_slice_cells), ("reasons", queries.failure_slice_reasons))}

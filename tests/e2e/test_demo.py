@@ -155,7 +155,8 @@ def test_expected_dice_on_the_external_cases(demo_db, method):
 
 def test_every_analysis_is_in_the_demo_store(demo_db):
     runs = [r for r, _, _ in precompute_runs(demo_db)]
-    for table in ("outlier_reasons", "bootstrap_ci", "drift_cells", "drift_cases", "method_agreement"):
+    for table in ("outlier_reasons", "bootstrap_ci", "drift_cells", "drift_cases", "method_agreement",
+                  "failure_slice", "failure_slice_member", "failure_slice_cell"):
         counts = dict(demo_db.execute(f"SELECT run_id, count(*) FROM {table} GROUP BY run_id").fetchall())
         assert all(counts.get(r, 0) > 0 for r in runs), table
     imported = demo_db.execute("SELECT run_id FROM runs WHERE source = 'import'").fetchone()[0]
@@ -165,8 +166,14 @@ def test_every_analysis_is_in_the_demo_store(demo_db):
         == 32 * 17 * 17
 
 
+def test_demo_has_the_sanity_checks_of_both_runs(demo_db):
+    rows = demo_db.execute("SELECT r.method, count(DISTINCT s.class_id), max(s.step), count(DISTINCT s.case_id) "
+                           "FROM sanity_check s JOIN runs r USING (run_id) GROUP BY 1 ORDER BY 1").fetchall()
+    assert rows == [("smoothgrad", 3, 31, 1), ("vg", 3, 31, 1)]  # 3 classes, 31 layers down to the input, 1 case
+
+
 @pytest.mark.parametrize("page", ["overview", "heat_map", "knowledge_graph", "class_distributions",
-                                  "context_mass", "outliers", "drift", "case_viewer", "methods"])
+                                  "context_mass", "outliers", "drift", "failure_modes", "case_viewer", "methods"])
 def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, page):
     from apptest import open_app  # the dashboard suite's AppTest helper
 
@@ -178,3 +185,4 @@ def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, pa
     if page == "methods":  # the demo evaluates every method: the page shows them, not its empty state
         shown = " ".join(str(e.value) for e in app.get("markdown") + app.get("caption"))
         assert "No attribution-method evaluation" not in shown and "No evaluated case" not in shown
+        assert any("randomisation" in chart.proto.spec for chart in app.get("plotly_chart"))  # the sanity curves

@@ -33,9 +33,10 @@ from agg2exp_core.analysis.sanity.randomisation import Cascade, cascade_depths
 from agg2exp_core.attribution.registry import explain
 from agg2exp_core.errors import InputError
 from agg2exp_core.models import Segmenter
+from agg2exp_core.vocabulary import SANITY_CHECKS
 
 COLUMNS = ["case_id", "class_id", "check", "step", "layer", "metric", "value", "baseline", "passed"]
-CHECKS = ("mprt", "random_logit", "edge")
+CHECKS = tuple(SANITY_CHECKS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class _Maps:
 
     maps: np.ndarray   # [k, *S]
     rows: np.ndarray   # [k, r]
+    ranked: list       # [k] similarity.RankedMap
 
 
 class _Context:
@@ -105,10 +107,10 @@ class _Context:
         maps = maps.detach().float().cpu().numpy()
         rows = np.stack([local_matrices(maps[j:j + 1], self.mask, self.n_classes, self.rois)[self.config.kind][0]
                          for j in range(len(classes))])
-        return _Maps(maps, rows)
+        return _Maps(maps, rows, [similarity.RankedMap(m, self.sample) for m in maps])
 
     def compare(self, a: _Maps, i: int, b: _Maps, j: int) -> dict[str, float]:
-        out = similarity.voxel_similarity(a.maps[i], b.maps[j], self.sample)
+        out = similarity.voxel_similarity(a.ranked[i], b.ranked[j])
         out[similarity.ROW_METRIC] = similarity.spearman(a.rows[i], b.rows[j])
         return out
 
@@ -141,8 +143,11 @@ def run_sanity_checks(model, image: torch.Tensor, classes: Sequence[int], method
     started = time.perf_counter()
     params = {k: v for k, v in (params or {}).items() if k != "mask"}
     network = _network(model)
-    predicted, n_classes = _prediction(model, image)
-    mask = predicted if mask is None else torch.as_tensor(mask).long()
+    if mask is not None and isinstance(model, Segmenter):  # the caller's prediction: no second forward pass
+        mask, n_classes = torch.as_tensor(mask).long(), model.n_classes
+    else:
+        predicted, n_classes = _prediction(model, image)
+        mask = predicted if mask is None else torch.as_tensor(mask).long()
     classes = [int(c) for c in classes]
     if not classes or min(classes) < 0 or max(classes) >= n_classes:
         raise InputError("classes", f"expected class ids in 0..{n_classes - 1}, got {classes}")
@@ -191,9 +196,8 @@ def _baselines(ctx: _Context, trained: _Maps) -> list[dict[str, float]]:
 def _controls(ctx: _Context, trained: _Maps, extra: list[int]) -> list[list]:
     """Random-logit rows (another class, drawn with the seed) and edge-detector rows, per class."""
     rng = np.random.default_rng(ctx.config.seed)
-    edges = similarity.edge_magnitude(ctx.image[0].detach().float().cpu().numpy()).ravel()
-    if ctx.sample is not None:
-        edges = edges[ctx.sample]
+    edges = similarity.RankedMap(similarity.edge_magnitude(ctx.image[0].detach().float().cpu().numpy()),
+                                 ctx.sample).abs_ranks
     rows = []
     n = len(trained.maps)
     for j, c in enumerate(ctx.classes):
@@ -202,8 +206,7 @@ def _controls(ctx: _Context, trained: _Maps, extra: list[int]) -> list[list]:
             rows.append([ctx.case_id, c, "random_logit", 0,
                          f"class {(ctx.classes + extra)[partner]}", metric, value, ctx.config.logit_threshold,
                          _verdict(value, ctx.config.logit_threshold)])
-        flat = np.abs(trained.maps[j]).ravel()
-        value = similarity.spearman(flat if ctx.sample is None else flat[ctx.sample], edges)
+        value = similarity.rank_correlation(trained.ranked[j].abs_ranks, edges)
         rows.append([ctx.case_id, c, "edge", 0, "sobel", "spearman_abs", value, ctx.config.edge_threshold,
                      _verdict(value, ctx.config.edge_threshold)])
     return rows

@@ -13,9 +13,12 @@ import numpy as np
 from scipy import ndimage, stats
 from skimage.metrics import structural_similarity
 
+from agg2exp_core.vocabulary import SANITY_METRICS
+
 VOXEL_METRICS = ("spearman_abs", "spearman_signed", "ssim")
 ROW_METRIC = "row_spearman"
 METRICS = VOXEL_METRICS + (ROW_METRIC,)
+assert set(METRICS) == set(SANITY_METRICS), "the vocabulary names every metric stored"
 MIN_SSIM_WINDOW = 3
 
 
@@ -39,6 +42,21 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
         return float(stats.spearmanr(a, b).statistic)
 
 
+def standardised_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks scaled to mean 0 and unit variance (all NaN for a constant vector): the Spearman rho
+    of two vectors is the mean product of theirs, so a map is ranked once for all its comparisons."""
+    ranks = stats.rankdata(np.ravel(values))
+    spread = ranks.std()
+    if len(ranks) < 3 or spread == 0:
+        return np.full(len(ranks), np.nan)
+    return (ranks - ranks.mean()) / spread
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho from two ``standardised_ranks`` vectors (NaN where either is constant)."""
+    return float(np.clip(np.mean(a * b), -1.0, 1.0))
+
+
 def central_slice_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of the central slice along the last (axial) axis of |a| and |b|, each scaled to [0, 1] by its
     maximum (Adebayo et al. compare normalised maps); NaN for slices smaller than a 3x3 window."""
@@ -52,14 +70,21 @@ def central_slice_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(x, y, data_range=1.0, win_size=window))
 
 
-def voxel_similarity(a: np.ndarray, b: np.ndarray, sample: np.ndarray | None) -> dict[str, float]:
-    """The voxel measures of two maps of one class (``[*S]`` each)."""
-    flat_a, flat_b = a.ravel(), b.ravel()
-    if sample is not None:
-        flat_a, flat_b = flat_a[sample], flat_b[sample]
-    return {"spearman_abs": spearman(np.abs(flat_a), np.abs(flat_b)),
-            "spearman_signed": spearman(flat_a, flat_b),
-            "ssim": central_slice_ssim(a, b)}
+class RankedMap:
+    """A map ``[*S]`` with the standardised ranks of its |values| and values on the voxel sample."""
+
+    def __init__(self, values: np.ndarray, sample: np.ndarray | None):
+        self.values = values
+        flat = values.ravel() if sample is None else values.ravel()[sample]
+        self.abs_ranks = standardised_ranks(np.abs(flat))
+        self.signed_ranks = standardised_ranks(flat)
+
+
+def voxel_similarity(a: RankedMap, b: RankedMap) -> dict[str, float]:
+    """The voxel measures of two maps of one class."""
+    return {"spearman_abs": rank_correlation(a.abs_ranks, b.abs_ranks),
+            "spearman_signed": rank_correlation(a.signed_ranks, b.signed_ranks),
+            "ssim": central_slice_ssim(a.values, b.values)}
 
 
 def edge_magnitude(image: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ import torch
 from scipy import stats
 
 from agg2exp_core.analysis.sanity import SanityConfig, run_sanity_checks
-from agg2exp_core.analysis.sanity.similarity import central_slice_ssim, edge_magnitude, spearman
+from agg2exp_core.analysis.sanity.similarity import (central_slice_ssim, edge_magnitude, rank_correlation, spearman,
+                                                     standardised_ranks)
 from agg2exp_core.errors import InputError
 from tests.support import model_folders as mf
 from tests.support.sanity_models import LinearNet, band_mask, edge_explainer
@@ -104,6 +105,11 @@ def test_bad_input():
 def test_similarity_measures():
     a = np.random.default_rng(0).standard_normal((9, 9, 9))
     assert spearman(a, 2 * a + 1) == pytest.approx(1.0) and np.isnan(spearman(a, np.zeros_like(a)))
+    tied = np.round(a, 0)  # many ties: average ranks, as SciPy's
+    b = a + np.random.default_rng(1).standard_normal(a.shape)
+    expected = stats.spearmanr(tied.ravel(), b.ravel()).statistic
+    assert rank_correlation(standardised_ranks(tied), standardised_ranks(b)) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(rank_correlation(standardised_ranks(np.ones(10)), standardised_ranks(np.arange(10))))
     assert central_slice_ssim(a, a) == pytest.approx(1.0) and central_slice_ssim(a, -a) == pytest.approx(1.0)
     assert np.isnan(central_slice_ssim(np.ones((2, 2, 3)), np.ones((2, 2, 3))))
     step = np.zeros((8, 8, 8))

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from agg2exp_core.analysis.sanity import SanityConfig, run_sanity_checks
 from agg2exp_core.analysis.sanity.randomisation import Cascade, cascade_depths, cascade_layers, layer_key
 from agg2exp_core.errors import InputError
 from agg2exp_core.models.sources import load_model
@@ -128,3 +129,9 @@ def test_nnunet_folds_and_deep_supervision_heads(tmp_path):
     assert all(_changed(model.network, randomised, first.modules + first.unused))
     untouched = [m for layer in cascade.layers[1:] for m in layer.modules]
     assert not any(_changed(model.network, randomised, untouched))
+    # the checks run through the Segmenter's own (nnU-Net) window on a copy with the randomised network
+    trained = copy.deepcopy(model.network.state_dict())
+    frame = run_sanity_checks(model, torch.rand(1, *model.roi_size), [1, 2], "vg", {}, SanityConfig(steps=0))
+    assert sorted(frame[frame.check == "mprt"].step.unique()) == [0, cascade.n_layers]
+    assert frame.value.notna().all()
+    assert all(torch.equal(v, model.network.state_dict()[k]) for k, v in trained.items())
