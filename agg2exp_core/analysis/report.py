@@ -50,6 +50,16 @@ def drift_lines(result) -> list[str]:
     return lines or [f"drift: no dataset besides the reference {result.reference}"]
 
 
+def slice_lines(result) -> list[str]:
+    slices = result.slices
+    lines = [f"failure slices: {len(slices)} kept of {result.n_candidates} candidates tested (BH over all classes)"]
+    for row in slices[slices["rank"] == 1].head(5).itertuples():
+        scope = "all classes" if row.class_id == AVERAGE_TARGET else f"class {row.class_id}"
+        lines.append(f"  {scope}: {row.description} (n = {row.n}, Dice drop {_num(row.effect)}, q = {_num(row.q_value)}"
+                     f"{'' if row.uses_labels else ', expected Dice'})")
+    return lines
+
+
 def quality_lines(report: dict) -> list[str]:
     if "skipped" in report:
         return [f"expected Dice: skipped ({report['skipped']}, {report['n_fit']} found)"]
@@ -82,4 +92,6 @@ def summary_lines(result: dict) -> list[str]:
                          f"over {row.n_cases} cases")
     if "drift" in result:
         lines += drift_lines(result["drift"])
+    if "slices" in result:
+        lines += slice_lines(result["slices"])
     return lines

@@ -1,5 +1,5 @@
 """The analyses of a run after its outliers, under one writer: reasons, expected Dice, intervals,
-method agreement, drift (each in its own transaction; the store is published once at the end).
+method agreement, drift, failure slices (each in its own transaction; the store is published once at the end).
 
 ``analyze_run`` is the ``analyze`` command: the outlier analysis (the default settings or the
 paper's, ``paper=True``) and then the extensions that are switched on. ``extend`` runs only
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agg2exp_core import store
-from agg2exp_core.analysis import agreement, drift, outliers, paper, quality, reasons, uncertainty
+from agg2exp_core.analysis import agreement, drift, outliers, paper, quality, reasons, slice_store, uncertainty
+from agg2exp_core.analysis.slices import SliceConfig
 from agg2exp_core.vocabulary import COMPARISON_KIND
 
 
@@ -25,6 +26,7 @@ class SuiteConfig:
     paper: bool = False                                   # the outlier analysis with the paper's settings
     external: str | None = None                           # dataset of the paper's sex/age tests
     kind: str = COMPARISON_KIND                           # mass kind of the method agreement
+    slices: SliceConfig | None = None                     # None: no failure-slice search (after expected Dice)
 
 
 def extensions(con, run_id: str, suite: SuiteConfig) -> dict:
@@ -40,6 +42,8 @@ def extensions(con, run_id: str, suite: SuiteConfig) -> dict:
         report["agreement"] = agreement.analyze_agreement(con, run_id, kind=suite.kind)
     if suite.drift is not None:
         report["drift"] = drift.drift_analysis(con, run_id, suite.drift)
+    if suite.slices is not None:
+        report["slices"] = slice_store.analyze_slices(con, run_id, suite.slices)
     return report
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agg2exp_core.cli.options import (add_executor, add_inputs, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
+from agg2exp_core.cli.slice_options import add_slice_options, slice_config
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import COMPARISON_KIND, MASS_KINDS, METHODS
 
@@ -224,6 +225,7 @@ def _add_analyze(subparsers) -> None:
     p.add_argument("--mass-kind", choices=list(MASS_KINDS),
                    help="mass kind the outliers, expected Dice, agreement and drift compare cases by (default: "
                         "lift, the volume-adjusted mass, and abs, the raw mass, for the expected-Dice features)")
+    add_slice_options(p)
     for name, what in (("reasons", "outlier reasons (SHAP of the forests)"), ("quality", "expected Dice"),
                        ("agreement", "agreement with other runs over the same cases")):
         p.add_argument(f"--no-{name}", action="store_true", help=f"skip the {what}")
@@ -250,7 +252,8 @@ def _run_analyze(args) -> int:
                                                            seed=args.seed, **quality_kind),
         reasons=None if args.no_reasons else SuiteConfig().reasons,
         bootstrap=BootstrapConfig(n_boot=args.bootstrap, seed=args.seed) if args.bootstrap else None,
-        agreement=not args.no_agreement, paper=args.paper, external=args.external, kind=kind)
+        agreement=not args.no_agreement, paper=args.paper, external=args.external, kind=kind,
+        slices=slice_config(args, kind))
     result = analyze_run(args.db, args.run, AnalysisConfig(args.fit_dataset, args.fit_split or None,
                                                            args.contamination, random_state=args.seed,
                                                            kind=kind), suite)

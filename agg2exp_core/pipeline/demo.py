@@ -24,6 +24,7 @@ from agg2exp_core.analysis.drift import DriftConfig
 from agg2exp_core.analysis.evaluation import CurveConfig, EvaluationConfig, FaithfulnessConfig, SensitivityConfig
 from agg2exp_core.analysis.outliers import AnalysisConfig
 from agg2exp_core.analysis.quality import QualityConfig
+from agg2exp_core.analysis.slices import SliceConfig
 from agg2exp_core.io import phantoms
 from agg2exp_core.labels import THORAX_LABELS
 from agg2exp_core.models.train import TrainConfig, train
@@ -51,10 +52,10 @@ EVALUATION = {"methods": ("vg", "smoothgrad", "ig", "kernelshap", "causal"),
                                 "kernelshap": {"n_coalitions": 64}}}
 MAX_WORKERS = 4  # worker processes of the demo's cases (each holds torch and the model: ~0.4 GB)
 # After the outliers of each run: why cases are outliers, expected Dice (fitted on the reference
-# dataset), bootstrap intervals and the external cohort's drift (about half a minute per run on
-# 2 cores); method agreement once every run exists.
+# dataset), bootstrap intervals, the external cohort's drift (about half a minute per run on
+# 2 cores) and the failure slices (seconds); method agreement once every run exists.
 EXTENSIONS = suite.SuiteConfig(drift=DriftConfig("reference"), quality=QualityConfig(fit_dataset="reference"),
-                               agreement=False)
+                               agreement=False, slices=SliceConfig())
 AGREEMENT = suite.SuiteConfig(quality=None, reasons=None, bootstrap=None)
 
 

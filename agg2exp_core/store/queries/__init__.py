@@ -4,7 +4,7 @@ Modules by concern: ``connection`` (StoreRef, the query runner, table checks), `
 (the cohort filter and its SQL), ``catalog`` (runs, RoIs, build progress, settings,
 artefacts), ``cases``, ``matrices`` (mean matrix, one case, ``local_cube``),
 ``distributions`` (box statistics), ``outliers``, ``evaluation``, ``causal``, ``analyses``,
-``fields`` (case metadata beyond the cases table).
+``fields`` (case metadata beyond the cases table), ``slices`` (failure slices).
 Each function takes a DuckDB connection on the store (``lockdown.open_reader``, or the
 writer's connection) and returns a frame, numpy arrays or plain values; none caches (the
 dashboard caches in ``dashboard/data.py``).
@@ -28,6 +28,9 @@ from agg2exp_core.store.queries.distributions import (POINTS_PER_SIDE, Distribut
 from agg2exp_core.store.queries.evaluation import (evaluated_case_count, evaluated_runs, has_method_evaluation,
                                                    method_eval_summary, perturbation_summary)
 from agg2exp_core.store.queries.fields import CATEGORICAL, FIELD_KINDS, NUMERIC, case_fields, field_catalog
+from agg2exp_core.store.queries.slices import (expected_dice_table, failure_slice_cells, failure_slice_classes,
+                                               failure_slice_dice, failure_slice_members, failure_slice_reasons,
+                                               failure_slices, slice_case_metadata)
 from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
                                                  volume_shares)
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
@@ -39,7 +42,9 @@ __all__ = ["ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", 
            "case_dice_estimates", "case_matrix", "case_metadata", "causal_case", "causal_summary",
            "causal_target_values", "class_roi_ids", "cohort_cases", "component_effects", "context_mass_distribution",
            "dice_distribution", "dice_estimate_quality", "dice_estimates", "dice_of_model", "done_cases",
-           "drift_cases", "drift_cells", "drift_tests", "evaluated_case_count", "evaluated_runs", "fetch",
+           "drift_cases", "drift_cells", "drift_tests", "expected_dice_table", "failure_slice_cells",
+           "failure_slice_classes", "failure_slice_dice", "failure_slice_members", "failure_slice_reasons",
+           "failure_slices", "slice_case_metadata", "evaluated_case_count", "evaluated_runs", "fetch",
            "global_matrix", "has_method_evaluation", "has_table", "latest_run_id", "local_cube", "local_matrices",
            "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement", "method_disagreement",
            "method_eval_summary", "outlier_reasons", "outlier_tests", "paper_parity", "perturbation_summary",
