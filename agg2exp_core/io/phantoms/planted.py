@@ -101,6 +101,13 @@ def planted_plan(n_reference: int, n_cases: int, seed: int) -> list[dict]:
     return cases
 
 
+def draw_metadata(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """The planted cohort's metadata columns drawn at random, independent of every case (the null)."""
+    drawn = {c: rng.choice(np.asarray(v, dtype=object), n, p=s) for c, (v, s) in COLUMNS.items()}
+    drawn["bmi"] = np.round(np.clip(rng.normal(26.0, 4.0, n), 16, 45), 1)
+    return drawn
+
+
 def failures_of(case: dict, plant) -> tuple[str, ...]:
     """The planted failures that apply to a case (its metadata in a planted subgroup)."""
     return tuple(f for f in plant if case[PLANTINGS[f].column] == PLANTINGS[f].value)
