@@ -61,9 +61,9 @@ def build(work: Path, n_reference: int, n_cases: int, seed: int) -> tuple[Path, 
     result = analyze_run(db, summary.run_id, AnalysisConfig(fit_dataset="reference", fit_split=None),
                          SuiteConfig(quality=QualityConfig(fit_dataset="reference"), reasons=None, bootstrap=None,
                                      agreement=False))
-    quality = result.get("quality", {}).get("metrics", {})
-    print(f"analyze: {result['n_cases']} cases, outliers fitted on {result['n_fit']}; expected Dice: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in quality.items() if isinstance(v, float)))
+    print(f"analyze: {result['n_cases']} cases, outliers fitted on {result['n_fit']}")
+    for scope, metrics in result.get("quality", {}).get("metrics", {}).items():
+        print(f"  expected Dice, {scope}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return manifest, db, summary.run_id
 
 
