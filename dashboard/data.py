@@ -336,3 +336,19 @@ def method_disagreement(ref: StoreRef, run_id: str, other_run_id: str, limit: in
 def paper_parity(ref: StoreRef, run_id: str) -> pd.DataFrame:
     """The paper's Table 2 beside this run's Spearman rho per class."""
     return _read(ref, queries.paper_parity, run_id)
+
+
+# --- failure slices ------------------------------------------------------------------------------
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def failure_slices(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """The run's failure slices, by class and rank."""
+    return _read(ref, queries.failure_slices, run_id)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def failure_slice_detail(ref: StoreRef, run_id: str, slice_id: int) -> dict[str, pd.DataFrame]:
+    """A slice's members, Dice in and out, differing cells and its members' outlier reasons."""
+    return {name: _read(ref, read, run_id, slice_id) for name, read in (
+        ("members", queries.failure_slice_members), ("dice", queries.failure_slice_dice),
+        ("cells", queries.failure_slice_cells), ("reasons", queries.failure_slice_reasons))}

@@ -53,7 +53,7 @@ def drift_lines(result) -> list[str]:
 def slice_lines(result) -> list[str]:
     slices = result.slices
     lines = [f"failure slices: {len(slices)} kept of {result.n_candidates} candidates tested (BH over all classes)"]
-    for row in slices[slices["rank"] == 1].head(5).itertuples():
+    for row in slices[slices["rank"] == 1].sort_values("q_value").head(5).itertuples():   # the strongest five
         scope = "all classes" if row.class_id == AVERAGE_TARGET else f"class {row.class_id}"
         lines.append(f"  {scope}: {row.description} (n = {row.n}, Dice drop {_num(row.effect)}, q = {_num(row.q_value)}"
                      f"{'' if row.uses_labels else ', expected Dice'})")

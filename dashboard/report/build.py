@@ -3,7 +3,8 @@
 What it holds (one A4-landscape page each, in this order): the provenance (store, run, model
 checksum, method parameters, cohort filter, date); the global heat map (with the page's intervals
 and dendrograms) and its numbers; the chosen class's distributions and their summary; the outliers
-(anomaly vs Dice, and the ranking); one page per chosen case with its three slices and its local
+(anomaly vs Dice, and the ranking); the failure slices of the class (where the run has them: ranked,
+the top slice's Dice in and out and its differing cells); one page per chosen case with its three slices and its local
 importances next to the cohort mean. Titles, orders, Dice labels and windows come from the views,
 so the report cannot drift from the pages.
 """
@@ -23,7 +24,7 @@ from dashboard.analytics import Roi
 from dashboard.context import ViewContext
 from dashboard.filters import CohortFilter
 from dashboard.report.document import Report
-from dashboard.views import case_viewer, class_distributions, heat_map, outliers
+from dashboard.views import case_viewer, class_distributions, failure_modes, heat_map, outliers
 from dashboard.views.common import open_context
 
 
@@ -61,6 +62,7 @@ def build_report(ref, request: ReportRequest, now: datetime | None = None) -> Re
     _heat_map_pages(report, shown)
     _distribution_pages(report, shown)
     _outlier_pages(report, shown)
+    _failure_page(report, shown)
     for case_id in request.case_ids:
         _case_page(report, shown, case_id)
     return report
@@ -108,6 +110,7 @@ def _planned_titles(shown: _Shown) -> list[str]:
     name = shown.target.name
     return (["Global heat map", "Global heat map: values", f"Class distributions: {name}",
              f"Class distributions: {name}, summary", "Outliers: anomaly vs Dice", "Outliers: ranking"]
+            + [f"Failure modes: {n}" for n in _failure_class(shown)[1:]]
             + [f"Case {c}" for c in shown.request.case_ids])
 
 
@@ -162,6 +165,32 @@ def _outlier_pages(report: Report, shown: _Shown) -> None:
     top = view.top(shown.request.outlier_rows)
     report.page(titles[1], f"Top {len(top)} of {len(view.ranking)} by anomaly score for {view.name} · {provenance}",
                 report.table("outlier_ranking", top, digits=3))
+
+
+def _failure_class(shown: _Shown) -> tuple:
+    """(class id, name) of the failure slices the report shows: the report's class where it has slices,
+    else the first class with slices (all classes first); () when the run has no slice search."""
+    classes = failure_modes.slice_classes(shown.ctx)
+    if not classes:
+        return ()
+    class_id = shown.target.roi_id if shown.target.roi_id in classes else next(iter(classes))
+    return class_id, classes[class_id]
+
+
+def _failure_page(report: Report, shown: _Shown) -> None:
+    """The ranked failure slices of one class, the top slice's Dice in and out and its differing cells."""
+    chosen = _failure_class(shown)
+    if not chosen:
+        return
+    ctx, class_id = shown.ctx, chosen[0]
+    ranked = failure_modes.class_slices(ctx, class_id)
+    top = failure_modes.slice_detail(ctx, class_id, ranked.slice_ids[0], ranked.table.slice.iloc[0])
+    body = report.table("failure_slices", ranked.table, digits=3) + _note(ranked.caption)
+    if top.dice_figure is not None:
+        body += report.figure("failure_slice_dice", top.dice_figure, 700) + _note(top.caption)
+    if len(top.cells):
+        body += report.table("failure_slice_cells", top.cells, digits=3)
+    report.page(f"Failure modes: {ranked.name}", ctx.provenance(), body)
 
 
 def _case_page(report: Report, shown: _Shown, case_id: str) -> None:

@@ -31,6 +31,7 @@ SITE = (
     PageSpec("context_mass", "Context mass", ":material/blur_on:", "Cohort"),
     PageSpec("drift", "Drift", ":material/trending_up:", "Cohort"),
     PageSpec("outliers", "Outliers", ":material/person_search:", "Cases"),
+    PageSpec("failure_modes", "Failure modes", ":material/report:", "Cases"),
     PageSpec("case_viewer", "Case viewer", ":material/radiology:", "Cases"),
     PageSpec("methods", "Methods", ":material/science:", "Methods"),
     PageSpec("report", "Report", ":material/summarize:", "Report"),

@@ -155,7 +155,8 @@ def test_expected_dice_on_the_external_cases(demo_db, method):
 
 def test_every_analysis_is_in_the_demo_store(demo_db):
     runs = [r for r, _, _ in precompute_runs(demo_db)]
-    for table in ("outlier_reasons", "bootstrap_ci", "drift_cells", "drift_cases", "method_agreement"):
+    for table in ("outlier_reasons", "bootstrap_ci", "drift_cells", "drift_cases", "method_agreement",
+                  "failure_slice", "failure_slice_member", "failure_slice_cell"):
         counts = dict(demo_db.execute(f"SELECT run_id, count(*) FROM {table} GROUP BY run_id").fetchall())
         assert all(counts.get(r, 0) > 0 for r in runs), table
     imported = demo_db.execute("SELECT run_id FROM runs WHERE source = 'import'").fetchone()[0]
@@ -166,7 +167,7 @@ def test_every_analysis_is_in_the_demo_store(demo_db):
 
 
 @pytest.mark.parametrize("page", ["overview", "heat_map", "knowledge_graph", "class_distributions",
-                                  "context_mass", "outliers", "drift", "case_viewer", "methods"])
+                                  "context_mass", "outliers", "drift", "failure_modes", "case_viewer", "methods"])
 def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, page):
     from apptest import open_app  # the dashboard suite's AppTest helper
 

@@ -13,7 +13,7 @@ from agg2exp_core.analysis.slice_store import find_failure_slices
 from agg2exp_core.analysis.slices import SliceConfig, rank_sum_test
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import AVERAGE_TARGET
-from tests.support.planted_slices import null_inputs, skewed_dice
+from planted_slices import null_inputs, skewed_dice
 
 ALPHA = 0.05
 
