@@ -91,6 +91,18 @@ def run_cases(ref: StoreRef, run_id: str) -> pd.DataFrame:
     return cohort_cases(ref, run_id, CohortFilter())
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def field_catalog(ref: StoreRef) -> pd.DataFrame:
+    """The store's metadata fields: name, kind, source, n_cases, n_values."""
+    return _read(ref, queries.field_catalog)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def run_fields(ref: StoreRef, run_id: str) -> pd.DataFrame:
+    """The metadata fields of a run's cases: case_id and one typed column per field."""
+    return _read(ref, queries.case_fields, sorted(_members(ref, run_id)))
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def cohort_cases(ref: StoreRef, run_id: str, cohort: CohortFilter) -> pd.DataFrame:
     """The run's cases passing the filter: case_id, dataset, split, sex, age, pathologies."""

@@ -18,7 +18,9 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from agg2exp_core.store.queries.cohort import (PATHOLOGY_ANY, PATHOLOGY_NONE, SPACE, UNKNOWN,  # noqa: F401
-                                              CohortFilter)
+                                              CohortFilter, FieldCondition)
+from dashboard import field_filters
+from dashboard.field_filters import FieldOption, url_field_keys  # noqa: F401
 from dashboard.text import literal_list, parameter
 
 FILTER_KEYS = ("dataset", "split", "sex", "age_min", "age_max", "pathology")
@@ -36,6 +38,10 @@ class FilterOptions:
     n_unknown_sex: int = 0
     n_unknown_age: int = 0
     n_cases: int = 0
+    fields: tuple[FieldOption, ...] = ()   # metadata fields (dashboard.field_filters)
+
+    def field(self, name: str) -> FieldOption | None:
+        return next((f for f in self.fields if f.name == name), None)
 
     @property
     def sex_recorded(self) -> bool:
@@ -92,6 +98,11 @@ def options_from_cases(cases: pd.DataFrame) -> FilterOptions:
                          n_cases=len(cases))
 
 
+def with_fields(options: FilterOptions, wide: pd.DataFrame | None, catalog: pd.DataFrame | None) -> FilterOptions:
+    """The options with the run's metadata fields (``wide``: ``queries.case_fields`` of the run's cases)."""
+    return replace(options, fields=field_filters.field_options(wide, catalog))
+
+
 def normalise(cohort: CohortFilter, options: FilterOptions) -> CohortFilter:
     """Drop restrictions that select everything (so the URL and captions stay short)."""
     def full(selected, available):
@@ -106,7 +117,8 @@ def normalise(cohort: CohortFilter, options: FilterOptions) -> CohortFilter:
             age_max = None
     return replace(cohort, datasets=full(cohort.datasets, options.datasets),
                    splits=full(cohort.splits, options.splits), sexes=full(cohort.sexes, options.sexes),
-                   age_min=age_min, age_max=age_max)
+                   age_min=age_min, age_max=age_max,
+                   fields=field_filters.normalise_fields(cohort.fields, options.fields))
 
 
 def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOptions) -> tuple[CohortFilter, list[str]]:
@@ -142,7 +154,7 @@ def parse_filter_params(params: Mapping[str, Sequence[str]], options: FilterOpti
                         f"(known: {literal_list(options.pathologies)}).")
         pathology = ""
     cohort = CohortFilter(datasets=datasets, splits=splits, sexes=sexes, age_min=age_min, age_max=age_max,
-                          pathology=pathology)
+                          pathology=pathology, fields=field_filters.parse_fields(params, options.fields, warnings))
     return normalise(cohort, options), warnings
 
 
@@ -171,7 +183,7 @@ def filter_to_params(cohort: CohortFilter) -> dict[str, list[str]]:
         params["age_max"] = [f"{cohort.age_max:g}"]
     if cohort.pathology:
         params["pathology"] = [cohort.pathology]
-    return params
+    return {**params, **field_filters.fields_to_params(cohort.fields)}
 
 
 def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:
@@ -194,6 +206,7 @@ def apply_filter(cases: pd.DataFrame, cohort: CohortFilter) -> pd.DataFrame:
         keep &= ~lists.map(bool)
     elif cohort.pathology:
         keep &= lists.map(lambda names: cohort.pathology in names)
+    keep &= field_filters.apply_fields(cases, cohort.fields)   # cases with a column per field
     return cases[keep.fillna(False).astype(bool)]
 
 
@@ -212,6 +225,7 @@ def describe_filter(cohort: CohortFilter, quote: Callable[[str], str] = str) -> 
         label = {PATHOLOGY_ANY: "any pathology", PATHOLOGY_NONE: "no pathology"}.get(
             cohort.pathology, f"with {quote(cohort.pathology)}")
         parts.append(label)
+    parts += field_filters.describe_fields(cohort.fields, quote)
     return " · ".join(parts) if parts else "all cases"
 
 
@@ -225,4 +239,5 @@ def filter_slug(cohort: CohortFilter) -> str:
         parts.append(f"age{lo}-{hi}")
     if cohort.pathology:
         parts.append(f"path-{cohort.pathology}")
+    parts += field_filters.fields_slug(cohort.fields)
     return "_".join(parts) if parts else "all"

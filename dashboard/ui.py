@@ -19,11 +19,12 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import MASS_KIND_TITLES
 from dashboard import analytics, config, data, filters
-from dashboard.widgets import build_banner, class_groups, state
+from dashboard.widgets import build_banner, class_groups, field_filter, state
 from dashboard.imaging import slices
 from dashboard.text import literal, parameter
 from dashboard.analytics import Roi
 from dashboard.context import ViewContext
+from dashboard.views.common import filter_options
 from dashboard.views.heat_map import ORDERS
 
 _CONTEXT = "_dashboard_context"
@@ -95,11 +96,12 @@ def sidebar_context() -> Context | StoreProblem:
         columns="_order")
     run = _choose_run(with_matrices if len(with_matrices) else runs)
     run_cases = data.run_cases(ref, str(run["run_id"]))
-    options = filters.options_from_cases(run_cases)
+    options = filter_options(ref, str(run["run_id"]), run_cases)
     warnings = _seed_filter(str(run["run_id"]), options)
     cohort = _filter_widgets(options)
-    for key in filters.FILTER_KEYS:
-        state.set_url(key, filters.filter_to_params(cohort).get(key))
+    url = filters.filter_to_params(cohort)
+    for key in dict.fromkeys([*_filter_url_keys(), *url]):
+        state.set_url(key, url.get(key))
     cases = data.cohort_cases(ref, str(run["run_id"]), cohort)
     if warnings or st.session_state.get(_PENDING):
         st.session_state[_URL_WARNINGS] = st.session_state.pop(_PENDING, []) + warnings
@@ -181,7 +183,7 @@ def _seed_filter(run_id: str, options: filters.FilterOptions) -> list[str]:
     warnings: list[str] = []
     previous = st.session_state.get(_FILTER_RUN)
     if previous is None:
-        params = {key: state.url_values(key) for key in filters.FILTER_KEYS}
+        params = {key: state.url_values(key) for key in _filter_url_keys()}
         cohort, warnings = filters.parse_filter_params(params, options)
         _set_widgets(cohort, options)
     elif previous != run_id:
@@ -190,8 +192,14 @@ def _seed_filter(run_id: str, options: filters.FilterOptions) -> list[str]:
     return warnings
 
 
+def _filter_url_keys() -> list[str]:
+    """The filter's URL keys: the fixed ones and the metadata fields' (``field.<name>``)."""
+    return [*filters.FILTER_KEYS, *filters.url_field_keys(list(st.query_params))]
+
+
 def _set_widgets(cohort: filters.CohortFilter, options: filters.FilterOptions) -> None:
     shadow = _shadow()
+    field_filter.seed(shadow, cohort.fields, options)
     shadow[W_DATASET] = list(options.datasets if cohort.datasets is None else cohort.datasets)
     shadow[W_SPLIT] = list(options.splits if cohort.splits is None else cohort.splits)
     shadow[W_SEX] = list(options.sexes if cohort.sexes is None else cohort.sexes)
@@ -215,6 +223,7 @@ def _revalidate_widgets(options: filters.FilterOptions) -> None:
         shadow[W_AGE] = (int(a), int(b)) if a <= b else (lo, hi)
     if shadow.get(W_PATHOLOGY, "") not in options.pathology_choices:
         shadow[W_PATHOLOGY] = ""
+    field_filter.revalidate(shadow, options)
 
 
 def _reset_filter(options: filters.FilterOptions) -> None:
@@ -255,9 +264,10 @@ def _filter_widgets(options: filters.FilterOptions) -> filters.CohortFilter:
     else:
         pathology = ""
         sidebar.caption("No pathology annotations in this cohort.")
+    fields = field_filter.draw(sidebar, options, shadow, _mirror)
     sidebar.button("Reset filter", on_click=_reset_filter, args=(options,), icon=":material/restart_alt:")
     cohort = filters.CohortFilter(datasets=datasets, splits=splits, sexes=sexes, age_min=age_min,
-                                  age_max=age_max, pathology=pathology)
+                                  age_max=age_max, pathology=pathology, fields=fields)
     return filters.normalise(cohort, options)
 
 

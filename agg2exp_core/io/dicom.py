@@ -41,6 +41,28 @@ def holds_dicom(folder: Path) -> bool:
     return any(f.is_file() and not f.name.startswith(".") and is_dicom(f) for f in folder.iterdir())
 
 
+# Header fields a series contributes to the case's metadata (case_field, source 'dicom'), and which are numbers.
+SERIES_FIELDS = ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "SliceThickness", "KVP",
+                 "ContrastBolusAgent")
+NUMERIC_SERIES_FIELDS = ("SliceThickness", "KVP")
+
+
+def series_fields(folder: str | Path) -> dict[str, object]:
+    """``SERIES_FIELDS`` of a series folder, as its first slice's header holds them (absent tags left out).
+
+    Series-level tags, so one header suffices. A folder that cannot be read gives ``{}``: loading the case
+    reports what is wrong with it, as one failure of that case.
+    """
+    pydicom = pydicom_module(folder)
+    try:
+        files = dicom_files(Path(folder))
+        ds = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=list(SERIES_FIELDS))
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files; see the docstring
+        return {}
+    values = {name: ds.get(name) for name in SERIES_FIELDS}
+    return {name: value for name, value in values.items() if value not in (None, "")}
+
+
 def read_dicom_series(folder: str | Path, target_spacing=None) -> tuple[np.ndarray, np.ndarray]:
     """``(array [X, Y, Z] float32, RAS affine 4x4)`` of the one series in ``folder``.
 

@@ -19,10 +19,10 @@ from typing import Sequence
 import pandas as pd
 
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.case_fields import ROI_PREFIX, check_header, manifest_fields
 
 REQUIRED_COLUMNS = ("case_id", "image")
 OPTIONAL_COLUMNS = ("label", "sex", "age", "dataset", "split")
-ROI_PREFIX = "roi:"
 SEX_CODES = {"F": "F", "M": "M", "FEMALE": "F", "MALE": "M"}
 AGE_RANGE = (0.0, 120.0)
 SPLITS = {"train", "val", "test", ""}
@@ -55,6 +55,7 @@ def read_manifest(path: str | Path, cohort_root: str | Path | None = None,
     frame = frame.fillna("")
     frame["case_id"] = frame["case_id"].astype(str).str.strip()
     _check_case_ids(path, frame["case_id"])
+    manifest_fields(path, frame)  # every other column is case metadata: refused here when bad (io.case_fields)
     frame["sex"] = [_sex(path, cid, s) for cid, s in zip(frame.case_id, frame.sex)]
     frame["age"] = [_age(path, cid, a) for cid, a in zip(frame.case_id, frame.age)]
     frame["dataset"] = frame["dataset"].astype(str).str.strip().replace("", "default")
@@ -71,7 +72,7 @@ def roi_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def read_metadata(path: str | Path) -> pd.DataFrame:
-    """A metadata CSV (case_id, sex, age) to join onto cases, validated like a manifest."""
+    """A metadata CSV (case_id, sex, age, any other column a field) to join onto cases, validated like a manifest."""
     path = Path(path)
     frame = _read_csv(path)
     if "case_id" not in frame.columns:
@@ -79,6 +80,7 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
     frame = frame.fillna("")
     frame["case_id"] = frame["case_id"].astype(str).str.strip()
     _check_case_ids(path, frame["case_id"])
+    manifest_fields(path, frame)
     if "sex" in frame.columns:
         frame["sex"] = [_sex(path, cid, s) for cid, s in zip(frame.case_id, frame.sex)]
     if "age" in frame.columns:
@@ -89,8 +91,10 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(path, "file not found")
+    text = _utf8_text(path)
+    check_header(path, text)
     try:
-        return pd.read_csv(io.StringIO(_utf8_text(path)), dtype=str, keep_default_na=False)
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputError(path, f"not a readable CSV ({type(err).__name__})") from None
 

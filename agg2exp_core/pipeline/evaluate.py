@@ -26,6 +26,7 @@ from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter
 from agg2exp_core.models.sources import ModelSpec
+from agg2exp_core.pipeline import case_meta
 from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
                                              InProcessExecutor, ModelSource, check_timeout)
 
@@ -106,7 +107,7 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
     """
     methods = [get_method(m).name for m in methods]
     case_timeout = check_timeout(case_timeout)
-    frame = read_manifest(manifest, cohort_root, allow_outside_root)
+    frame = cohort = read_manifest(manifest, cohort_root, allow_outside_root)
     if split:
         frame = frame[frame["split"] == split]
     if max_cases is not None:
@@ -132,6 +133,7 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
                                                      "evaluate") for m in methods})
     with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(tuple(names)))
+        store.write_new_case_fields(con, case_meta.cohort_fields(manifest, cohort, frame), frame.case_id)
         store.register_new_cases(con, frame.rename(columns={"image": "image_path", "label": "label_path"}))
         for name, run_id in summary.run_ids.items():
             store.ensure_run(con, run_id, name, {**run_settings[name], "model": model.provenance()},

@@ -17,6 +17,7 @@ import pandas as pd
 
 from agg2exp_core import store
 from agg2exp_core.aggregate import lift
+from agg2exp_core.io.case_fields import manifest_fields
 from agg2exp_core.io.manifest import CASE_ID, CASE_ID_RULE, read_metadata
 from agg2exp_core.errors import InputError
 from agg2exp_core.labels import NAME_ALIASES, roi_specs
@@ -150,8 +151,9 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
     canonical = [NAME_ALIASES.get(n, n) for n in names]
     cases = pd.DataFrame({"case_id": frame["patient"].astype(str), "dataset": dataset, "split": "test",
                           "image_path": None, "label_path": None, "pathologies": ""})
-    if metadata is not None:
-        cases = join_metadata(cases, read_metadata(metadata))
+    meta = read_metadata(metadata) if metadata is not None else None
+    if meta is not None:
+        cases = join_metadata(cases, meta)
     if data_dir is not None:
         copy_with_licence(csv_path, Path(data_dir) / csv_path.parent.name)
     run_id = store.run_id_for("smoothgrad", PUBLISHED_PARAMS, PUBLISHED_MODEL, cohort=dataset)
@@ -169,6 +171,8 @@ def import_agg2exp_csv(csv_path: str | Path, db_path: str | Path, metadata: str 
                          source="import", description=f"Published Agg2Exp SmoothGrad aggregates ({csv_path.name})")
         store.write_imported_run(con, run_id, cases, rows, dice_rows(frame, names, ids),
                                  region_rows(run_id, cases.case_id, ids, means))
+        if meta is not None:  # its other columns are the cases' fields (io.case_fields), replaced as given
+            store.write_case_fields(con, manifest_fields(metadata, meta), cases.case_id)
     return run_id
 
 

@@ -29,7 +29,7 @@ from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manif
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
-from agg2exp_core.pipeline import causal_stage, noise_stage
+from agg2exp_core.pipeline import case_meta, causal_stage, noise_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact
 from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
                                              InProcessExecutor, ModelSource, check_timeout)
@@ -253,6 +253,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     scratch = Path(scratch_dir).resolve() / summary.run_id if scratch_dir else None
     with executor, store.open_writer(db) as con:  # workers first: a cluster out of reach writes nothing
         roi_ids = store.upsert_rois(con, roi_specs(model.label_names, extra_names))
+        store.write_case_fields(con, case_meta.cohort_fields(manifest, cohort, frame), frame.case_id)  # every rerun
         store.ensure_run(con, summary.run_id, method, {**run_params, "model": model.provenance()},
                          model.checkpoint_sha256, model.label_names,
                          source="precompute",

@@ -6,6 +6,7 @@ objects beyond the schema refused) and ``queries`` (every read, shared by ``anal
 dashboard, whose ``dashboard/data.py`` only caches them)."""
 from agg2exp_core.store.attempts import (CRASHED_STAGE, TIMEOUT_STAGE, clear_started, crashed_cases, done_inputs,
                                          mark_started, started_cases, timed_out_cases)
+from agg2exp_core.store.field_writer import write_case_fields, write_new_case_fields
 from agg2exp_core.store.lockdown import connect, open_reader, open_writable
 from agg2exp_core.store.queries import (analysis_settings, anomaly_scores, artifact_paths, build_complete,
                                         build_status, case_metadata, class_roi_ids, dice_of_model, done_cases,
@@ -29,4 +30,4 @@ __all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "BUILD_STATES", "CASE_COLUMNS", 
            "open_writer", "plan_build", "publish", "record_failure", "register_new_cases", "replace_analysis",
            "replace_table_rows", "roi_names", "run_exists", "run_id_for", "run_label_names", "run_model",
            "started_cases", "store_folder", "TIMEOUT_STAGE", "timed_out_cases", "transaction", "update_build_step", "upsert_cases", "upsert_rois",
-           "volume_shares", "write_case", "write_imported_run", "write_method_eval", "writing_path"]
+           "volume_shares", "write_case", "write_case_fields", "write_new_case_fields", "write_imported_run", "write_method_eval", "writing_path"]

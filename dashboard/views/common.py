@@ -28,8 +28,23 @@ def open_context(ref: data.StoreRef, run_id: str, cohort: filters.CohortFilter =
     run_cases = data.run_cases(ref, run_id)
     return ViewContext(ref=ref, store_label=store_label or ref.name, run=runs.set_index("run_id", drop=False).loc[run_id],
                        runs=runs, rois=analytics.roi_table(data.rois(ref)),
-                       options=filters.options_from_cases(run_cases), cohort=cohort,
+                       options=filter_options(ref, run_id, run_cases), cohort=cohort,
                        cases=data.cohort_cases(ref, run_id, cohort), n_run_cases=len(run_cases))
+
+
+def filter_options(ref: data.StoreRef, run_id: str, run_cases) -> filters.FilterOptions:
+    """What the run's cases allow to filter on, their metadata fields included."""
+    return filters.with_fields(filters.options_from_cases(run_cases), data.run_fields(ref, run_id),
+                               data.field_catalog(ref))
+
+
+def with_case_fields(ctx: ViewContext, table):
+    """A table listing cases (``case_id`` column) with the cases' metadata fields appended (for its CSV);
+    a field named like a column of the table gets the suffix '_field'."""
+    fields = data.run_fields(ctx.ref, ctx.run_id)
+    if len(fields.columns) <= 1 or "case_id" not in table.columns:
+        return table
+    return table.merge(fields, on="case_id", how="left", suffixes=("", "_field"))
 
 
 def target_name(ctx: ViewContext, target_id: int) -> str:

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from agg2exp_core.vocabulary import AVERAGE_TARGET, VOLUME_TARGET
 from dashboard import compute, data, figures
 from dashboard.context import ViewContext
-from dashboard.views.common import target_name, with_names
+from dashboard.views.common import target_name, with_case_fields, with_names
 
 FILTERED = "filter"          # the URL value of "the cohort of the sidebar's filter"
 CASES_SHOWN = 25
@@ -109,6 +109,7 @@ def case_drift(ctx: ViewContext, target_id: int) -> CaseDrift:
     if cases.empty:
         return CaseDrift(cases)
     name = target_name(ctx, target_id)
+    cases = with_case_fields(ctx, cases)   # the table and its CSV carry the cases' metadata fields
     return CaseDrift(cases, figures.score_bars(cases, "score", f"Cases furthest from the reference · {name}",
                                                ctx.provenance(len(cases), f"the {CASES_SHOWN} highest scores of "
                                                                           "the cohort"), "drift score"))

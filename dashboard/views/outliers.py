@@ -11,7 +11,7 @@ from agg2exp_core.analysis import paper
 from agg2exp_core.vocabulary import AVERAGE_TARGET
 from dashboard import analytics, compute, data, figures
 from dashboard.context import ViewContext
-from dashboard.views.common import dice_label, target_name
+from dashboard.views.common import dice_label, target_name, with_case_fields
 
 
 def targets(ctx: ViewContext) -> list[int]:
@@ -53,7 +53,7 @@ class Ranking:
 
 def ranking(ctx: ViewContext, target_id: int) -> Ranking:
     name, label = target_name(ctx, target_id), dice_label(ctx, target_id)
-    ranked = compute.outlier_ranking(ctx.ref, ctx.run_id, ctx.cohort, target_id)
+    ranked = with_case_fields(ctx, compute.outlier_ranking(ctx.ref, ctx.run_id, ctx.cohort, target_id))
     if ranked.empty:
         return Ranking(target_id, name, label, ranked, "No anomaly scores for the cases of this cohort.")
     figure = figures.anomaly_scatter(ranked, f"Anomaly score vs Dice · {name}", ctx.provenance(len(ranked)), label)

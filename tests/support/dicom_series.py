@@ -14,11 +14,12 @@ INTERCEPT = -1024.0
 
 def write_ct_series(folder: Path, hu: np.ndarray, affine: np.ndarray, *, series_uid: str | None = None,
                     skip: tuple[int, ...] = (), shear_mm: float = 0.0, first_number: int = 1,
-                    gantry_tilt: float | None = None) -> Path:
+                    gantry_tilt: float | None = None, headers: dict | None = None) -> Path:
     """Integer HU ``hu`` as stored values ``hu - INTERCEPT`` (uint16) with RescaleIntercept.
 
     ``skip``: slice indices left out (a missing slice); ``shear_mm``: shift of each slice
-    along the column direction per slice (a tilted gantry); ``gantry_tilt``: the tag's value.
+    along the column direction per slice (a tilted gantry); ``gantry_tilt``: the tag's value;
+    ``headers``: more tags by keyword (Manufacturer, KVP, ...) set on every slice.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -54,6 +55,8 @@ def write_ct_series(folder: Path, hu: np.ndarray, affine: np.ndarray, *, series_
         ds.RescaleSlope, ds.RescaleIntercept = DSfloat(1.0), DSfloat(INTERCEPT)
         if gantry_tilt is not None:
             ds.GantryDetectorTilt = DSfloat(gantry_tilt, auto_format=True)
+        for keyword, value in (headers or {}).items():
+            setattr(ds, keyword, value)
         stored = np.round(hu[:, :, k] - INTERCEPT).astype(np.uint16).T  # rows = J, columns = I
         ds.set_pixel_data(np.ascontiguousarray(stored), photometric_interpretation="MONOCHROME2", bits_stored=16)
         ds.save_as(folder / f"slice_{k:04d}.dcm", enforce_file_format=True)

@@ -16,6 +16,12 @@ told apart by fat planes and position, as on a real non-contrast CT. Variation: 
 per-organ jitter, scanner kernel (``standard``: smooth noise ~18 HU; ``sharp``: less
 blur, edge enhancement, white noise ~42 HU). ``generate_cohort`` writes the demo cohort;
 ``preview.save_preview`` draws the figure in ``docs/phantom.png``.
+
+The manifest also carries metadata columns that say how each scan was made (no random draw:
+the images, and the demo's Dice, do not depend on them): ``scanner`` ('A' for the standard
+kernel of the reference hospital, 'B' for the external cohort's sharp one), ``kernel``, ``site``
+(the reference cases alternate between two sites of one hospital, the external ones come from a
+third) and ``slice_thickness_mm`` (the grid's z spacing).
 """
 from __future__ import annotations
 
@@ -99,6 +105,13 @@ def _pathology_plan(n: int, rng: np.random.Generator) -> list[tuple[str, ...]]:
     return plan
 
 
+SCANNERS = {"standard": "A", "sharp": "B"}   # the demo's metadata: one scanner per kernel
+
+
+def _site(dataset: str, i: int) -> str:
+    return "south" if dataset == "external" else ("north", "east")[i % 2]
+
+
 def cohort_plan(n_reference, n_test, n_external, seed):
     """Case specifications: balanced sexes, ages uniform in 20-90, per-case seeds."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0405]))
@@ -116,11 +129,13 @@ def cohort_plan(n_reference, n_test, n_external, seed):
         for i in range(n):
             cases.append(dict(case_id=f"{prefix}-{i:03d}", sex=str(sexes[i]), age=int(ages[i]),
                               dataset=dataset, split=splits[i], kernel=kernel,
+                              scanner=SCANNERS[kernel], site=_site(dataset, i),
                               pathology=paths[i], seed=int(seeds[i])))
     return cases
 
 
-MANIFEST_COLUMNS = ["case_id", "image", "label", "sex", "age", "dataset", "split"] + \
+METADATA_COLUMNS = ["scanner", "kernel", "site", "slice_thickness_mm"]
+MANIFEST_COLUMNS = ["case_id", "image", "label", "sex", "age", "dataset", "split"] + METADATA_COLUMNS + \
     [f"roi:{r}" for r in PATHOLOGY_ROIS]
 
 
@@ -137,7 +152,8 @@ def generate_cohort(out_dir, n_reference: int = 20, n_test: int = 8, n_external:
         ph = make_phantom(c["seed"], c["sex"], c["age"], shape, spacing, c["pathology"], c["kernel"])
         cid = c["case_id"]
         row = dict(case_id=cid, image=f"images/{cid}.nii.gz", label=f"labels/{cid}.nii.gz",
-                   sex=c["sex"], age=c["age"], dataset=c["dataset"], split=c["split"])
+                   sex=c["sex"], age=c["age"], dataset=c["dataset"], split=c["split"], scanner=c["scanner"],
+                   kernel=c["kernel"], site=c["site"], slice_thickness_mm=f"{ph.spacing[2]:g}")
         hu = np.clip(np.rint(ph.hu), -1024, 3071).astype(np.int16)
         save_nifti(hu, ph.affine, out / row["image"])
         save_nifti(ph.labels.astype(np.uint8), ph.affine, out / row["label"])

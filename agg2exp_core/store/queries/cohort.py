@@ -3,7 +3,9 @@
 ``CohortFilter`` is what the dashboard's sidebar and URL produce (``dashboard/filters.py``
 parses and words it) and what every cohort query takes. A blank dataset/split/sex ('' or
 spaces) counts as not recorded, like NULL (``UNKNOWN``). Pathology lists are ';'-separated
-RoI names; names keep their inner spaces.
+RoI names; names keep their inner spaces. Field conditions restrict a metadata field of
+``case_field`` (categorical: the selected values; numeric: a closed range; either way the cases
+without a value are left out, as for age); a field name and its values are SQL parameters, never text.
 """
 from __future__ import annotations
 
@@ -17,6 +19,20 @@ SPACE = " \t\n\r\f\v"      # what counts as blank, in Python and (as a character
 
 
 @dataclass(frozen=True)
+class FieldCondition:
+    """A condition on one metadata field: ``values`` for a categorical field, ``low``/``high`` for a numeric one."""
+
+    name: str
+    values: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def is_range(self) -> bool:
+        return self.values is None
+
+
+@dataclass(frozen=True)
 class CohortFilter:
     """A filter on case metadata. ``None`` means "no restriction"; ``()`` selects nothing."""
 
@@ -26,10 +42,12 @@ class CohortFilter:
     age_min: float | None = None
     age_max: float | None = None
     pathology: str = ""
+    fields: tuple[FieldCondition, ...] = ()
 
     @property
     def is_empty_selection(self) -> bool:
-        return any(v == () for v in (self.datasets, self.splits, self.sexes))
+        return any(v == () for v in (self.datasets, self.splits, self.sexes)) or \
+            any(f.values == () for f in self.fields)
 
     @property
     def restrictions(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -84,7 +102,24 @@ def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
     elif cohort.pathology:
         parts.append(f"contains(';' || {pathologies} || ';', ';' || ? || ';')")
         params.append(cohort.pathology)
+    for condition in cohort.fields:
+        sql, values = _field_condition(condition, alias)
+        parts.append(sql)
+        params += values
     return (" AND ".join(parts) if parts else "TRUE"), params
+
+
+def _field_condition(condition: FieldCondition, alias: str) -> tuple[str, list]:
+    """SQL on ``case_field`` for one field condition (a correlated EXISTS on the case's row of that field)."""
+    row = f"SELECT 1 FROM case_field cf_ WHERE cf_.case_id = {alias}.case_id AND cf_.name = ?"
+    if condition.is_range:
+        bounds = [("cf_.number >= ?", condition.low), ("cf_.number <= ?", condition.high)]
+        terms = " AND ".join(["cf_.number IS NOT NULL"] + [sql for sql, v in bounds if v is not None])
+        return f"EXISTS ({row} AND {terms})", [condition.name] + [float(v) for _, v in bounds if v is not None]
+    if not condition.values:
+        return "FALSE", []
+    return (f"EXISTS ({row} AND cf_.value IN ({', '.join('?' * len(condition.values))}))",
+            [condition.name, *condition.values])
 
 
 # The cases a run has results for: finished (case_status) or with matrix rows (imports).

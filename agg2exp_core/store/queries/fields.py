@@ -26,7 +26,8 @@ def field_catalog(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return db.fetch(con, """
         SELECT name, any_value(kind) AS kind, any_value(source) AS source, count(*) AS n_cases,
                count(DISTINCT value) AS n_values
-        FROM case_field GROUP BY name ORDER BY name""")
+        FROM case_field WHERE case_id IN (SELECT case_id FROM cases)  -- fields of cases not computed yet wait
+        GROUP BY name ORDER BY name""")
 
 
 def case_fields(con: duckdb.DuckDBPyConnection, case_ids: Sequence[str] | None = None) -> pd.DataFrame:

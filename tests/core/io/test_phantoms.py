@@ -11,6 +11,8 @@ from scipy import ndimage
 
 from agg2exp_core.io import phantoms
 from agg2exp_core.errors import InputError
+from agg2exp_core.io.case_fields import manifest_fields
+from agg2exp_core.io.manifest import read_manifest
 from agg2exp_core.labels import THORAX_LABELS
 
 L = {n: i for i, n in enumerate(THORAX_LABELS)}
@@ -224,8 +226,16 @@ def test_generate_cohort_roundtrip(tmp_path):
         rows = list(csv.DictReader(fh))
         fh.seek(0)
         header = fh.readline().strip().split(",")
-    assert header == ["case_id", "image", "label", "sex", "age", "dataset", "split",
-                      "roi:pleural_effusion", "roi:consolidation"]
+    assert header == ["case_id", "image", "label", "sex", "age", "dataset", "split", "scanner", "kernel", "site",
+                      "slice_thickness_mm", "roi:pleural_effusion", "roi:consolidation"]
+    # metadata as the phantoms were made: the external cohort's sharp kernel is scanner B at a third site
+    assert [(r["scanner"], r["kernel"], r["site"]) for r in rows] == [
+        ("A", "standard", "north"), ("A", "standard", "east"), ("A", "standard", "north"),
+        ("B", "sharp", "south"), ("B", "sharp", "south"), ("B", "sharp", "south")]
+    fields = manifest_fields(manifest, read_manifest(manifest))
+    assert dict(zip(fields.name, fields.kind)) == {"scanner": "categorical", "kernel": "categorical",
+                                                   "site": "categorical", "slice_thickness_mm": "numeric"}
+    assert set(fields[fields.name == "slice_thickness_mm"].number) == {8.0}
     assert [r["case_id"] for r in rows] == ["ref-000", "ref-001", "ref-002",
                                             "ext-000", "ext-001", "ext-002"]
     assert sorted(r["split"] for r in rows[:3]) == ["test", "train", "train"]
