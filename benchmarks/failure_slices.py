@@ -8,14 +8,15 @@
    kernel: ribs), anatomy (heart_failure, cardiomegaly: heart), pathology (effusion, right: right
    lower lobe), annotation bias (site s4, aorta label 6 mm off: aorta).
 2. Runs the tool with the committed demo model (``data/demo_unet.pt``, no training): precompute VG of
-   six classes (the four affected, trachea and vertebrae; all 17 cost 3x the CPU), analyze (outliers
+   six classes (the four affected, trachea and vertebrae: 6 backward passes a case, not 17), analyze (outliers
    fitted on the reference, expected Dice fitted on the reference's labels), the failure-slice search
    on true Dice (written to the store, as ``analyze --slices --slice-dice labels``) and on expected Dice.
 3. Prints per type the measured Dice drop of the affected class, the rank of the planted subgroup
    among that class's slices (top-1, top-3), the precision and recall of its members, whether it
    shows with expected Dice (annotation bias must not: a label problem), and the null: metadata
    drawn at random over the computed cohort, the search rerun ``--null-repeats`` times, the share of
-   draws with any significant slice (goal <= 5 %) with its Monte-Carlo error.
+   draws with any significant slice (goal <= 5 %) with its Monte-Carlo error; and the power on random
+   subsets of 70 and 50 of the computed cases.
 
 Every step is resumable (the cohort and the precompute are kept in ``--work``).
 """
@@ -36,8 +37,8 @@ from agg2exp_core import store  # noqa: E402
 from agg2exp_core.analysis.outliers import AnalysisConfig  # noqa: E402
 from agg2exp_core.analysis.quality import QualityConfig  # noqa: E402
 from agg2exp_core.analysis.slice_recovery import null_rate, recovery  # noqa: E402
-from agg2exp_core.analysis.slice_store import find_failure_slices, slice_inputs, write_slices  # noqa: E402
-from agg2exp_core.analysis.slices import SliceConfig  # noqa: E402
+from agg2exp_core.analysis.slice_store import find_failure_slices, slice_inputs  # noqa: E402
+from agg2exp_core.analysis.slices import SliceConfig, SliceInputs, search  # noqa: E402
 from agg2exp_core.analysis.suite import SuiteConfig, analyze_run  # noqa: E402
 from agg2exp_core.io.phantoms import planted  # noqa: E402
 from agg2exp_core.labels import THORAX_LABELS  # noqa: E402
@@ -50,7 +51,9 @@ GOAL = dict(top=3, precision=0.8, recall=0.8, null_rate=0.05)
 
 
 def build(work: Path, n_reference: int, n_cases: int, seed: int) -> tuple[Path, Path, str]:
-    """The cohort (kept if written), its VG run (resumed), its outliers and expected Dice."""
+    """The cohort (kept if written), its VG run (resumed; it writes the manifest's metadata to
+    ``case_field``), then ``analyze --slices --slice-dice labels``: outliers fitted on the reference,
+    expected Dice fitted on the reference's labels, the failure slices of the true Dice in the store."""
     manifest = work / "cohort" / "manifest.csv"
     if not manifest.exists():
         planted.generate_planted_cohort(manifest.parent, n_reference=n_reference, n_cases=n_cases, seed=seed)
@@ -60,22 +63,16 @@ def build(work: Path, n_reference: int, n_cases: int, seed: int) -> tuple[Path, 
     print(f"precompute: {summary.line()}")
     result = analyze_run(db, summary.run_id, AnalysisConfig(fit_dataset="reference", fit_split=None),
                          SuiteConfig(quality=QualityConfig(fit_dataset="reference"), reasons=None, bootstrap=None,
-                                     agreement=False))
+                                     agreement=False, slices=SliceConfig(dice="labels")))
     print(f"analyze: {result['n_cases']} cases, outliers fitted on {result['n_fit']}")
     for scope, metrics in result.get("quality", {}).get("metrics", {}).items():
         print(f"  expected Dice, {scope}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return manifest, db, summary.run_id
 
 
-def with_manifest_fields(inputs, manifest: Path):
-    """The manifest's metadata columns beside the store's (the store holds them once precompute writes
-    ``case_field``: branch case-meta; until then they are read here, as that writer will)."""
-    frame = pd.read_csv(manifest, dtype={c: str for c in planted.COLUMNS}).set_index("case_id")
-    missing = [c for c in (*planted.COLUMNS, "bmi") if c not in inputs.metadata.columns]
-    if missing:
-        extra = frame.loc[inputs.case_ids, missing].reset_index(drop=True)
-        inputs.metadata = pd.concat([inputs.metadata.reset_index(drop=True), extra], axis=1)
-    return inputs, frame.reset_index().to_dict("records")
+def manifest_rows(manifest: Path) -> list[dict]:
+    """The manifest's rows, metadata as text (the planted subgroups' truth)."""
+    return pd.read_csv(manifest, dtype=str, keep_default_na=False).to_dict("records")
 
 
 def dice_drop(table: pd.DataFrame, class_id: int, inside: np.ndarray, scope: np.ndarray) -> tuple[float, float]:
@@ -96,7 +93,8 @@ def report_types(inputs, rows, true_result, expected_result) -> list[dict]:
         shown = recovery(expected_result, class_id, members)
         lines.append(dict(failure=failure, subgroup=f"{plant.column}={plant.value}", cls=plant.class_name,
                           n=len(members), true_in=true_in, true_out=true_out, exp_in=exp_in, exp_out=exp_out,
-                          found=found, shown=shown, label_problem=plant.label_problem))
+                          found=found, shown=shown, label_problem=plant.label_problem, class_id=class_id,
+                          members=members))
     return lines
 
 
@@ -111,7 +109,7 @@ def print_types(lines: list[dict]) -> None:
           f"{'slice':40s} | {'exp. rank':>9s}  verdict")
     for x in lines:
         f, s = x["found"], x["shown"]
-        ok = f.top(GOAL["top"]) and f.precision >= GOAL["precision"] and f.recall >= GOAL["recall"]
+        ok = meets_goal(f)
         if x["label_problem"]:
             ok = ok and s.rank is None
             verdict = "label problem (true Dice only)" if f.rank and s.rank is None else "NOT identified as label problem"
@@ -143,6 +141,32 @@ def print_why(result, lines: list[dict], class_names: dict) -> None:
         print(f"  {x['failure']:11s} {text or 'no cells'}")
 
 
+def meets_goal(found) -> bool:
+    return found.top(GOAL["top"]) and found.precision >= GOAL["precision"] and found.recall >= GOAL["recall"]
+
+
+def subsample_recovery(inputs, lines: list[dict], sizes=(70, 50), repeats=100, seed=0) -> None:
+    """Power at smaller cohorts: random subsets of the computed cases (metadata conditions only, true
+    Dice), the share of subsets in which each type meets the goal."""
+    rng = np.random.default_rng(seed)
+    config = SliceConfig(dice="labels", cluster_counts=())
+    print(f"\npower on random subsets of the cohort ({repeats} each, metadata conditions only, true Dice): "
+          "share meeting the goal")
+    for size in sizes:
+        met = dict.fromkeys((x["failure"] for x in lines), 0)
+        for _ in range(repeats):
+            keep = np.sort(rng.choice(len(inputs.case_ids), size, replace=False))
+            ids = [inputs.case_ids[i] for i in keep]
+            sub = SliceInputs(ids, *(t.iloc[keep].reset_index(drop=True) for t in
+                                     (inputs.metadata, inputs.dice, inputs.expected)))
+            result = search(sub, config)
+            for x in lines:
+                met[x["failure"]] += meets_goal(recovery(result, x["class_id"], x["members"] & set(ids)))
+        shares = ", ".join(f"{f} {k / repeats:.2f} ± {np.sqrt(k / repeats * (1 - k / repeats) / repeats):.2f}"
+                           for f, k in met.items())
+        print(f"  n = {size} (subgroups ~{0.8 * size * 0.2:.0f}): {shares}")
+
+
 def null_draw(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return pd.DataFrame(planted.draw_metadata(rng, n))
 
@@ -154,15 +178,19 @@ def main(argv=None) -> int:
     parser.add_argument("--n-cases", type=int, default=80)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--null-repeats", type=int, default=400)
+    parser.add_argument("--subsets", type=int, default=100, help="random subsets per size of the power check")
     args = parser.parse_args(argv)
     started = time.time()
     manifest, db, run_id = build(args.work, args.n_reference, args.n_cases, args.seed)
     built = time.time()
-    with store.open_writer(db) as con:
-        inputs, rows = with_manifest_fields(slice_inputs(con, run_id), manifest)
-        true_result = find_failure_slices(inputs, config=SliceConfig(dice="labels"))
-        write_slices(con, run_id, true_result)
+    rows = manifest_rows(manifest)
+    with store.connect(db, read_only=True) as con:
+        inputs = slice_inputs(con, run_id)
         names = store.roi_names(con)
+    missing = [c for c in planted.COLUMNS if c not in inputs.metadata.columns]
+    if missing:
+        raise SystemExit(f"{db}: no case_field rows for {missing} (precompute writes the manifest's metadata)")
+    true_result = find_failure_slices(inputs, config=SliceConfig(dice="labels"))   # what analyze --slices stored
     expected_result = find_failure_slices(inputs, config=SliceConfig(dice="expected"))
     searched = time.time()
     lines = report_types(inputs, rows, true_result, expected_result)
@@ -170,12 +198,13 @@ def main(argv=None) -> int:
     print_top(true_result, names, "true Dice")
     print_top(expected_result, names, "expected Dice")
     print_why(true_result, lines, names)
+    subsample_recovery(inputs, lines, repeats=args.subsets)
     print(f"\nnull: metadata drawn at random over this cohort ({args.null_repeats} draws, no explanation clusters):")
     for dice in ("labels", "expected"):
         rate, se = null_rate(inputs, null_draw, args.null_repeats, SliceConfig(dice=dice), seed=args.seed)
         print(f"  {dice:8s} Dice: any significant slice in {rate:.3f} ± {se:.3f} (MC SE) of draws; goal <= "
               f"{GOAL['null_rate']:.2f}: {'MEETS' if rate <= GOAL['null_rate'] else 'MISSES'}")
-    print(f"\ntimes: build {built - started:.0f} s, searches {searched - built:.1f} s, null {time.time() - searched:.0f} s")
+    print(f"\ntimes: build {built - started:.0f} s, searches {searched - built:.1f} s, power and null {time.time() - searched:.0f} s")
     return 0
 
 
