@@ -44,7 +44,7 @@ def slice_inputs(con, run_id: str, config: SliceConfig = SliceConfig()) -> Slice
     extra = case_fields(con, case_ids).drop(columns="case_id")
     extra = extra[[c for c in extra.columns if c not in BASE_FIELDS]]
     metadata = pd.concat([metadata.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
-    true = _true_dice(con, run_id, case_ids, classes)
+    true = _true_dice(con, run_id, case_ids, classes, [r for r, n in names.items() if n == "background"])
     expected = (expected_dice_table(con, run_id).pivot_table(index="case_id", columns="class_id", values="estimate")
                 .reindex(index=case_ids))
     expected = expected[[c for c in expected.columns if c in classes or c == AVERAGE_TARGET]]
@@ -52,13 +52,16 @@ def slice_inputs(con, run_id: str, config: SliceConfig = SliceConfig()) -> Slice
                        cube, list(targets), list(sources), names)
 
 
-def _true_dice(con, run_id: str, case_ids: list[str], classes: list[int]) -> pd.DataFrame:
+def _true_dice(con, run_id: str, case_ids: list[str], classes: list[int], background: list[int]) -> pd.DataFrame:
+    """True Dice per explained class, and AVERAGE_TARGET: the mean over every non-background class of the
+    model (as ``queries.failure_slice_dice`` reads it back, also for a run that explains only some classes)."""
     model = store.run_model(con, run_id)
     frame = store.dice_of_model(con, model) if model else pd.DataFrame(columns=["case_id", "target_id", "dice"])
     wide = frame.pivot_table(index="case_id", columns="target_id", values="dice").reindex(index=case_ids)
+    average = wide[[c for c in wide.columns if c not in background]].mean(axis=1, skipna=True)
     wide = wide[[c for c in wide.columns if c in classes]]
     if len(wide.columns):
-        wide[AVERAGE_TARGET] = wide.mean(axis=1, skipna=True)
+        wide[AVERAGE_TARGET] = average
     return wide
 
 

@@ -12,6 +12,7 @@ from agg2exp_core.analysis.slice_store import analyze_slices, find_failure_slice
 from agg2exp_core.analysis.slices import SliceConfig
 from agg2exp_core.errors import InputError
 from agg2exp_core.store import queries
+from agg2exp_core.vocabulary import AVERAGE_TARGET
 from planted_slices import plant_scanner_failure
 from synthetic_store import build_synthetic_store
 
@@ -42,6 +43,14 @@ def test_planted_failure_is_written_at_rank_one_with_members_dice_and_cells(plan
     assert drop == pytest.approx(top.effect) and drop > 0.15
     assert len(cells) == SliceConfig().top_cells and set(cells.target) == {"heart"}
     assert (cells.p_value.diff().dropna() >= 0).all() and cells.difference.notna().all()
+
+
+def test_dice_read_back_for_all_classes_is_the_dice_the_slice_was_scored_on(planted_store):
+    with store.connect(planted_store["path"], read_only=True) as con:
+        top = queries.failure_slices(con, planted_store["run_id"], AVERAGE_TARGET).iloc[0]
+        dice = queries.failure_slice_dice(con, planted_store["run_id"], int(top.slice_id))
+    assert dice.dice[~dice.in_slice].mean() - dice.dice[dice.in_slice].mean() == pytest.approx(top.effect)
+    assert dice.in_slice.sum() == top.n
 
 
 def test_search_reads_extra_fields_and_writes_nothing(planted_store):
