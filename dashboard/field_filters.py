@@ -130,7 +130,8 @@ def _number(text: str) -> float | None | bool:
     return value if math.isfinite(value) else False
 
 
-def normalise_fields(conditions: Sequence[FieldCondition], options: Sequence[FieldOption]) -> tuple[FieldCondition, ...]:
+def normalise_fields(conditions: Sequence[FieldCondition],
+                     options: Sequence[FieldOption]) -> tuple[FieldCondition, ...]:
     """Drop conditions that keep every case (all values / the whole range, and no case without a value)."""
     by_name = {o.name: o for o in options}
     kept = []

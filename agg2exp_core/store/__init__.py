@@ -30,4 +30,5 @@ __all__ = ["ANALYSIS_TABLES", "AVERAGE_TARGET", "BUILD_STATES", "CASE_COLUMNS", 
            "open_writer", "plan_build", "publish", "record_failure", "register_new_cases", "replace_analysis",
            "replace_table_rows", "roi_names", "run_exists", "run_id_for", "run_label_names", "run_model",
            "started_cases", "store_folder", "TIMEOUT_STAGE", "timed_out_cases", "transaction", "update_build_step", "upsert_cases", "upsert_rois",
-           "volume_shares", "write_case", "write_case_fields", "write_new_case_fields", "write_imported_run", "write_method_eval", "writing_path"]
+           "volume_shares", "write_case", "write_case_fields", "write_new_case_fields", "write_imported_run",
+           "write_method_eval", "writing_path"]

@@ -142,8 +142,8 @@ def test_the_outlier_csv_carries_the_fields(field_store):
 def test_fields_a_hostile_store_holds_are_not_offered():
     """Names become widget labels and URL keys: only names the core's writer accepts are offered;
     an infinite number gives no slider; an unknown source is shown as 'other'."""
-    catalog = pd.DataFrame({"name": ["ok", "[x](http://evil)", "inf"], "kind": ["categorical", "categorical", "numeric"],
-                            "source": ["<b>", "manifest", "dicom"]})
+    catalog = pd.DataFrame({"name": ["ok", "[x](http://evil)", "inf"],
+                            "kind": ["categorical", "categorical", "numeric"], "source": ["<b>", "manifest", "dicom"]})
     wide = pd.DataFrame({"case_id": ["a", "b"], "ok": ["A", None], "[x](http://evil)": ["1", "2"],
                          "inf": [float("inf"), None]})
     offered = filters.field_filters.field_options(wide, catalog)

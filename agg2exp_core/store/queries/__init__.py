@@ -37,7 +37,8 @@ from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, 
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
 
 __all__ = ["ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
-           "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "FieldCondition", "StoreRef", "analysis_settings", "anomaly_dice",
+           "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "FieldCondition", "StoreRef", "analysis_settings",
+           "anomaly_dice",
            "anomaly_ranking", "anomaly_scores", "anomaly_targets", "artifact_paths", "build_complete", "build_status",
            "case_dice_estimates", "case_matrix", "case_metadata", "causal_case", "causal_summary",
            "causal_target_values", "class_roi_ids", "cohort_cases", "component_effects", "context_mass_distribution",

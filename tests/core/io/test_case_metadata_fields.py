@@ -119,7 +119,7 @@ def test_dicom_series_header_fields_land_typed(tmp_path):
     assert c0.loc["KVP", ["kind", "number"]].tolist() == ["numeric", 120.0]
     assert c0.loc["SliceThickness", ["kind", "number"]].tolist() == ["numeric", 2.5]
     assert c0.loc["ContrastBolusAgent", "kind"] == "categorical"
-    assert fields.loc[("c1", "Manufacturer"), ["value", "source"]].tolist() == ["Other", "manifest"]  # the manifest wins
+    assert fields.loc[("c1", "Manufacturer"), ["value", "source"]].tolist() == ["Other", "manifest"]  # manifest wins
     assert ("c1", "KVP") not in fields.index and ("c1", "SliceThickness") in fields.index
     assert fields.loc[("c1", "site"), "value"] == "south"
 

@@ -67,7 +67,8 @@ def test_a_bad_column_is_one_line_and_leaves_the_store_as_it_was(tmp_path, check
     result = run_cli("precompute", "--manifest", manifest, "--model", checkpoint, "--db", db, "--device", "cpu")
     assert result.returncode != 0
     message = result.stderr.strip().splitlines()
-    assert len(message) == 1 and str(manifest) in message[0] and "'scanner model' is not a plain field name" in message[0]
+    assert len(message) == 1 and str(manifest) in message[0]
+    assert "'scanner model' is not a plain field name" in message[0]
     after = {k: v for k, v in fingerprint(tmp_path).items() if not k.endswith("manifest.csv")}
     assert after == before
 

@@ -17,7 +17,8 @@ def con():
     init_schema(con)
     con.execute("INSERT INTO cases(case_id, dataset) SELECT 'c' || i, 'r' FROM range(6) t(i)")
     con.execute("""INSERT INTO case_field VALUES
-        ('c0', 'scanner', 'categorical', 'A', NULL, 'manifest'), ('c1', 'scanner', 'categorical', 'B', NULL, 'manifest'),
+        ('c0', 'scanner', 'categorical', 'A', NULL, 'manifest'),
+        ('c1', 'scanner', 'categorical', 'B', NULL, 'manifest'),
         ('c2', 'scanner', 'categorical', 'B', NULL, 'manifest'), ('c3', 'scanner', 'categorical', ?, NULL, 'manifest'),
         ('c0', 'thick', 'numeric', '1', 1, 'dicom'), ('c1', 'thick', 'numeric', '2.5', 2.5, 'dicom'),
         ('c2', 'thick', 'numeric', '5', 5, 'dicom'), ('c4', 'thick', 'numeric', '3', 3, 'dicom')""", [INJECTION])

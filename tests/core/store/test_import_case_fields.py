@@ -7,7 +7,8 @@ from agg2exp_core import store
 from agg2exp_core.pipeline.importer import import_agg2exp_csv
 from agg2exp_core.store import queries
 
-PUBLISHED = Path(__file__).resolve().parents[3] / "data" / "agg2exp-tsv2" / "tsv2_test_aggregated_sg_explanations_with_dice.csv"
+PUBLISHED = (Path(__file__).resolve().parents[3] / "data" / "agg2exp-tsv2"
+             / "tsv2_test_aggregated_sg_explanations_with_dice.csv")
 
 
 def test_metadata_columns_of_an_import_land_as_fields(tmp_path):
