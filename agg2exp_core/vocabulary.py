@@ -16,6 +16,8 @@ METHODS: dict[str, str] = {
     "ig": "Integrated Gradients",
     "kernelshap": "KernelSHAP",
     "causal": "Causal effect (ATE)",
+    "gradcam": "Seg-Grad-CAM",
+    "guided_backprop": "Guided Backprop (negative control)",
 }
 GRADIENT_METHODS: tuple[str, ...] = ("vg", "smoothgrad", "ig")
 # IG's quadrature: the default departs from the paper (Eq. 5 is the right Riemann sum): Gauss-Legendre
@@ -90,6 +92,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("aopc_volume", "AOPC, volume ranking", None),
     Metric("abpc_volume", "ABPC, volume ranking", None),
 )}
+
+
+# sanity_check: its checks and the similarity metrics of two attribution maps (analysis/sanity/)
+SANITY_CHECKS: dict[str, str] = {"mprt": "cascading model randomisation", "random_logit": "random logit",
+                                 "edge": "edge detector (Sobel)"}
+SANITY_METRICS: dict[str, str] = {"spearman_abs": "Spearman of |attribution|",
+                                  "spearman_signed": "Spearman of signed attribution",
+                                  "ssim": "SSIM of the central axial slice",
+                                  "row_spearman": "Spearman of the Agg2Exp rows (lift)"}
 
 
 def metric_label(name: str) -> str:

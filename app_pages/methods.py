@@ -1,12 +1,14 @@
-"""Methods: evaluation of attribution methods (Table 1 of the paper) and MoRF/LeRF perturbation curves."""
+"""Methods: agreement, sanity checks, evaluation of attribution methods (Table 1 of the paper) and MoRF/LeRF
+perturbation curves."""
 import streamlit as st
 
 from dashboard import ui
-from dashboard.views import methods
+from dashboard.views import methods, sanity
 from dashboard.widgets import causal, export, state
 
 ctx = ui.context()
-ui.page_header("Attribution methods", ctx, needs_cases=False, intro="Faithfulness, sensitivity, complexity and "
+ui.page_header("Attribution methods", ctx, needs_cases=False, intro="Agreement between runs; sanity checks (does the "
+               "explanation change when the model is randomised?); faithfulness, sensitivity, complexity and "
                "efficiency of each explained run (mean ± std over the cohort's evaluated case × class pairs), and "
                "perturbation curves: model output while the most (MoRF) or least (LeRF) relevant input is removed.")
 
@@ -29,6 +31,18 @@ else:
         st.caption("The cells where they disagree most: mean absolute difference of the two runs' masses on the "
                    "same case.")
         export.show_table(shown.disagreement, ctx.name_parts("method-disagreement", other), "disagreement")
+
+st.subheader("Sanity checks")
+if not sanity.has_checks(ctx):
+    st.caption(sanity.EMPTY)
+else:
+    metric = state.selectbox("Similarity", list(sanity.METRICS), "sanity_metric", what="metric",
+                             format_func=sanity.METRICS.get)
+    checks = sanity.sanity(ctx, metric)
+    st.caption(checks.caption)
+    export.show_figure(checks.figure, ctx.name_parts("sanity-curves", metric), "sanity")
+    export.table_download(checks.curves, ctx.name_parts("sanity-curves", metric), "sanity-curves-table")
+    export.show_table(checks.verdicts, ctx.name_parts("sanity-verdicts", metric), "sanity-verdicts")
 
 evaluation = methods.evaluation(ctx)
 if not evaluation.evaluated:

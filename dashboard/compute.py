@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from agg2exp_core.analysis import uncertainty
 from agg2exp_core.analysis.compare import PermutationResult, permutation_test
+from agg2exp_core.analysis.retest import RELIABLE_ICC, SMOOTHGRAD_SEED
 from agg2exp_core.vocabulary import ALL_CASES
 from dashboard import analytics, data
 from dashboard.imaging import artefact, surfaces
@@ -193,6 +194,34 @@ def case_noise_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, lo
                           "se": rows.se.to_numpy(), "low": rows.low.to_numpy(), "high": rows.high.to_numpy(),
                           "n_samples": rows.n_samples.to_numpy()}).dropna(subset=["target", "source"])
     return CaseNoise(se, int(rows.n_samples.max()), table.sort_values("se", ascending=False, ignore_index=True))
+
+
+@dataclass(frozen=True)
+class CellReliability:
+    """Test-retest ICC of a matrix's cells across SmoothGrad seeds, in the cell order of a ``MatrixView``."""
+
+    icc: np.ndarray
+    n_cases: int
+    n_repeats: int
+
+    @property
+    def n_unreliable(self) -> int:
+        return int((self.icc[np.isfinite(self.icc)] < RELIABLE_ICC).sum())
+
+
+def cell_reliability(ref: data.StoreRef, run_id: str, kind: str, view: MatrixView) -> CellReliability | None:
+    """The run's stored seed test-retest ICC of ``kind`` per cell of ``view`` (None: none stored)."""
+    rows = data.retest_icc(ref, run_id, SMOOTHGRAD_SEED)
+    rows = rows[rows.kind == kind]
+    if rows.empty:
+        return None
+    icc = np.full(view.matrix.shape, np.nan)
+    t_index = {t.roi_id: i for i, t in enumerate(view.targets)}
+    s_index = {s.roi_id: j for j, s in enumerate(view.sources)}
+    for target_id, source_id, value in zip(rows.target_id, rows.source_id, rows.icc):
+        if target_id in t_index and source_id in s_index:
+            icc[t_index[target_id], s_index[source_id]] = value
+    return CellReliability(icc, int(rows.n_cases.max()), int(rows.n_repeats.max()))
 
 
 # --- intervals, expected Dice, outlier reasons, drift (the analyses beyond the paper) ----------------------

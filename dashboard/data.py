@@ -215,6 +215,24 @@ def evaluated_runs(ref: StoreRef) -> list[str]:
     return _read(ref, queries.evaluated_runs)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_runs(ref: StoreRef) -> list[str]:
+    """Runs with sanity checks."""
+    return _read(ref, queries.sanity_runs)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_curves(ref: StoreRef, metric: str) -> pd.DataFrame:
+    """Randomisation curves of every run for a similarity metric (mean over cases and classes, baseline range)."""
+    return _read(ref, queries.sanity_curves, metric)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sanity_verdicts(ref: StoreRef, metric: str) -> pd.DataFrame:
+    """Per run, class and check: the deciding similarity, its baseline and whether the class passed."""
+    return _read(ref, queries.sanity_verdicts, metric)
+
+
 # --- artefacts --------------------------------------------------------------------------------
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -330,6 +348,12 @@ def stored_intervals(ref: StoreRef, run_id: str, cohort_name: str, kind: str) ->
 def sampling_noise(ref: StoreRef, run_id: str, case_id: str) -> pd.DataFrame:
     """One case's SmoothGrad sampling noise per cell and kind: SE, interval, noise samples behind it."""
     return _read(ref, queries.sampling_noise, run_id, case_id)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def retest_icc(ref: StoreRef, run_id: str, factor: str) -> pd.DataFrame:
+    """The run's test-retest ICC per cell across repeats of ``factor``: kind, target_id, source_id, icc, n."""
+    return _read(ref, queries.retest_icc, run_id, factor)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -45,11 +45,20 @@ def slice_inputs(con, run_id: str, config: SliceConfig = SliceConfig()) -> Slice
     extra = extra[[c for c in extra.columns if c not in BASE_FIELDS]]
     metadata = pd.concat([metadata.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
     true = _true_dice(con, run_id, case_ids, classes, [r for r, n in names.items() if n == "background"])
+    true = true.reindex(index=case_ids)
     expected = (expected_dice_table(con, run_id).pivot_table(index="case_id", columns="class_id", values="estimate")
                 .reindex(index=case_ids))
     expected = expected[[c for c in expected.columns if c in classes or c == AVERAGE_TARGET]]
-    return SliceInputs(list(case_ids), metadata, true.reset_index(drop=True), expected.reset_index(drop=True),
-                       cube, list(targets), list(sources), names)
+    keep = _searched(metadata, config.exclude_split)
+    return SliceInputs([c for c, k in zip(case_ids, keep) if k], metadata[keep].reset_index(drop=True),
+                       true[keep].reset_index(drop=True), expected[keep].reset_index(drop=True),
+                       cube[keep], list(targets), list(sources), names)
+
+
+def _searched(metadata: pd.DataFrame, exclude_split: str | None) -> np.ndarray:
+    """Which cases the search sees: all but the ``exclude_split`` ones, unless that leaves none."""
+    excluded = (metadata["split"] == exclude_split).to_numpy(bool) if exclude_split else np.zeros(len(metadata), bool)
+    return ~excluded if not excluded.all() else np.ones(len(metadata), bool)
 
 
 def _true_dice(con, run_id: str, case_ids: list[str], classes: list[int], background: list[int]) -> pd.DataFrame:

@@ -55,6 +55,9 @@ class SliceConfig:
     dice: str = "auto"                       # "auto", "labels" (true Dice only), "expected" (expected Dice only)
     kind: str = COMPARISON_KIND              # mass kind of the clusters and the cells
     seed: int = 0
+    # the model's training cases are left out (their Dice is in-sample: "split = test" would top every
+    # class), unless every case is one of them; None: search every case
+    exclude_split: str | None = "train"
 
     def __post_init__(self):
         if self.min_support < 2:

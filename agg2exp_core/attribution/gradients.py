@@ -220,7 +220,7 @@ def ig_quadrature(rule: str, steps: int) -> tuple[list[float], list[float]]:
 
 # ----------------------------------------------------------------------------- targets
 @dataclass
-class _Targets:
+class Targets:
     """The explained classes and their aggregation weights ``ŷ_c · scale_c``."""
 
     labels: torch.Tensor      # [*S] (or padded [*P]) predicted label map, -1 = no class (int16)
@@ -229,7 +229,7 @@ class _Targets:
 
     @classmethod
     def build(cls, labels: torch.Tensor, classes: list[int] | None, n_labels: int,
-              aggregation: str) -> "_Targets":
+              aggregation: str) -> "Targets":
         classes = list(range(n_labels)) if classes is None else classes
         bad = [c for c in classes if c >= n_labels]
         if bad:
@@ -273,7 +273,7 @@ def _direct_gradients(forward, samples: Samples, labels: torch.Tensor | None, cl
         if targets is None:
             # VG without a given mask: the clean prediction is this very forward pass.
             labels = logits[0].detach().argmax(0) if labels is None else labels
-            targets = _Targets.build(labels, classes, logits.shape[1], config.aggregation)
+            targets = Targets.build(labels, classes, logits.shape[1], config.aggregation)
             sink = new_sink(len(targets.classes))
         a = inputs.new_tensor([w for _, w in batch]).view(-1, *[1] * (inputs.dim() - 2))  # [b,1,1,1]
 
@@ -290,7 +290,7 @@ def _direct_gradients(forward, samples: Samples, labels: torch.Tensor | None, cl
     return sink
 
 
-def _backward_per_class(logits: torch.Tensor, inputs: torch.Tensor, targets: _Targets,
+def _backward_per_class(logits: torch.Tensor, inputs: torch.Tensor, targets: Targets,
                         rows: list[int], cotangent_of: Callable[[int], torch.Tensor],
                         accumulate: Callable[[int, torch.Tensor], None]) -> None:
     """One backward pass per class row, all sharing the forward graph of ``logits``.
@@ -318,7 +318,7 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
     of a batch only if one of its windows holds it (tabulated once, for all samples).
     """
     device = labels.device
-    padded_labels = _pad_labels(labels, geometry)  # padded voxels are cropped after fusion: no class
+    padded_labels = pad_labels(labels, geometry)  # padded voxels are cropped after fusion: no class
     fold = PadAdjoint(geometry)
     windows = list(geometry.slices)
     targets = sink = presence = importance = inv_count = None
@@ -333,7 +333,7 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
             inputs = torch.cat([padded[(slice(None), slice(None), *s)] for s in group]).requires_grad_(True)
             logits = forward(inputs)  # [n_win,l,*roi]
             if targets is None:
-                targets = _Targets.build(padded_labels, classes, logits.shape[1], config.aggregation)
+                targets = Targets.build(padded_labels, classes, logits.shape[1], config.aggregation)
                 presence = targets.presence(windows, logits.shape[1])  # [n_windows, k]
                 sink = new_sink(len(targets.classes))
             blend = torch.stack([weight * importance * inv_count[s] for s in group])  # [n_win,*roi]
@@ -358,7 +358,7 @@ def _sliding_gradients(forward, samples: Samples, labels: torch.Tensor, classes:
     return sink
 
 
-def _pad_labels(labels: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
+def pad_labels(labels: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
     pad = geometry.torch_pad
     return F.pad(labels[None], pad, value=-1)[0] if any(pad) else labels
 

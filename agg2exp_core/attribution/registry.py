@@ -14,7 +14,10 @@ import torch
 from agg2exp_core import vocabulary
 from agg2exp_core.attribution import gradients, options
 from agg2exp_core.attribution.causal import CAUSAL_PARAMS, causal_explain
+from agg2exp_core.attribution.guided import GUIDED_PARAMS, check_guidable, guided_explain
 from agg2exp_core.attribution.kernelshap import GAME_PARAMS, kernelshap_explain
+from agg2exp_core.attribution.layer_cam import CAM_PARAMS, gradcam_explain
+from agg2exp_core.attribution.target_layers import check_layer
 from agg2exp_core.errors import InputError
 
 
@@ -23,6 +26,7 @@ class Method:
     name: str
     parameters: tuple[str, ...]
     explain: Callable[..., torch.Tensor]  # (model, image, classes=None, **params) -> [k, *S]
+    check_model: Callable[..., None] | None = None  # (model, params): model-specific checks before any case
 
     @property
     def title(self) -> str:
@@ -38,6 +42,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _gradient("vg"), _gradient("smoothgrad"), _gradient("ig"),
     Method("kernelshap", GAME_PARAMS + ("n_coalitions", "seed"), kernelshap_explain),
     Method("causal", CAUSAL_PARAMS, causal_explain),
+    Method("gradcam", CAM_PARAMS, gradcam_explain, check_layer),
+    Method("guided_backprop", GUIDED_PARAMS, guided_explain, check_guidable),
 )}
 assert set(METHODS) == set(vocabulary.METHODS), "the registry and the vocabulary name the same methods"
 
@@ -55,6 +61,13 @@ def check_params(name: str, params: dict) -> None:
     options.reject_unknown(name, params, get_method(name).parameters)
 
 
+def check_params_for_model(name: str, model, params: dict) -> None:
+    """The checks of a method's parameters that need the loaded model (Seg-Grad-CAM's layer)."""
+    check = get_method(name).check_model
+    if check is not None:
+        check(model, params)
+
+
 def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, method: str,
             classes: Sequence[int] | int | None = None, **params) -> torch.Tensor:
     """Attributions of every requested class's aggregated logit to every input voxel.
@@ -65,7 +78,8 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             the call and moved back; its parameters are left untouched). Use eval mode:
             samples are batched, so train-mode BatchNorm would mix them.
         image: ``[1,*S]`` floating-point tensor (3 spatial dims).
-        method: ``"vg"``, ``"smoothgrad"``, ``"ig"``, ``"kernelshap"`` or ``"causal"``.
+        method: ``"vg"``, ``"smoothgrad"``, ``"ig"``, ``"kernelshap"``, ``"causal"``, ``"gradcam"``
+            (Seg-Grad-CAM) or ``"guided_backprop"`` (a negative control).
         classes: channel ids to explain (order kept); ``None`` = all ``l``.
         **params: common to all methods: ``mask`` (``[*S]`` predicted label map; skips the
             clean forward pass), ``aggregation`` (``"sum"`` | ``"mean"``), ``seed`` (0),
@@ -88,6 +102,9 @@ def explain(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
             kernelshap: see :func:`agg2exp_core.attribution.kernelshap.kernelshap_explain`.
             causal: see :func:`agg2exp_core.attribution.causal.causal_explain` (``partition``,
             ``donor``, ``donors``, ``baseline``, ``n_samples``, ``tolerance``, ``seed``, ...).
+            gradcam: ``layer`` (module name(s); default per network), see
+            :mod:`agg2exp_core.attribution.layer_cam`. guided_backprop: vg's parameters, see
+            :mod:`agg2exp_core.attribution.guided`.
 
     Returns:
         ``[len(classes) or l, *S]`` attributions in ``image.dtype``, on CPU. A class with

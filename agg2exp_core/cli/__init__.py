@@ -12,9 +12,12 @@ import signal
 import sys
 from pathlib import Path
 
+from agg2exp_core.cli.retest import add_retest
 from agg2exp_core.cli.options import (add_executor, add_inputs, add_model, class_ids, comma_list,
                                        executor_from, json_object, model_spec)
 from agg2exp_core.cli.slice_options import add_slice_options, slice_config
+from agg2exp_core.cli.sanity import add_sanity
+from agg2exp_core.cli.uncertainty import add_uncertainty
 from agg2exp_core.errors import InputError
 from agg2exp_core.vocabulary import COMPARISON_KIND, MASS_KINDS, METHODS
 
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for add in (_add_phantoms, _add_train, _add_predict, _add_precompute, _add_analyze, _add_evaluate,
-                _add_import, _add_demo):
+                _add_import, _add_demo, add_uncertainty, add_retest, add_sanity):
         add(subparsers)
     return parser
 
@@ -179,6 +182,8 @@ def _add_precompute(subparsers) -> None:
     p.add_argument("--shared-data-dir", action="store_true",
                    help="--data-dir (and --save-nifti) are shared storage at the same path on every Ray node: "
                         "workers write the artefacts there instead of sending them to the driver")
+    p.add_argument("--no-uncertainty", action="store_true",
+                   help="skip the model's TTA / fold-ensemble uncertainty features (see 'agg2exp uncertainty')")
     p.set_defaults(func=_run_precompute)
 
 
@@ -192,7 +197,8 @@ def _run_precompute(args) -> int:
                          case_ids=comma_list(args.cases) or None, executor=executor_from(args),
                          shared_files=args.shared_data_dir, retry_crashed=args.retry_crashed,
                          scratch_dir=args.scratch_dir, case_timeout=args.case_timeout,
-                         cohort_root=args.cohort_root, allow_outside_root=args.allow_outside_root)
+                         cohort_root=args.cohort_root, allow_outside_root=args.allow_outside_root,
+                         uncertainty=not args.no_uncertainty)
     print(summary.line())
     return 1 if summary.failed or summary.crashed else 0
 
@@ -357,6 +363,8 @@ def _run_demo(args) -> int:
                   f"80 % intervals cover {100 * external['coverage_class']:.0f} %")
         drifted = run["drift"][run["drift"].q_value < 0.05]
         print(f"  drift of the external cohort: {len(drifted)} of {len(run['drift'])} classes at q < 0.05")
+    for line in report.get("sanity", {}).values():
+        print(f"sanity: {line}")
     if "paper_parity" in report:
         parity = report["paper_parity"]
         print(f"published TSV2 with the paper's settings: averages' p = {parity['average_p']:.4f} (paper 0.0024), "

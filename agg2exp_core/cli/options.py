@@ -8,11 +8,11 @@ from pathlib import Path
 from agg2exp_core.errors import InputError
 
 # ----------------------------------------------------------------------------- shared parsing
-def add_model(parser: argparse.ArgumentParser) -> None:
+def add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("model", "any of: a checkpoint written by 'train', a MONAI bundle folder, "
                                                "an nnU-Net v2 trained-model folder, TorchScript with a sidecar "
                                                "JSON, or a plain state dict with --network and --labels")
-    group.add_argument("--model", "--checkpoint", dest="model", required=True, type=Path,
+    group.add_argument("--model", "--checkpoint", dest="model", required=required, type=Path,
                        help="model file or folder (format recognised from its content)")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
     group.add_argument("--fold", help="nnU-Net: fold(s) to use, e.g. 0, 0,1 or all (default: every fold found)")

@@ -17,6 +17,9 @@ def add_slice_options(parser: argparse.ArgumentParser) -> None:
                        help="BH q-value below which a slice is reported (default 0.05)")
     group.add_argument("--slice-dice", choices=("auto", "labels", "expected"), default="auto",
                        help="score slices by true Dice (labels), expected Dice, or true Dice where labelled (auto)")
+    group.add_argument("--slice-exclude-split", default="train", metavar="SPLIT",
+                       help="leave the cases of this split out of the search: the model's training cases, whose "
+                            "Dice is in-sample (default train; '' searches every case)")
 
 
 def slice_config(args, kind: str):
@@ -26,4 +29,5 @@ def slice_config(args, kind: str):
     from agg2exp_core.analysis.slices import SliceConfig
 
     return SliceConfig(min_support=args.slice_min_support, max_conditions=args.slice_max_conditions,
-                       threshold=args.slice_threshold, dice=args.slice_dice, kind=kind, seed=args.seed)
+                       threshold=args.slice_threshold, dice=args.slice_dice, kind=kind, seed=args.seed,
+                       exclude_split=args.slice_exclude_split or None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from agg2exp_core import store
+from agg2exp_core.store import queries
 from agg2exp_core.analysis import outliers, suite
 from agg2exp_core.analysis.drift import DriftConfig
 from agg2exp_core.analysis.evaluation import CurveConfig, EvaluationConfig, FaithfulnessConfig, SensitivityConfig
@@ -33,6 +34,8 @@ from agg2exp_core.pipeline.background import build_lock
 from agg2exp_core.pipeline.evaluate import evaluate_cohort
 from agg2exp_core.pipeline.executors import Executor, InProcessExecutor, ProcessExecutor
 from agg2exp_core.pipeline.precompute import precompute
+from agg2exp_core.pipeline.retest_stage import RetestConfig, retest
+from agg2exp_core.pipeline.sanity import demo_sanity_checks
 from agg2exp_core.vocabulary import method_title
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +60,9 @@ MAX_WORKERS = 4  # worker processes of the demo's cases (each holds torch and th
 EXTENSIONS = suite.SuiteConfig(drift=DriftConfig("reference"), quality=QualityConfig(fit_dataset="reference"),
                                agreement=False, slices=SliceConfig())
 AGREEMENT = suite.SuiteConfig(quality=None, reasons=None, bootstrap=None)
+# Test-retest: SmoothGrad recomputed with one more seed on 8 cases (about a minute on 2 cores), every
+# run's forests refitted with 5 seeds; cells with ICC < 0.75 are flagged on the heat map.
+RETEST = RetestConfig(seeds=(1,), max_cases=8, forest_seeds=5)
 
 
 def demo_checkpoint(data_dir: Path) -> Path:
@@ -68,7 +74,9 @@ def build_steps(methods=DEMO_RUNS, train_first: bool = False, published: bool = 
     steps = [("phantoms", "phantom cohort")] + [("train", "network training")] * train_first
     for method, _ in methods:
         steps += [(method, method_title(method)), (f"analysis:{method}", f"analyses ({method_title(method)})")]
-    steps += [("agreement", "method agreement"), ("evaluation", "method evaluation")]
+    steps += [("agreement", "method agreement"), ("retest", "test-retest reliability"),
+              ("evaluation", "method evaluation"),
+              ("sanity", "sanity checks")]
     return steps + [("published", "published TSV2 cohort")] * published
 
 
@@ -115,10 +123,17 @@ def build_demo(data_dir: str | Path = "data", retrain: bool = False, methods=DEM
         with _step(db, "agreement"):
             for run in report["runs"].values():
                 suite.extend(db, run["run_id"], AGREEMENT)
+        with _step(db, "retest"):
+            for run in report["runs"].values():
+                if not _retested(db, run["run_id"]):
+                    retest(db, run["run_id"], RETEST, manifest, checkpoint)
         with _step(db, "evaluation"):
             if not evaluated:
                 evaluate_cohort(manifest, checkpoint, db, progress=progress, executor=executor,
                                 build_step="evaluation", **EVALUATION)
+        with _step(db, "sanity"):
+            report["sanity"] = demo_sanity_checks(db, manifest, checkpoint,
+                                                  {m: r["run_id"] for m, r in report["runs"].items()})
         if PUBLISHED_CSV.exists():
             with _step(db, "published"):
                 run_id = importer.import_agg2exp_csv(PUBLISHED_CSV, db, dataset="tsv2")
@@ -141,6 +156,11 @@ def _analyze_run(db: Path, run_id: str) -> dict:
     return {"run_id": run_id, "auroc_lungs_external": auroc,
             "spearman_avg": float(avg.iloc[0]) if len(avg) else float("nan"),
             "quality": extended["quality"].get("metrics", {}), "drift": extended["drift"].tests}
+
+
+def _retested(db: Path, run_id: str) -> bool:
+    with store.connect(db, read_only=True) as con:
+        return not queries.retest_icc(con, run_id).empty
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from agg2exp_core import store
 from agg2exp_core.analysis.evaluation import EvaluationConfig, evaluate_case
-from agg2exp_core.attribution.registry import check_params, get_method
+from agg2exp_core.attribution.registry import check_params, check_params_for_model, get_method
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.images import load_case
 from agg2exp_core.io.manifest import read_manifest
@@ -128,6 +128,8 @@ def evaluate_cohort(manifest: str | Path, model: str | Path | ModelSpec | Segmen
         raise InputError("method_params", f"for method(s) not evaluated: {', '.join(unknown)}")
     for name, values in params.items():
         check_params(name, values)
+    for name in methods:  # e.g. Seg-Grad-CAM's layer on this model: fail before the store
+        check_params_for_model(name, model, params.get(name, {}))
     run_settings = {m: {"evaluation": settings, **({"params": params[m]} if params.get(m) else {})} for m in methods}
     summary = EvaluationSummary({m: store.run_id_for(f"eval-{m}", run_settings[m], model.checkpoint_sha256,
                                                      "evaluate") for m in methods})

@@ -21,44 +21,25 @@ from tqdm.auto import tqdm
 
 from agg2exp_core import store
 from agg2exp_core.aggregate import local_matrices, region_mean_attribution
-from agg2exp_core.attribution.registry import check_params, explain, get_method
+from agg2exp_core.attribution.registry import check_params, check_params_for_model, explain, get_method
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.headers import check_case_headers
-from agg2exp_core.io.images import Case, load_case, save_nifti
-from agg2exp_core.io.manifest import check_roi_names, file_safe_name, read_manifest
+from agg2exp_core.io.images import Case, load_case
+from agg2exp_core.io.manifest import check_roi_names, read_manifest
 from agg2exp_core.labels import roi_specs
 from agg2exp_core.models import Segmenter, dice_per_class
 from agg2exp_core.models.sources import ModelSpec
-from agg2exp_core.pipeline import case_meta, causal_stage, noise_stage
+from agg2exp_core.models.uncertainty import TTASpec
+from agg2exp_core.pipeline import case_meta, causal_stage, noise_stage, uncertainty_stage
 from agg2exp_core.pipeline.artifacts import slice_artifact
+from agg2exp_core.pipeline.case_files import CaseFiles, save_case_files
 from agg2exp_core.pipeline.executors import (DEFAULT_CASE_TIMEOUT_S, CaseProgress, Completed, Executor,
                                              InProcessExecutor, ModelSource, check_timeout)
 from agg2exp_core.pipeline.inputs import check_unchanged, file_identities, input_fingerprint, plan_cases
-from agg2exp_core.store.artifacts import record_artifact_root, write_artifact
+from agg2exp_core.pipeline.summary import PrecomputeSummary
+from agg2exp_core.store.artifacts import record_artifact_root
 
 PUBLISH_EVERY_S = 5.0
-
-
-@dataclass
-class PrecomputeSummary:
-    run_id: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    recomputed: list[str] = field(default_factory=list)  # done before, but from other input files
-    crashed: list[str] = field(default_factory=list)     # held back: a process died computing them (or timed out)
-    timed_out: list[str] = field(default_factory=list)   # of those, the ones past the case time limit
-    notes: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        mean = f", {np.mean(self.seconds):.1f} s/case" if self.seconds else ""
-        changed = f", {len(self.recomputed)} recomputed (inputs changed)" if self.recomputed else ""
-        why = "died or ran out of time" if self.timed_out else "died"
-        crashed = (f", {len(self.crashed)} held back (a previous run {why} computing them; --retry-crashed)"
-                   if self.crashed else "")
-        return (f"run {self.run_id}: {len(self.done)} computed, {len(self.skipped)} already done, "
-                f"{len(self.failed)} failed{changed}{crashed}{mean}")
 
 
 def case_record(row: dict, case: Case | None) -> dict:
@@ -80,6 +61,7 @@ class CaseJob:
     extras: causal_stage.ExtrasSpec = field(default_factory=causal_stage.ExtrasSpec)
     donors: causal_stage.CohortDonors | None = None  # other cases of the cohort (causal runs)
     scratch: Path | None = None       # a .npy the gradient attributions stream to (removed after the case)
+    uncertainty: TTASpec | None = None  # the model's uncertainty features to compute (None: already stored)
 
     @property
     def case_id(self) -> str:
@@ -105,17 +87,23 @@ class CaseResult:
     extras: causal_stage.CaseExtras | None = None  # causal matrices, component effects, relevance masks
     region_means: np.ndarray | None = None  # [explained classes, n_classes]: mean |attribution| per region voxel
     noise: noise_stage.CaseNoise | None = None  # SmoothGrad's sampling noise per cell
+    uncertainty: uncertainty_stage.Features | None = None  # TTA / fold-ensemble features per class
 
 
 def process_case(model: Segmenter, case: Case, method: str, params: dict, classes: Sequence[int],
                  extras: causal_stage.ExtrasSpec = causal_stage.ExtrasSpec(),
-                 donors: causal_stage.CohortDonors | None = None, out: Path | None = None):
-    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise): prediction,
-    Dice, every class's attributions, their RoI-importance matrices, mean |attribution| per region voxel and
-    SmoothGrad's standard errors per cell (``noise_stage``). ``out``: a .npy path where gradient methods
+                 donors: causal_stage.CohortDonors | None = None, out: Path | None = None,
+                 uncertainty: TTASpec | None = None):
+    """(matrices, Dice, slice artefact, attributions, causal extras, region means, sampling noise, uncertainty):
+    prediction, Dice, every class's attributions, their RoI-importance matrices, mean |attribution| per region
+    voxel, SmoothGrad's standard errors per cell (``noise_stage``) and, given a ``TTASpec``, the model's
+    uncertainty features from the same clean prediction (``uncertainty_stage``). ``out``: a .npy path where gradient methods
     stream the attributions (memory-mapped; without it they do so above ``sinks.STREAM_ABOVE_BYTES``).
     """
-    pred = model.predict(case.image).argmax(0)
+    logits = model.predict(case.image)
+    pred = logits.argmax(0)
+    features = uncertainty_stage.case_features(model, case, logits, uncertainty)
+    del logits
     dice = dice_per_class(pred, case.label, model.n_classes) if case.label is not None else None
     case_extras, recorder, note = None, None, None
     if method == "causal" or extras.relevance_share is not None:
@@ -141,7 +129,7 @@ def process_case(model: Segmenter, case: Case, method: str, params: dict, classe
     if case_extras is not None:
         artifact.update(case_extras.artifact())
     noise = noise_stage.case_noise(recorder, note, pred, model.n_classes, case.rois)
-    return matrices, dice, artifact, attributions, case_extras, region_means, noise
+    return matrices, dice, artifact, attributions, case_extras, region_means, noise, features
 
 
 def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
@@ -153,8 +141,8 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
         case = load_case(job.row, model.preprocessing, n_labels=model.n_classes)
         check_unchanged(identities, job.row)  # and confirmed to be what was read
         stage = "explain"
-        matrices, dice, artifact, attributions, extras, region_means, noise = process_case(
-            model, case, job.method, job.params, job.classes, job.extras, job.donors, job.scratch)
+        matrices, dice, artifact, attributions, extras, region_means, noise, features = process_case(
+            model, case, job.method, job.params, job.classes, job.extras, job.donors, job.scratch, job.uncertainty)
         attributions = np.array(attributions) if job.keep_attributions else None  # off the scratch file
     except Exception as err:  # noqa: BLE001 - any failure of one case is recorded, the rest go on
         return CaseResult(job.case_id, failure=(stage, str(err)))
@@ -163,38 +151,7 @@ def compute_case(model: Segmenter, job: CaseJob) -> CaseResult:
             job.scratch.unlink(missing_ok=True)
     return CaseResult(job.case_id, matrices, dice, artifact, attributions,
                       case.affine, list(case.rois), case_record(job.row, case), inputs, time.time() - started,
-                      extras=extras, region_means=region_means, noise=noise)
-
-
-@dataclass(frozen=True)
-class CaseFiles:
-    """Where a run's files go: slice artefacts under ``data_dir``, optional NIfTI volumes."""
-
-    data_dir: Path
-    run_id: str
-    label_names: tuple[str, ...]
-    nifti_dir: Path | None = None
-
-    def artifact(self, case_id: str) -> Path:
-        return self.data_dir / "artifacts" / self.run_id / f"{case_id}.npz"
-
-
-def save_case_files(files: CaseFiles, result: CaseResult, classes: Sequence[int]) -> CaseResult:
-    """Write a result's artefact (and NIfTIs) and drop the arrays; a failure comes back as ``failure``."""
-    if result.failure or result.artifact is None:
-        return result
-    try:
-        path = files.artifact(result.case_id)
-        write_artifact(result.artifact, path)
-        if files.nifti_dir is not None:
-            for volume, c in zip(result.attributions, classes):
-                save_nifti(volume.astype(np.float32), result.affine,
-                           files.nifti_dir / files.run_id / f"{result.case_id}_{file_safe_name(files.label_names[c])}.nii.gz")
-    except Exception as err:  # noqa: BLE001
-        result.failure = ("store", str(err))
-        return result
-    result.artifact, result.attributions, result.artifact_path = None, None, path
-    return result
+                      extras=extras, region_means=region_means, noise=noise, uncertainty=features)
 
 
 def compute_and_save(files: CaseFiles, model: Segmenter, job: CaseJob) -> CaseResult:
@@ -209,7 +166,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                shared_files: bool = False, retry_crashed: bool = False,
                scratch_dir: str | Path | None = None, build_step: str | None = None,
                case_timeout: float | None = DEFAULT_CASE_TIMEOUT_S, cohort_root: str | Path | None = None,
-               allow_outside_root: bool = False) -> PrecomputeSummary:
+               allow_outside_root: bool = False, uncertainty: bool = True) -> PrecomputeSummary:
     """Explain every case of a manifest with one method; resumable; returns a summary.
 
     ``model``: a loaded ``Segmenter``, a model path or a ``ModelSpec`` (``load_model``). ``executor``: where cases
@@ -220,7 +177,8 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     the case is computed) instead of RAM; see ``process_case``. ``build_step``: record the
     run's progress as that step of the store's ``build_status``. ``case_timeout``: seconds before a case is ended,
     failed at stage ``timeout``, held back like a crash (0: none). ``cohort_root``, ``allow_outside_root``: see
-    ``read_manifest``. All bad input (method, parameters, classes, case ids, manifest, model) is an
+    ``read_manifest``. ``uncertainty``: also the model's TTA / fold-ensemble features of every case
+    (``case_uncertainty``, once per model and case). All bad input (method, parameters, classes, case ids, manifest, model) is an
     ``InputError`` before anything is written.
     """
     method = get_method(method).name
@@ -243,6 +201,7 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
     classes = list(range(model.n_classes)) if classes is None else [int(c) for c in classes]
     if any(c < 0 or c >= model.n_classes for c in classes):
         raise InputError("--classes", f"class ids must lie in 0..{model.n_classes - 1}")
+    check_params_for_model(method, model, params)  # e.g. Seg-Grad-CAM's layer: fail before the store
     db = Path(db)
     run_params = {**run_params, "classes": classes}
     summary = PrecomputeSummary(store.run_id_for(method, run_params, model.checkpoint_sha256))
@@ -260,8 +219,11 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
                          description=f"{method} on {Path(manifest).name}, network {model.network_config.get('name')}")
         record_artifact_root(con, summary.run_id, files.data_dir / "artifacts" / summary.run_id)  # readers allow-list it
         todo = plan_cases(con, summary, frame.to_dict("records"), retry_crashed)
+        tta = uncertainty_stage.cases_needing(con, model.checkpoint_sha256, [str(r["case_id"]) for r in todo],
+                                              summary.recomputed) if uncertainty else set()
         jobs = [CaseJob(row, method, params, tuple(classes), files.nifti_dir is not None, extras, donors,
-                        scratch / f"{row['case_id']}.npy" if scratch else None) for row in todo]
+                        scratch / f"{row['case_id']}.npy" if scratch else None,
+                        TTASpec() if str(row["case_id"]) in tta else None) for row in todo]
         compute = functools.partial(compute_and_save, files) if shared_files else compute_case
         writer = _CaseWriter(con, db, files, summary, model, classes, roi_ids, executor)
         report = (store.build_step_reporter(con, build_step, len(frame), len(frame) - len(jobs), run_id=summary.run_id)
@@ -280,7 +242,19 @@ def precompute(manifest: str | Path, model: str | Path | ModelSpec | Segmenter, 
             raise
         finally:
             bar.close()
+        if uncertainty:  # cases done before the features existed get them now, once
+            _fill_skipped(con, model, frame, summary, progress)
     return summary
+
+
+def _fill_skipped(con, model: Segmenter, frame, summary: PrecomputeSummary, progress: bool) -> None:
+    skipped = set(summary.skipped)
+    filled = uncertainty_stage.fill_missing(con, model, [r for r in frame.to_dict("records")
+                                                         if str(r["case_id"]) in skipped], progress=progress)
+    if filled.done or filled.failed:
+        summary.notes.append(f"uncertainty features added to {len(filled.done)} case(s) done before"
+                             + (f"; {len(filled.failed)} failed" if filled.failed else ""))
+        tqdm.write(summary.notes[-1])
 
 
 def _cohort_donors(method: str, params: dict, frame, model: Segmenter) -> causal_stage.CohortDonors | None:
@@ -342,7 +316,8 @@ class _CaseWriter:
         try:
             store.write_case(self.con, self.run_id, case_id, self._importance_rows(result), self._dice_rows(result),
                              os.path.relpath(result.artifact_path, self.db.parent), result.seconds,
-                             case_row=result.record, results=self._result_rows(result), inputs=result.inputs)
+                             case_row=result.record, results=self._result_rows(result), inputs=result.inputs,
+                             uncertainty=self._uncertainty_rows(result))
         except Exception as err:  # noqa: BLE001
             return self._failed(case_id, "store", str(err))
         self.summary.done.append(case_id)
@@ -391,6 +366,12 @@ class _CaseWriter:
         return [[self.run_id, result.case_id, class_roi_ids[c], class_roi_ids[b], float(v)]
                 for row, c in enumerate(self.classes) for b, v in enumerate(result.region_means[row])
                 if np.isfinite(v)]
+
+    def _uncertainty_rows(self, result: CaseResult) -> tuple[str, list[list]] | None:
+        if result.uncertainty is None:
+            return None
+        sha, class_roi_ids = self.model.checkpoint_sha256, [self.roi_ids[n] for n in self.model.label_names]
+        return sha, uncertainty_stage.feature_rows(sha, result.case_id, result.uncertainty, class_roi_ids)
 
     def _dice_rows(self, result: CaseResult) -> list[list]:
         if result.dice is None:

@@ -27,6 +27,7 @@ from agg2exp_core.store.lockdown import connect
 from agg2exp_core.store.publication import (durable_copy, exclusive_lock, record_seed, refuse_linked_work_files,
                                             remove_leftover_temporaries, remove_work_files, seed_matches, writing_path)
 from agg2exp_core.store.schema import ANALYSIS_TABLES, BUILD_STATES, CASE_RESULT_TABLES
+from agg2exp_core.store.uncertainty import insert_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +191,13 @@ def _num(x) -> float | None:
 def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: list[list],
                dice_rows: list[list] = (), artifact_path: str | None = None,
                seconds: float = 0.0, case_row: dict | None = None,
-               results: dict[str, list[list]] | None = None, inputs: dict | None = None) -> None:
+               results: dict[str, list[list]] | None = None, inputs: dict | None = None,
+               uncertainty: tuple[str, list[list]] | None = None) -> None:
     """All results of one case in one transaction: either all land or none.
 
     ``results``: rows of the tables of ``CASE_RESULT_TABLES`` (e.g. ``causal_effect``), which
     replace the case's earlier rows of those tables. ``inputs``: the input files the results
-    were computed from (``store.attempts``).
+    were computed from (``store.attempts``). ``uncertainty``: (model checksum, ``case_uncertainty`` rows).
     """
     results = dict(results or {})
     unknown = set(results) - set(CASE_RESULT_TABLES)
@@ -213,6 +215,8 @@ def write_case(con: duckdb.DuckDBPyConnection, run_id: str, case_id: str, rows: 
             _insert_rows(con, table, table_rows)
         if dice_rows:
             con.executemany("INSERT OR REPLACE INTO dice VALUES (?, ?, ?, ?)", list(dice_rows))
+        if uncertainty is not None:
+            insert_uncertainty(con, case_id=case_id, model_sha256=uncertainty[0], rows=uncertainty[1])
         if artifact_path is not None:
             con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", [run_id, case_id, artifact_path])
         con.execute("DELETE FROM failures WHERE run_id = ? AND case_id = ?", [run_id, case_id])

@@ -101,3 +101,12 @@ def add_sampling_noise(fig: go.Figure, se: np.ndarray, n_samples: int) -> go.Fig
     """Each cell's SmoothGrad sampling noise in the heat map's hover: "± SE (n noise samples)"."""
     noise = texts(se, lambda v: "n/a" if not np.isfinite(v) else f"± {v:.4f} ({n_samples} noise samples)")
     return add_hover_column(fig, "sampling noise (SE)", noise)
+
+
+def add_reliability(fig: go.Figure, icc: np.ndarray, threshold: float, repeats: str) -> go.Figure:
+    """Each cell's test-retest ICC in the heat map's hover, flagged below ``threshold``."""
+    def line(v):
+        if not np.isfinite(v):
+            return "n/a"
+        return f"{v:.2f} ⚠ below {threshold:g}: this cell's value depends on the seed" if v < threshold else f"{v:.2f}"
+    return add_hover_column(fig, f"test-retest ICC ({html.escape(repeats)})", texts(icc, line))

@@ -316,6 +316,13 @@ def attribution_unit(method: str, params: dict | None = None) -> tuple[str, str]
                 + ", shown at every voxel of the unit.")
     if method == "causal":
         return "effect on f̂ [logit]", f"Regional intervention effect on {f_hat}, in logit units."
+    if method == "gradcam":
+        layer = params.get("layer") or "the network's default layer"
+        return ("Grad-CAM [weighted activation]", f"Seg-Grad-CAM of {f_hat}: feature maps of {layer} weighted by "
+                "their mean gradients, ReLU, upsampled to the scan; non-negative, in activation × gradient units.")
+    if method == "guided_backprop":
+        return ("guided ∂f̂/∂x", f"Guided Backprop of {f_hat}, a negative control (Adebayo et al. 2018 found it "
+                "almost unchanged when a model's weights are randomised): a baseline, not evidence about the model.")
     return "attribution", f"Attribution values of method {method}."
 
 

@@ -24,7 +24,7 @@ from dashboard.analytics import Roi
 from dashboard.context import ViewContext
 from dashboard.filters import CohortFilter
 from dashboard.report.document import Report
-from dashboard.views import case_viewer, class_distributions, failure_modes, heat_map, outliers
+from dashboard.views import case_viewer, class_distributions, failure_modes, heat_map, outliers, sanity
 from dashboard.views.common import open_context
 
 
@@ -92,6 +92,7 @@ def provenance_frame(shown: _Shown, created_at: datetime) -> pd.DataFrame:
             ("case slices", f"window {case_viewer.window_text(request.window)}, attribution "
                             f"below P{request.percentile:g} of |value| hidden"),
             ("cases shown", ", ".join(request.case_ids) or "none"),
+            ("sanity checks", sanity.run_summary(ctx)),
             ("report created (UTC)", f"{created_at:%Y-%m-%d %H:%M:%S}")]
     return pd.DataFrame(rows, columns=["field", "value"])
 

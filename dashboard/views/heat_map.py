@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -34,6 +35,7 @@ class GlobalMap:
     figure: go.Figure | None = None
     intervals: CellIntervals | None = None
     empty: str = ""                       # why there is nothing to show ("" when there is)
+    reliability: compute.CellReliability | None = None   # seed test-retest ICC per cell, where stored
 
     @property
     def value_label(self) -> str:
@@ -44,13 +46,25 @@ class GlobalMap:
         if self.choices.zoom != label_groups.ALL:
             zoomed = label_groups.zoom_label(self.choices.zoom).capitalize()
             return f"{zoomed}; intervals are shown for single classes only."
-        return f"Hover a cell for its {self.intervals.how}." if self.intervals else ""
+        hover = f"Hover a cell for its {self.intervals.how}." if self.intervals else ""
+        return " ".join(part for part in (hover, self.reliability_caption) if part)
+
+    @property
+    def reliability_caption(self) -> str:
+        r = self.reliability
+        if r is None:
+            return ""
+        return (f"{r.n_unreliable} of {int(np.isfinite(r.icc).sum())} cells have a test-retest ICC below "
+                f"{compute.RELIABLE_ICC:g} across {r.n_repeats} SmoothGrad seeds ({r.n_cases} cases recomputed): "
+                "their values depend on the noise draw (flagged in the hover).")
 
     def table(self) -> pd.DataFrame:
-        """One row per cell: value, interval, n (the page's table and its CSV)."""
-        if self.intervals is None:
-            return self.matrix.long_table(self.value_label)
-        return compute.interval_table(self.matrix, self.intervals, self.value_label)
+        """One row per cell: value, interval, n and the seed test-retest ICC where stored (the page's CSV)."""
+        table = (self.matrix.long_table(self.value_label) if self.intervals is None else
+                 compute.interval_table(self.matrix, self.intervals, self.value_label))
+        if self.reliability is not None:
+            table["retest_icc"] = self.reliability.icc.ravel()
+        return table
 
 
 def global_map(ctx: ViewContext, choices: MapChoices) -> GlobalMap:
@@ -65,7 +79,11 @@ def global_map(ctx: ViewContext, choices: MapChoices) -> GlobalMap:
         intervals = compute.matrix_intervals(ctx.ref, ctx.run_id, ctx.cohort, choices.kind, matrix, len(ctx.cases))
     figure = figures.matrix_heatmap(matrix, title, ctx.provenance(), value_label=label, log_scale=choices.log_scale,
                                     intervals=intervals)
-    return GlobalMap(choices, matrix, title, figure, intervals)
+    reliability = None if choices.zoom != label_groups.ALL else compute.cell_reliability(
+        ctx.ref, ctx.run_id, choices.kind, matrix)
+    if reliability is not None:
+        figures.add_reliability(figure, reliability.icc, compute.RELIABLE_ICC, f"{reliability.n_repeats} seeds")
+    return GlobalMap(choices, matrix, title, figure, intervals, reliability=reliability)
 
 
 # --- comparison of two cohorts -----------------------------------------------------------------

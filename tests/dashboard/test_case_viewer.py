@@ -180,6 +180,8 @@ def test_window_presets_are_named_as_radiologists_name_them():
 def test_attribution_units_name_what_the_values_are():
     assert "∂f̂/∂x" in slices.attribution_unit("vg")[0] and "2048 HU" in slices.attribution_unit("vg")[1]
     assert "mean of the class's logits" in slices.attribution_unit("smoothgrad", {"aggregation": "mean"})[1]
+    assert "decoder.stages.4" in slices.attribution_unit("gradcam", {"layer": "decoder.stages.4"})[1]
+    assert "negative control" in slices.attribution_unit("guided_backprop")[1]
     assert slices.attribution_unit("kernelshap")[0] == "Shapley value [logit]"
     assert slices.attribution_unit("kernelshap", {"value": "dice"})[0] == "Shapley value [dice score]"
 

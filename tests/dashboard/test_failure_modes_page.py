@@ -33,7 +33,7 @@ def sliced_store(synthetic_store, tmp_path_factory):
     affected = plant_scanner_failure(path, "heart", drop=0.2, dataset=None)
     run_id = synthetic_store["run_ids"]["vg"]
     with store.open_writer(path) as con:
-        analyze_slices(con, run_id, SliceConfig())
+        analyze_slices(con, run_id, SliceConfig(exclude_split=None))
     with store.connect(path, read_only=True) as con:
         heart = queries.failure_slices(con, run_id, synthetic_store["roi_ids"]["heart"])
         top = int(heart.slice_id.iloc[0])

@@ -166,6 +166,12 @@ def test_every_analysis_is_in_the_demo_store(demo_db):
         == 32 * 17 * 17
 
 
+def test_demo_has_the_sanity_checks_of_both_runs(demo_db):
+    rows = demo_db.execute("SELECT r.method, count(DISTINCT s.class_id), max(s.step), count(DISTINCT s.case_id) "
+                           "FROM sanity_check s JOIN runs r USING (run_id) GROUP BY 1 ORDER BY 1").fetchall()
+    assert rows == [("smoothgrad", 3, 31, 1), ("vg", 3, 31, 1)]  # 3 classes, 31 layers down to the input, 1 case
+
+
 @pytest.mark.parametrize("page", ["overview", "heat_map", "knowledge_graph", "class_distributions",
                                   "context_mass", "outliers", "drift", "failure_modes", "case_viewer", "methods"])
 def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, page):
@@ -179,3 +185,4 @@ def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, pa
     if page == "methods":  # the demo evaluates every method: the page shows them, not its empty state
         shown = " ".join(str(e.value) for e in app.get("markdown") + app.get("caption"))
         assert "No attribution-method evaluation" not in shown and "No evaluated case" not in shown
+        assert any("randomisation" in chart.proto.spec for chart in app.get("plotly_chart"))  # the sanity curves

@@ -72,7 +72,8 @@ def test_banner_says_what_runs_and_what_is_pending():
     steps.loc[sg, ["done", "total", "unit", "remaining_s"]] = [12, 36, "cases", 125.0]
     text, stopped = build_banner.banner_text(steps)
     assert not stopped and "SmoothGrad 12/36 cases, ≈ 3 min left" in text
-    assert "analyses (SmoothGrad), method agreement, method evaluation, published TSV2 cohort pending" in text
+    assert ("analyses (SmoothGrad), method agreement, test-retest reliability, method evaluation, sanity checks, "
+            "published TSV2 cohort pending") in text
     assert "Vanilla Gradient" not in text  # done steps are not listed
     assert build_banner.unfinished(steps) and not build_banner.unfinished(_steps())
 

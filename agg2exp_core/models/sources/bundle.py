@@ -103,7 +103,8 @@ def load_bundle(folder: Path, device="auto", given: Description = Description(),
     if isinstance(out_channels, int) and out_channels != len(names):
         raise InputError(meta_file, f"{len(names)} label names for a network with {out_channels} output channels")
     return Segmenter(network=network.to(dev).eval(), network_config={"name": "bundle", "folder": folder.name,
-                                                                     "network_def": _plain(parser["network_def"])},
+                                                                     "network_def": _plain(parser["network_def"]),
+                                                                     "allowed_mirror_axes": _mirror_axes(meta_file)},
                      label_names=names, preprocessing=preprocessing, window=window,
                      checkpoint_sha256=fingerprint([config_file, meta_file, weights]), device=dev, source="bundle")
 
@@ -198,3 +199,11 @@ def _labels(meta_file: Path) -> list[str]:
 def _plain(value):
     """A config section as JSON-safe data (provenance)."""
     return json.loads(json.dumps(value, default=str))
+
+
+def _mirror_axes(meta_file: Path) -> list[int]:
+    """Spatial axes a bundle declares it may be flipped along (metadata.json ``mirror_axes``; none if absent)."""
+    axes = json.loads(meta_file.read_text()).get("mirror_axes") or []
+    if not isinstance(axes, list) or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a < 3 for a in axes):
+        raise InputError(meta_file, f"mirror_axes must be a list of spatial axes 0..2, got {axes!r}")
+    return sorted(set(axes))

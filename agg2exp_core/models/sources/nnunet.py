@@ -48,10 +48,15 @@ class NnUNetNetwork(torch.nn.Module):
             total = y if total is None else total + y
         return total / len(self.folds)
 
+    @property
+    def flips(self) -> list[tuple[int, ...]]:
+        """Tensor dims flipped by each mirrored copy, in the order ``forward`` runs them (after the plain one)."""
+        axes = [a + 2 for a in self.mirror_axes]
+        return [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
     def _mirrored(self, network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         y = network(x)
-        axes = [a + 2 for a in self.mirror_axes]
-        flips = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+        flips = self.flips
         for dims in flips:
             y = y + torch.flip(network(torch.flip(x, dims)), dims)
         return y / (len(flips) + 1)
@@ -85,7 +90,7 @@ def load_nnunet(folder: Path, device="auto", fold: str | int | Sequence | None =
     config = {"name": "nnunet", "trainer": predictor.trainer_name, "plans": predictor.plans_manager.plans_name,
               "configuration": predictor.configuration_manager.data_identifier, "folder": folder.name,
               "architecture": predictor.configuration_manager.network_arch_class_name, **options,
-              "mirror_axes": list(mirror_axes)}
+              "mirror_axes": list(mirror_axes), "allowed_mirror_axes": list(predictor.allowed_mirroring_axes or ())}
     files = [plans, dataset] + [folder / f"fold_{f}" / checkpoint_name for f in folds]
     return Segmenter(network=NnUNetNetwork(networks, mirror_axes).to(dev).eval(), network_config=config,
                      label_names=given.labels or labels,

@@ -4,7 +4,8 @@ Modules by concern: ``connection`` (StoreRef, the query runner, table checks), `
 (the cohort filter and its SQL), ``catalog`` (runs, RoIs, build progress, settings,
 artefacts), ``cases``, ``matrices`` (mean matrix, one case, ``local_cube``),
 ``distributions`` (box statistics), ``outliers``, ``evaluation``, ``causal``, ``analyses``,
-``fields`` (case metadata beyond the cases table), ``slices`` (failure slices).
+``fields`` (case metadata beyond the cases table), ``slices`` (failure slices), ``retest`` (test-retest ICC),
+``sanity`` (the sanity checks).
 Each function takes a DuckDB connection on the store (``lockdown.open_reader``, or the
 writer's connection) and returns a frame, numpy arrays or plain values; none caches (the
 dashboard caches in ``dashboard/data.py``).
@@ -33,22 +34,25 @@ from agg2exp_core.store.queries.slices import (expected_dice_table, failure_slic
                                                failure_slices, slice_case_metadata)
 from agg2exp_core.store.queries.matrices import (case_matrix, global_matrix, local_cube, local_matrices,
                                                  volume_shares)
+from agg2exp_core.store.queries.retest import retest_icc
 from agg2exp_core.store.queries.outliers import (anomaly_dice, anomaly_ranking, anomaly_scores, anomaly_targets,
                                                  mean_anomaly_by_case, outlier_reasons, outlier_tests)
+from agg2exp_core.store.queries.sanity import sanity_curves, sanity_rows, sanity_runs, sanity_verdicts
 
-__all__ = ["ALL_CASES", "CATEGORICAL", "FIELD_KINDS", "NUMERIC", "case_fields", "field_catalog", "BUILD_COLUMNS", "POINTS_PER_SIDE", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "REQUIRED_TABLES",
-           "SPACE", "UNKNOWN", "CohortFilter", "Distribution", "FieldCondition", "StoreRef", "analysis_settings",
-           "anomaly_dice",
-           "anomaly_ranking", "anomaly_scores", "anomaly_targets", "artifact_paths", "build_complete", "build_status",
-           "case_dice_estimates", "case_matrix", "case_metadata", "causal_case", "causal_summary",
-           "causal_target_values", "class_roi_ids", "cohort_cases", "component_effects", "context_mass_distribution",
-           "dice_distribution", "dice_estimate_quality", "dice_estimates", "dice_of_model", "done_cases",
-           "drift_cases", "drift_cells", "drift_tests", "expected_dice_table", "failure_slice_cells",
-           "failure_slice_classes", "failure_slice_dice", "failure_slice_members", "failure_slice_reasons",
-           "failure_slices", "slice_case_metadata", "evaluated_case_count", "evaluated_runs", "fetch",
-           "global_matrix", "has_method_evaluation", "has_table", "latest_run_id", "local_cube", "local_matrices",
-           "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement", "method_disagreement",
-           "method_eval_summary", "outlier_reasons", "outlier_tests", "paper_parity", "perturbation_summary",
-           "reading", "relevance_masks", "roi_names", "rois", "run_case_ids", "run_exists", "run_label_names",
-           "run_model", "runs", "sampling_noise", "source_distribution", "store_folder", "store_ref",
-           "stored_intervals", "table_names", "volume_shares", "where_clause"]
+__all__ = ["ALL_CASES", "analysis_settings", "anomaly_dice", "anomaly_ranking", "anomaly_scores", "anomaly_targets",
+           "artifact_paths", "BUILD_COLUMNS", "build_complete", "build_status", "case_dice_estimates", "case_fields",
+           "case_matrix", "case_metadata", "CATEGORICAL", "causal_case", "causal_summary", "causal_target_values",
+           "class_roi_ids", "cohort_cases", "CohortFilter", "component_effects", "context_mass_distribution",
+           "dice_distribution", "dice_estimate_quality", "dice_estimates", "dice_of_model", "Distribution",
+           "done_cases", "drift_cases", "drift_cells", "drift_tests", "evaluated_case_count", "evaluated_runs",
+           "expected_dice_table", "failure_slice_cells", "failure_slice_classes", "failure_slice_dice",
+           "failure_slice_members", "failure_slice_reasons", "failure_slices", "fetch", "field_catalog",
+           "FIELD_KINDS", "FieldCondition", "global_matrix", "has_method_evaluation", "has_table", "latest_run_id",
+           "local_cube", "local_matrices", "mass_column", "matrix_runs", "mean_anomaly_by_case", "method_agreement",
+           "method_disagreement", "method_eval_summary", "NUMERIC", "outlier_reasons", "outlier_tests",
+           "paper_parity", "PATHOLOGY_ANY", "PATHOLOGY_NONE", "perturbation_summary", "POINTS_PER_SIDE", "reading",
+           "relevance_masks", "REQUIRED_TABLES", "retest_icc", "roi_names", "rois", "run_case_ids", "run_exists",
+           "run_label_names", "run_model", "runs", "sampling_noise", "sanity_curves", "sanity_rows",
+           "sanity_runs", "sanity_verdicts", "slice_case_metadata", "source_distribution",
+           "SPACE", "store_folder", "store_ref", "stored_intervals", "StoreRef", "table_names", "UNKNOWN",
+           "volume_shares", "where_clause"]

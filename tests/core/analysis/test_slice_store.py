@@ -24,7 +24,7 @@ def planted_store(tmp_path_factory):
     affected = plant_scanner_failure(path, "heart", drop=0.2, dataset=None)
     run_id = info["run_ids"]["vg"]
     with store.open_writer(path) as con:
-        analyze_slices(con, run_id, SliceConfig())
+        analyze_slices(con, run_id, SliceConfig(exclude_split=None))
     return {**info, "affected": affected, "run_id": run_id}
 
 
@@ -90,3 +90,27 @@ def test_analyze_slices_prints_them_with_reasons_and_refuses_bad_options(planted
     assert heart.description.iloc[0] == "scanner = B"
     assert len(written) and (written.q_value < 0.01).all() and not written.description.str.contains("∧").any()
     assert np.array_equal(written.groupby("class_id")["rank"].min().unique(), [1])
+
+
+def test_the_models_training_cases_are_left_out_of_the_search_unless_all_are(tmp_path):
+    """Training cases' Dice is in-sample: a search over them would find "split = test" for every class."""
+    import duckdb
+
+    from agg2exp_core.analysis.slice_store import slice_inputs
+    from agg2exp_core.analysis.slices import SliceConfig
+    from synthetic_store import build_synthetic_store
+
+    built = build_synthetic_store(tmp_path / "s.duckdb", n_cases=30, with_artifacts=False, eval_methods=())
+    run_id = built["run_ids"]["vg"]
+    with store.connect(built["path"], read_only=True) as con:
+        splits = con.execute("SELECT split, count(*) FROM cases GROUP BY 1").fetchall()
+        searched = slice_inputs(con, run_id)
+        everything = slice_inputs(con, run_id, SliceConfig(exclude_split=None))
+    n_train = dict(splits).get("train", 0)
+    assert 0 < n_train < 30 and len(everything.case_ids) == 30
+    assert len(searched.case_ids) == 30 - n_train and "train" not in set(searched.metadata.split)
+    assert searched.lift.shape[0] == len(searched.dice) == len(searched.expected) == 30 - n_train
+    with duckdb.connect(str(built["path"])) as con:
+        con.execute("UPDATE cases SET split = 'train'")
+    with store.connect(built["path"], read_only=True) as con:
+        assert len(slice_inputs(con, run_id).case_ids) == 30     # all training cases: nothing else to search

@@ -120,7 +120,7 @@ PRECOMPUTE_CASES = {
     "class out of range": (lambda w: ["--classes", "0,7"], ["--classes", "0..2"]),
     "class not a number": (lambda w: ["--classes", "aorta"], ["--classes", "aorta"]),
     "unknown case id": (lambda w: ["--cases", "c0,../../etc/passwd"], ["--cases", "../../etc/passwd"]),
-    "unknown method": (lambda w: ["--method", "gradcam"], ["--method", "gradcam"]),
+    "unknown method": (lambda w: ["--method", "lrp"], ["--method", "lrp"]),
 }
 
 
@@ -202,7 +202,7 @@ def test_real_interpreter_prints_one_line_and_exits_2(world, tmp_path):
         "mass rows do not sum to 1": (["import-agg2exp", "--csv", w["bad"] / "sum.csv", "--db", w["db"]],
                                       ["sum.csv", "sum to 1.25"]),
         "unknown method": (["precompute", "--manifest", w["manifest"], "--checkpoint", w["good"], "--db", w["db"],
-                            "--method", "gradcam"], ["--method", "gradcam"]),
+                            "--method", "lrp"], ["--method", "lrp"]),
     }
     before = fingerprint(w["store_dir"])
     procs = {name: subprocess.Popen([*CLI, *map(str, args)], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
