@@ -59,7 +59,8 @@ def build(work: Path, n_reference: int, n_cases: int, seed: int) -> tuple[Path, 
         planted.generate_planted_cohort(manifest.parent, n_reference=n_reference, n_cases=n_cases, seed=seed)
     db = work / "planted.duckdb"
     classes = [THORAX_LABELS.index(c) for c in CLASSES]
-    summary = precompute(manifest, MODEL, db, "vg", {}, classes=classes, progress=False, data_dir=work)
+    summary = precompute(manifest, MODEL, db, "vg", {}, classes=classes, progress=False, data_dir=work,
+                         uncertainty=False)                  # TTA features: not what this benchmark measures
     print(f"precompute: {summary.line()}")
     result = analyze_run(db, summary.run_id, AnalysisConfig(fit_dataset="reference", fit_split=None),
                          SuiteConfig(quality=QualityConfig(fit_dataset="reference"), reasons=None, bootstrap=None,
