@@ -25,10 +25,11 @@ def _textures(p: _Painter, rng, lung):
     hu[vessel] += (280 + 380 * near[vessel])
 
 
-def _effusion(p: _Painter, rng, frac):
-    """Pleural fluid layering posteriorly and at the base of one pleural space."""
+def _effusion(p: _Painter, rng, frac, side: int | None = None):
+    """Pleural fluid layering posteriorly and at the base of one pleural space (``side`` 0 left,
+    1 right; None: drawn)."""
     lab = p.lab
-    side = rng.integers(2)
+    side = rng.integers(2) if side is None else side
     ids = (LABEL["lung_upper_lobe_left"], LABEL["lung_lower_lobe_left"]) if side == 0 else \
         (LABEL["lung_upper_lobe_right"], LABEL["lung_middle_lobe_right"], LABEL["lung_lower_lobe_right"])
     lung = np.isin(lab, ids)
