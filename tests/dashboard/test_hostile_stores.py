@@ -49,9 +49,11 @@ QUERIES = ROOT / "agg2exp_core" / "store" / "queries"
 # Names that may be interpolated into the queries' SQL text: each holds a fixed fragment
 # (a column from vocabulary.MASS_KINDS, a condition from cohort.where_clause, a constant
 # sub-query, fixed value/group fragments of the box statistics, a validated identifier, a
-# fixed column name, the store's alias, the schema's column list or a run of '?' placeholders).
+# fixed column name, the store's alias, the schema's column list, a run of '?' placeholders, or a
+# metadata field condition's fixed sub-query and bound terms, a module's constant column list).
 ALLOWED_SQL_NAMES = {"column", "condition", "dice_of_case", "rows", "values", "groups", "details", "alias",
-                     "pathologies", "known", "ALIAS", "BUILD_COLUMNS"}
+                     "pathologies", "known", "ALIAS", "BUILD_COLUMNS", "field_rows", "bound_terms",
+                     "RETEST_COLUMNS", "SLICE_TABLE_COLUMNS"}
 
 
 def sha256(path: Path) -> str:
@@ -188,13 +190,20 @@ def test_every_query_function_keeps_hostile_values_out_of_the_sql(synthetic_stor
         assert call(data_quality.quality_contributions, run_id, value, 1).empty
         assert call(data_quality.quality_contributions, value, real_case, 1).empty
         assert call(data.global_matrix_spread, value, filters.CohortFilter()).empty
+        # this round's reads: metadata fields, failure slices, sanity checks, test-retest ICC
+        assert call(data.run_fields, value).columns.tolist() == ["case_id"]
+        assert call(data.failure_slices, value).empty
+        assert all(len(part) == 0 for part in call(data.failure_slice_detail, value, 1).values())
+        assert call(data.retest_icc, value, "smoothgrad_seed").empty and call(data.retest_icc, run_id, value).empty
+        assert call(data.sanity_curves, value).empty and call(data.sanity_verdicts, value).empty
         assert data.has_table(ref, value) is False
         covered.add("has_table")
         assert call(data.artifact_root_of, value) is None, "a run id names no artefact root"
     for cohort in hostile_filters():
         assert call(data.cohort_cases, run_id, cohort).empty
         assert call(data.global_matrix, run_id, cohort).empty
-    for fn in (data.table_names, data.runs, data.rois, data.evaluated_runs, data.build_status):
+    for fn in (data.table_names, data.runs, data.rois, data.evaluated_runs, data.build_status, data.field_catalog,
+               data.sanity_runs):
         call(fn)
     assert_sql_is_clean(recorded)
     # hostile values travelled as parameters, intact

@@ -111,14 +111,15 @@ def where_clause(cohort: CohortFilter, alias: str = "c") -> tuple[str, list]:
 
 def _field_condition(condition: FieldCondition, alias: str) -> tuple[str, list]:
     """SQL on ``case_field`` for one field condition (a correlated EXISTS on the case's row of that field)."""
-    row = f"SELECT 1 FROM case_field cf_ WHERE cf_.case_id = {alias}.case_id AND cf_.name = ?"
+    field_rows = f"SELECT 1 FROM case_field cf_ WHERE cf_.case_id = {alias}.case_id AND cf_.name = ?"
     if condition.is_range:
         bounds = [("cf_.number >= ?", condition.low), ("cf_.number <= ?", condition.high)]
-        terms = " AND ".join(["cf_.number IS NOT NULL"] + [sql for sql, v in bounds if v is not None])
-        return f"EXISTS ({row} AND {terms})", [condition.name] + [float(v) for _, v in bounds if v is not None]
+        bound_terms = " AND ".join(["cf_.number IS NOT NULL"] + [sql for sql, v in bounds if v is not None])
+        return (f"EXISTS ({field_rows} AND {bound_terms})",
+                [condition.name] + [float(v) for _, v in bounds if v is not None])
     if not condition.values:
         return "FALSE", []
-    return (f"EXISTS ({row} AND cf_.value IN ({', '.join('?' * len(condition.values))}))",
+    return (f"EXISTS ({field_rows} AND cf_.value IN ({', '.join('?' * len(condition.values))}))",
             [condition.name, *condition.values])
 
 
