@@ -181,12 +181,9 @@ def case_noise_view(ref: data.StoreRef, run_id: str, case_id: str, kind: str, lo
     rows = rows[rows.kind == kind]
     if rows.empty:
         return None
-    se = np.full(local.matrix.shape, np.nan)
+    se = cells_in_view(rows, "se", local)
     t_index = {t.roi_id: i for i, t in enumerate(local.targets)}
     s_index = {s.roi_id: j for j, s in enumerate(local.sources)}
-    for target_id, source_id, value in zip(rows.target_id, rows.source_id, rows.se):
-        if target_id in t_index and source_id in s_index:
-            se[t_index[target_id], s_index[source_id]] = value
     names = {r.roi_id: r.name for r in (*local.targets, *local.sources)}
     table = pd.DataFrame({"target": rows.target_id.map(names), "source": rows.source_id.map(names),
                           "mass": [local.matrix[t_index[t], s_index[s]] if t in t_index and s in s_index else np.nan
@@ -215,13 +212,18 @@ def cell_reliability(ref: data.StoreRef, run_id: str, kind: str, view: MatrixVie
     rows = rows[rows.kind == kind]
     if rows.empty:
         return None
-    icc = np.full(view.matrix.shape, np.nan)
+    return CellReliability(cells_in_view(rows, "icc", view), int(rows.n_cases.max()), int(rows.n_repeats.max()))
+
+
+def cells_in_view(rows: pd.DataFrame, column: str, view: MatrixView) -> np.ndarray:
+    """``rows[column]`` (one row per target_id, source_id) laid out in the cell order of ``view`` (NaN: no row)."""
+    out = np.full(view.matrix.shape, np.nan)
     t_index = {t.roi_id: i for i, t in enumerate(view.targets)}
     s_index = {s.roi_id: j for j, s in enumerate(view.sources)}
-    for target_id, source_id, value in zip(rows.target_id, rows.source_id, rows.icc):
+    for target_id, source_id, value in zip(rows.target_id, rows.source_id, rows[column]):
         if target_id in t_index and source_id in s_index:
-            icc[t_index[target_id], s_index[source_id]] = value
-    return CellReliability(icc, int(rows.n_cases.max()), int(rows.n_repeats.max()))
+            out[t_index[target_id], s_index[source_id]] = value
+    return out
 
 
 # --- intervals, expected Dice, outlier reasons, drift (the analyses beyond the paper) ----------------------

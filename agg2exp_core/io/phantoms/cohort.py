@@ -62,6 +62,42 @@ class Phantom:
 
 
 
+def posed_painter(seed: int, sex: str, age: float, shape, spacing) -> tuple[_Painter, np.random.Generator, _Frame,
+                                                                          tuple[float, float, float]]:
+    """(painter, its generator, frame, spacing) of one patient: body size by sex, pose, field of view.
+
+    The draws come first and in this order, so a phantom depends only on its arguments (the planted
+    cohorts of ``planted.py`` pose their patients with it too)."""
+    spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7407]))
+    size = (1.0 if sex == "M" else 0.915) * rng.normal(1.0, 0.025)
+    scale = size * np.clip(rng.normal(1.0, 0.02, 3), 0.95, 1.05)
+    shift = np.clip(rng.normal(0, [5.0, 4.0, 7.0]), -10, 10)
+    frame = _Frame(tuple(shape), spacing, rng.normal(0, 2.5), scale, shift)
+    return _Painter(frame, rng, sex, float(age)), rng, frame, spacing
+
+
+def paint_thorax(p: _Painter, rng: np.random.Generator) -> None:
+    """Paint every structure in its order (later ones overwrite earlier), then the lungs' texture."""
+    for step in (p.body, p.cavity, p.lungs, p.autochthon, p.spine, p.ribs, p.sternum, p.great_vessels,
+                 p.airways, p.pulmonary_veins, p.heart, p.thyroid):
+        step()
+    lung = (p.lab >= LABEL["lung_upper_lobe_left"]) & (p.lab <= LABEL["lung_lower_lobe_right"])
+    _textures(p, rng, lung & (p.fissure_dist > 6))
+
+
+def write_manifest(out: Path, rows: list[dict], columns: list[str]) -> Path:
+    """``out/manifest.csv`` of ``rows`` in ``columns``, replaced at once (readers never see half a manifest)."""
+    manifest = out / "manifest.csv"
+    tmp = manifest.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(manifest)
+    return manifest
+
+
 def make_phantom(seed: int, sex: str, age: float, shape=(64, 48, 48), spacing=(6.0, 6.0, 6.0),
                  pathology: tuple[str, ...] = (), kernel: str = "standard") -> Phantom:
     """One thorax phantom, deterministic in all its arguments."""
@@ -72,19 +108,8 @@ def make_phantom(seed: int, sex: str, age: float, shape=(64, 48, 48), spacing=(6
     unknown = set(pathology) - set(PATHOLOGY_ROIS)
     if unknown:
         raise InputError("pathology", f"unknown {sorted(unknown)}; known: {PATHOLOGY_ROIS}")
-    spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7407]))
-    size = (1.0 if sex == "M" else 0.915) * rng.normal(1.0, 0.025)
-    scale = size * np.clip(rng.normal(1.0, 0.02, 3), 0.95, 1.05)
-    shift = np.clip(rng.normal(0, [5.0, 4.0, 7.0]), -10, 10)
-    frame = _Frame(shape, spacing, rng.normal(0, 2.5), scale, shift)
-    p = _Painter(frame, rng, sex, float(age))
-    for step in (p.body, p.cavity, p.lungs, p.autochthon, p.spine,
-                 p.ribs, p.sternum, p.great_vessels, p.airways, p.pulmonary_veins, p.heart,
-                 p.thyroid):
-        step()
-    lung = (p.lab >= LABEL["lung_upper_lobe_left"]) & (p.lab <= LABEL["lung_lower_lobe_right"])
-    _textures(p, rng, lung & (p.fissure_dist > 6))
+    p, rng, frame, spacing = posed_painter(seed, sex, age, shape, spacing)
+    paint_thorax(p, rng)
     rois = {}
     if "pleural_effusion" in pathology:                     # first: fluid is no longer lung
         rois["pleural_effusion"] = _effusion(p, rng, rng.uniform(0.22, 0.35))  # moderate to large
@@ -163,14 +188,7 @@ def generate_cohort(out_dir, n_reference: int = 20, n_test: int = 8, n_external:
                 row[f"roi:{name}"] = f"rois/{cid}_{name}.nii.gz"
                 save_nifti(ph.rois[name].astype(np.uint8), ph.affine, out / row[f"roi:{name}"])
         rows.append(row)
-    manifest = out / "manifest.csv"
-    tmp = manifest.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(manifest)                                   # readers never see half a manifest
-    return manifest
+    return write_manifest(out, rows, MANIFEST_COLUMNS)
 
 
 def _check_cohort_args(n_reference, n_test, n_external, shape, spacing):

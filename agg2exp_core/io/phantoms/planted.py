@@ -21,7 +21,6 @@ the demo cohort's seeds (``cohort_plan(seed=0)``); planted cohorts draw their ow
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,9 @@ from scipy import ndimage
 
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.images import save_nifti
-from agg2exp_core.io.phantoms.anatomy import LABEL, _Painter
-from agg2exp_core.io.phantoms.cohort import Phantom
-from agg2exp_core.io.phantoms.pathology import _effusion, _scanner, _textures
-from agg2exp_core.io.phantoms.shapes import _Frame
+from agg2exp_core.io.phantoms.anatomy import LABEL
+from agg2exp_core.io.phantoms.cohort import Phantom, paint_thorax, posed_painter, write_manifest
+from agg2exp_core.io.phantoms.pathology import _effusion, _scanner
 
 SOFT_KERNEL_MM = 6.0        # sigma of the soft kernel's extra blur (ribs Dice 0.92 -> ~0.6 measured)
 CARDIOMEGALY = 1.35         # heart semi-axes x 1.35 (heart Dice 0.94 -> ~0.8 measured)
@@ -119,21 +117,10 @@ def planted_phantom(seed: int, sex: str, age: float, failures=(), shape=(64, 48,
     unknown = set(failures) - set(PLANTINGS)
     if unknown:
         raise InputError("failures", f"unknown {sorted(unknown)}; known: {sorted(PLANTINGS)}")
-    spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7407]))
-    # The pose and painting order of cohort.make_phantom (kept there unchanged for the demo).
-    size = (1.0 if sex == "M" else 0.915) * rng.normal(1.0, 0.025)
-    scale = size * np.clip(rng.normal(1.0, 0.02, 3), 0.95, 1.05)
-    shift = np.clip(rng.normal(0, [5.0, 4.0, 7.0]), -10, 10)
-    frame = _Frame(shape, spacing, rng.normal(0, 2.5), scale, shift)
-    p = _Painter(frame, rng, sex, float(age))
+    p, rng, frame, spacing = posed_painter(seed, sex, age, shape, spacing)   # the demo's pose and painting
     if "anatomy" in failures:
         p.heart_parts = [(c, tuple(np.multiply(r, CARDIOMEGALY)), rot) for c, r, rot in p.heart_parts]
-    for step in (p.body, p.cavity, p.lungs, p.autochthon, p.spine, p.ribs, p.sternum, p.great_vessels,
-                 p.airways, p.pulmonary_veins, p.heart, p.thyroid):
-        step()
-    lung = (p.lab >= LABEL["lung_upper_lobe_left"]) & (p.lab <= LABEL["lung_lower_lobe_right"])
-    _textures(p, rng, lung & (p.fissure_dist > 6))
+    paint_thorax(p, rng)
     rois = {}
     if "pathology" in failures:
         rois["pleural_effusion"] = _effusion(p, rng, rng.uniform(0.22, 0.35), side=RIGHT)
@@ -178,11 +165,4 @@ def generate_planted_cohort(out_dir, plant=tuple(PLANTINGS), n_reference: int = 
         save_nifti(np.clip(np.rint(ph.hu), -1024, 3071).astype(np.int16), ph.affine, out / row["image"])
         save_nifti(ph.labels.astype(np.uint8), ph.affine, out / row["label"])
         rows.append(row)
-    manifest = out / "manifest.csv"
-    tmp = manifest.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(manifest)                                   # readers never see half a manifest
-    return manifest
+    return write_manifest(out, rows, MANIFEST_COLUMNS)

@@ -12,7 +12,6 @@ Labels are a small set (``SHORTCUT_LABELS``) in which the effusion is a class of
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from agg2exp_core.errors import InputError
 from agg2exp_core.io.images import save_nifti
 from agg2exp_core.io.phantoms.anatomy import LABEL, _Painter
+from agg2exp_core.io.phantoms.cohort import write_manifest
 from agg2exp_core.io.phantoms.pathology import _scanner, _textures
 from agg2exp_core.io.phantoms.shapes import _Frame
 
@@ -149,11 +149,4 @@ def generate_shortcut_cohort(out_dir, n_train: int = 16, n_test: int = 12, shape
         save_nifti(ph.labels, ph.affine, out / row["label"])
         save_nifti(ph.marker.astype(np.uint8), ph.affine, out / row[f"roi:{MARKER_ROI}"])
         rows.append(row)
-    manifest = out / "manifest.csv"
-    tmp = manifest.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(manifest)                                   # readers never see half a manifest
-    return manifest
+    return write_manifest(out, rows, MANIFEST_COLUMNS)
