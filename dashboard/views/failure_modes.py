@@ -61,8 +61,8 @@ def class_slices(ctx: ViewContext, class_id: int) -> ClassSlices:
     caption = (f"{len(rows)} slice(s) for {name}: Dice drop = mean Dice of the rest − mean Dice of the slice; "
                "p: one-sided rank-sum test; q: Benjamini-Hochberg over every candidate of every class. Slices "
                "overlapping a better-ranked one by Jaccard > 0.5 are left out. The search ran over the run's "
-               "cases except the model's training split (their Dice is in-sample): the sidebar's cohort filter "
-               "does not change it.")
+               "cases (`analyze --slices` leaves the model's training split out unless told otherwise: its Dice is "
+               "in-sample; the demo searches every case): the sidebar's cohort filter does not change it.")
     return ClassSlices(name, table.reset_index(drop=True), rows.slice_id.astype(int).tolist(), caption)
 
 
