@@ -39,6 +39,8 @@ SCREENSHOTS = [
     ("09_methods.png", "methods"),
     ("10_drift.png", "drift"),
     ("11_report.png", "report"),
+    ("12_failure_modes.png", "failure_modes"),
+    ("13_quality.png", "quality"),
 ]
 TIMEOUT_MS = 90_000
 

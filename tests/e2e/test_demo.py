@@ -175,8 +175,21 @@ def test_demo_has_the_sanity_checks_of_both_runs(demo_db):
     assert rows == [("smoothgrad", 3, 31, 1), ("vg", 3, 31, 1)]  # 3 classes, 31 layers down to the input, 1 case
 
 
+def test_demo_has_retest_icc_uncertainty_and_case_fields(demo_db):
+    factors = demo_db.execute("SELECT r.method, t.factor, t.kind, count(t.icc), max(t.n_repeats) FROM retest_icc t "
+                              "JOIN runs r USING (run_id) GROUP BY ALL ORDER BY ALL").fetchall()
+    kinds = {(m, f, k) for m, f, k, n, _ in factors if n > 0}
+    assert {("smoothgrad", "smoothgrad_seed", "abs"), ("smoothgrad", "smoothgrad_seed", "lift")} <= kinds
+    assert {(m, "forest_seed", k) for m in ("vg", "smoothgrad") for k in ("anomaly_score", "outlier_reason")} <= kinds
+    features = demo_db.execute("SELECT count(DISTINCT case_id), count(DISTINCT feature) FROM case_uncertainty").fetchone()
+    assert features[0] == 36 and features[1] >= 10
+    fields = dict(demo_db.execute("SELECT name, count(*) FROM case_field GROUP BY 1").fetchall())
+    assert {"scanner", "kernel", "site", "slice_thickness_mm"} <= set(fields) and set(fields.values()) >= {36}
+
+
 @pytest.mark.parametrize("page", ["overview", "heat_map", "knowledge_graph", "class_distributions",
-                                  "context_mass", "outliers", "drift", "failure_modes", "case_viewer", "methods"])
+                                  "context_mass", "outliers", "drift", "failure_modes", "quality", "case_viewer",
+                                  "methods"])
 def test_every_dashboard_page_renders_on_the_demo_store(demo_db, monkeypatch, page):
     from apptest import open_app  # the dashboard suite's AppTest helper
 
