@@ -29,6 +29,9 @@ from agg2exp_core.models.sources import ModelSpec, load_model
 from agg2exp_core.pipeline.precompute import process_case
 
 RETEST_KINDS = ("abs", "lift")
+# Methods whose maps depend on their seed (SmoothGrad's noise draws); the others take a seed parameter
+# for a uniform signature but give the same map for every seed (a retest of them would only cost time).
+SEEDED_METHODS = ("smoothgrad",)
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,13 @@ def retest(db: str | Path, run_id: str, config: RetestConfig = RetestConfig(), m
            model: str | Path | ModelSpec | Segmenter | None = None, analysed: bool = True) -> pd.DataFrame:
     """Compute and store (replacing the run's rows) the run's retest ICCs; returns them.
 
-    SmoothGrad seeds need ``manifest`` and ``model`` and a run whose method takes a seed; the forest
+    SmoothGrad seeds need ``manifest`` and ``model`` and a SmoothGrad run; the forest
     seeds need the run's outlier analysis (``analysed``: it has one).
     """
     with store.open_writer(db) as con:
         method, params = _run_method(con, run_id)
         frames = []
-        if manifest is not None and model is not None and "seed" in get_method(method).parameters and config.seeds:
+        if manifest is not None and model is not None and method in SEEDED_METHODS and config.seeds:
             frames.append(seed_icc(con, run_id, method, params, manifest, model, config))
         if analysed and config.forest_seeds:
             frames.append(icc.forest_seed_icc(con, run_id, config.forest_seeds))

@@ -181,6 +181,7 @@ def test_demo_has_retest_icc_uncertainty_and_case_fields(demo_db):
     kinds = {(m, f, k) for m, f, k, n, _ in factors if n > 0}
     assert {("smoothgrad", "smoothgrad_seed", "abs"), ("smoothgrad", "smoothgrad_seed", "lift")} <= kinds
     assert {(m, "forest_seed", k) for m in ("vg", "smoothgrad") for k in ("anomaly_score", "outlier_reason")} <= kinds
+    assert not any(m == "vg" and f == "smoothgrad_seed" for m, f, _ in kinds)   # VG's map ignores the seed
     features = demo_db.execute("SELECT count(DISTINCT case_id), count(DISTINCT feature) FROM case_uncertainty").fetchone()
     assert features[0] == 36 and features[1] >= 10
     fields = dict(demo_db.execute("SELECT name, count(*) FROM case_field GROUP BY 1").fetchall())

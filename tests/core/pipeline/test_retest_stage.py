@@ -56,3 +56,11 @@ def test_bad_settings_are_refused_in_one_line(smoothgrad_run, capsys):
         retest(db, "nope", RetestConfig(forest_seeds=0))
     assert main(["retest", "--db", str(db), "--run", run_id, "--manifest", str(manifest)]) == 2
     assert "--manifest" in capsys.readouterr().err
+
+
+def test_a_method_whose_map_ignores_the_seed_is_not_recomputed(smoothgrad_run):
+    """VG takes a seed parameter (a uniform signature) but gives one map: a seed retest would only cost time."""
+    db, _, manifest, checkpoint = smoothgrad_run
+    vg = precompute(manifest, checkpoint, db, "vg", classes=[0, 1], progress=False).run_id
+    table = retest(db, vg, RetestConfig(seeds=(1,), forest_seeds=0), manifest, checkpoint, analysed=False)
+    assert table.empty
