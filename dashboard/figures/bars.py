@@ -57,15 +57,25 @@ def drift_bars(tests: pd.DataFrame, targets: Sequence[Roi], title: str, provenan
 def effect_bars(cells: pd.DataFrame, rois: dict[int, Roi], title: str, provenance: str) -> go.Figure:
     """The cells that moved: Hedges' g (cohort - reference) per cell, largest first."""
     labels = [f"{rois[int(s)].name} → {rois[int(t)].name}" for t, s in zip(cells.target_id, cells.source_id)]
+    fig = signed_cell_bars(labels, cells.effect_size, cells.mean_ref, cells.mean_new, cells.q_value,
+                           ("Hedges' g %{x:.2f}", "reference mean", "cohort mean"), "Hedges' g (cohort − reference)")
+    return base_layout(fig, title, provenance, max(360, 80 + 24 * len(cells)))
+
+
+def signed_cell_bars(labels: Sequence[str], values: pd.Series, means_a: pd.Series, means_b: pd.Series,
+                     q_values: pd.Series, hover: tuple[str, str, str], axis_title: str) -> go.Figure:
+    """Horizontal bars of a signed value per cell (red up, blue down), its two means and q in the hover.
+
+    ``hover``: the value's line (a Plotly format of ``%{x}``) and the names of the two means."""
+    value_line, name_a, name_b = hover
     fig = go.Figure(go.Bar(
-        y=labels, x=cells.effect_size, orientation="h",
-        marker=dict(color=np.where(cells.effect_size > 0, "#b2182b", "#2166ac")),
-        customdata=np.stack([cells.mean_ref.map(fmt), cells.mean_new.map(fmt), cells.q_value.map(fmt)], axis=1),
-        hovertemplate="<b>%{y}</b><br>Hedges' g %{x:.2f}<br>reference mean %{customdata[0]} · cohort mean "
+        y=labels, x=values, orientation="h", marker=dict(color=np.where(values > 0, "#b2182b", "#2166ac")),
+        customdata=np.stack([means_a.map(fmt), means_b.map(fmt), q_values.map(fmt)], axis=1),
+        hovertemplate=f"<b>%{{y}}</b><br>{value_line}<br>{name_a} %{{customdata[0]}} · {name_b} "
                       "%{customdata[1]}<br>q (BH, permutations) %{customdata[2]}<extra></extra>", showlegend=False))
     fig.update_yaxes(autorange="reversed", title_text="cell e(b → a)")
-    fig.update_xaxes(title_text="Hedges' g (cohort − reference)", zeroline=True)
-    return base_layout(fig, title, provenance, max(360, 80 + 24 * len(cells)))
+    fig.update_xaxes(title_text=axis_title, zeroline=True)
+    return fig
 
 
 def score_bars(frame: pd.DataFrame, value: str, title: str, provenance: str, value_label: str) -> go.Figure:

@@ -2,11 +2,11 @@
 cells whose mass differs between them."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.figures.base import base_layout, fmt
+from dashboard.figures.bars import signed_cell_bars
+from dashboard.figures.base import base_layout
 
 IN_COLOR, OUT_COLOR = "#b2182b", "#737373"
 
@@ -28,12 +28,6 @@ def slice_dice_strip(dice: pd.DataFrame, dice_label: str, title: str, provenance
 def slice_cell_bars(cells: pd.DataFrame, value_label: str, title: str, provenance: str) -> go.Figure:
     """Mean mass in the slice minus the rest per cell (``cells``: target, source, difference, q_value)."""
     labels = [f"{s} → {t}" for t, s in zip(cells.target, cells.source)]
-    fig = go.Figure(go.Bar(
-        y=labels, x=cells.difference, orientation="h",
-        marker=dict(color=np.where(cells.difference > 0, "#b2182b", "#2166ac")),
-        customdata=np.stack([cells.mean_in.map(fmt), cells.mean_out.map(fmt), cells.q_value.map(fmt)], axis=1),
-        hovertemplate="<b>%{y}</b><br>difference %{x:.4f}<br>slice mean %{customdata[0]} · rest mean "
-                      "%{customdata[1]}<br>q (BH, permutations) %{customdata[2]}<extra></extra>", showlegend=False))
-    fig.update_yaxes(autorange="reversed", title_text="cell e(b → a)")
-    fig.update_xaxes(title_text=f"{value_label}: slice − rest", zeroline=True)
+    fig = signed_cell_bars(labels, cells.difference, cells.mean_in, cells.mean_out, cells.q_value,
+                           ("difference %{x:.4f}", "slice mean", "rest mean"), f"{value_label}: slice − rest")
     return base_layout(fig, title, provenance, max(320, 80 + 28 * len(cells)))
